@@ -1,0 +1,1 @@
+//! The `.nn` frontend (being written).

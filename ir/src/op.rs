@@ -1,0 +1,508 @@
+//! Operators: their attributes, shape rules and parameter tensors. Each rule lives here once;
+//! the frontend, the verifier, the interpreter and the passes all call it.
+
+use crate::Shape;
+
+/// A 2-D convolution. `pad` is `[top, left, bottom, right]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2d {
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 4],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+    pub bias: bool,
+    /// Padding reads a per-input-channel fill value (`<params>.pad_fill`) instead of 0.
+    /// Folding a BN forward into a padded conv needs it (folding.md).
+    pub pad_fill: bool,
+}
+
+/// A 2-D max or average pooling window. `pad` is `[top, left, bottom, right]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool2d {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 4],
+    /// Output size rounds up (PyTorch `ceil_mode`); a window never starts in the right or
+    /// bottom padding.
+    pub ceil_mode: bool,
+    /// Average pooling only: zero padding counts in the divisor.
+    pub count_include_pad: bool,
+}
+
+/// Elementwise activation functions.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    Relu6,
+    LeakyRelu { alpha: f64 },
+    Clip { min: f64, max: f64 },
+    Sigmoid,
+    Silu,
+    HardSwish,
+    HardSigmoid,
+    Tanh,
+}
+
+impl Activation {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Relu6 => "relu6",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::Clip { .. } => "clip",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Silu => "silu",
+            Activation::HardSwish => "hardswish",
+            Activation::HardSigmoid => "hardsigmoid",
+            Activation::Tanh => "tanh",
+        }
+    }
+
+    /// The function itself, in f64 (PyTorch definitions: hardsigmoid is relu6(x + 3) / 6).
+    pub fn apply(&self, x: f64) -> f64 {
+        match *self {
+            Activation::Relu => x.max(0.0),
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+            Activation::LeakyRelu { alpha } => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
+            }
+            Activation::Clip { min, max } => x.max(min).min(max),
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::HardSigmoid => (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::Tanh => x.tanh(),
+        }
+    }
+}
+
+/// Every operator of the language.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Conv2d(Conv2d),
+    /// Fully connected layer on `[N, C]`: weight `[out, C]`.
+    Dense {
+        out_features: usize,
+        bias: bool,
+    },
+    /// Batch normalization at inference, on `[N, C]` or `[N, C, H, W]`.
+    BatchNorm {
+        eps: f64,
+    },
+    /// Per-channel affine map `y = scale[c]·x + shift[c]` (what a BN becomes after
+    /// canonicalization, and what is left of one that cannot fold away).
+    Affine,
+    Activation(Activation),
+    /// Elementwise sum of two tensors of the same shape.
+    Add,
+    /// Elementwise product: same shapes, or one side `[N, C, 1, 1]` broadcast over H×W.
+    Mul,
+    /// Concatenation along the channel axis (axis 1).
+    Concat,
+    MaxPool(Pool2d),
+    AvgPool(Pool2d),
+    GlobalAvgPool,
+    /// Constant padding of H and W: `pads` is `[top, left, bottom, right]`.
+    Pad {
+        pads: [usize; 4],
+        value: f64,
+    },
+    /// `[N, ...]` to `[N, product of the rest]`.
+    Flatten,
+    Identity,
+    /// A no-op at inference.
+    Dropout,
+    /// Softmax over the channel axis (axis 1).
+    Softmax,
+}
+
+/// How a parameter tensor is used, so that random initialisation can give it realistic
+/// values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// A conv or dense weight; `fan_in` inputs feed each output.
+    Weight {
+        fan_in: usize,
+    },
+    /// A conv or dense bias.
+    Bias,
+    BnWeight,
+    BnBias,
+    BnMean,
+    BnVar,
+    AffineScale,
+    AffineShift,
+    PadFill,
+}
+
+/// A parameter tensor an operator needs: `<prefix>.<suffix>` with this shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub suffix: &'static str,
+    pub shape: Shape,
+    pub kind: ParamKind,
+}
+
+fn fmt_shape(s: &Shape) -> String {
+    let dims: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// Output size of a sliding window along one axis, or `None` if no window fits.
+pub fn window_out(
+    input: usize,
+    pad_begin: usize,
+    pad_end: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    ceil_mode: bool,
+) -> Option<usize> {
+    let span = dilation * (kernel - 1) + 1;
+    let padded = input + pad_begin + pad_end;
+    if padded < span || stride == 0 {
+        return None;
+    }
+    let steps = padded - span;
+    let mut out = if ceil_mode {
+        steps.div_ceil(stride) + 1
+    } else {
+        steps / stride + 1
+    };
+    // PyTorch: in ceil mode the last window must start inside the input or left padding.
+    if ceil_mode && (out - 1) * stride >= input + pad_begin {
+        out -= 1;
+    }
+    Some(out)
+}
+
+impl Op {
+    /// The operator's name in the language.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv2d(_) => "conv2d",
+            Op::Dense { .. } => "dense",
+            Op::BatchNorm { .. } => "batchnorm",
+            Op::Affine => "affine",
+            Op::Activation(a) => a.name(),
+            Op::Add => "add",
+            Op::Mul => "mul",
+            Op::Concat => "concat",
+            Op::MaxPool(_) => "maxpool",
+            Op::AvgPool(_) => "avgpool",
+            Op::GlobalAvgPool => "global_avgpool",
+            Op::Pad { .. } => "pad",
+            Op::Flatten => "flatten",
+            Op::Identity => "identity",
+            Op::Dropout => "dropout",
+            Op::Softmax => "softmax",
+        }
+    }
+
+    /// How many inputs the operator takes: `(min, max)`.
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            Op::Add | Op::Mul => (2, 2),
+            Op::Concat => (1, usize::MAX),
+            _ => (1, 1),
+        }
+    }
+
+    /// The output shape for these input shapes, or a message saying what is wrong.
+    pub fn infer_shape(&self, inputs: &[&Shape]) -> Result<Shape, String> {
+        let (lo, hi) = self.arity();
+        if inputs.len() < lo || inputs.len() > hi {
+            return Err(if lo == hi {
+                format!(
+                    "`{}` takes {} input(s), got {}",
+                    self.name(),
+                    lo,
+                    inputs.len()
+                )
+            } else {
+                format!(
+                    "`{}` takes at least {} input(s), got {}",
+                    self.name(),
+                    lo,
+                    inputs.len()
+                )
+            });
+        }
+        let x = inputs[0];
+        let need_rank = |ranks: &[usize]| -> Result<(), String> {
+            if ranks.contains(&x.len()) {
+                Ok(())
+            } else {
+                let want: Vec<String> = ranks.iter().map(|r| format!("{r}-D")).collect();
+                Err(format!(
+                    "`{}` expects a {} input, got shape {}",
+                    self.name(),
+                    want.join(" or "),
+                    fmt_shape(x)
+                ))
+            }
+        };
+        match self {
+            Op::Conv2d(c) => {
+                need_rank(&[4])?;
+                let cin = x[1];
+                if c.groups == 0 || c.out_channels == 0 {
+                    return Err("`groups` and `out` must be positive".into());
+                }
+                if cin % c.groups != 0 {
+                    return Err(format!(
+                        "input channels ({cin}) are not divisible by groups ({})",
+                        c.groups
+                    ));
+                }
+                if c.out_channels % c.groups != 0 {
+                    return Err(format!(
+                        "output channels ({}) are not divisible by groups ({})",
+                        c.out_channels, c.groups
+                    ));
+                }
+                if c.kernel.contains(&0) || c.stride.contains(&0) || c.dilation.contains(&0) {
+                    return Err("kernel, stride and dilation must be positive".into());
+                }
+                let h = window_out(
+                    x[2],
+                    c.pad[0],
+                    c.pad[2],
+                    c.kernel[0],
+                    c.stride[0],
+                    c.dilation[0],
+                    false,
+                );
+                let w = window_out(
+                    x[3],
+                    c.pad[1],
+                    c.pad[3],
+                    c.kernel[1],
+                    c.stride[1],
+                    c.dilation[1],
+                    false,
+                );
+                match (h, w) {
+                    (Some(h), Some(w)) => Ok(vec![x[0], c.out_channels, h, w]),
+                    _ => Err(format!(
+                        "kernel {}x{} (dilation {}x{}) does not fit the padded input {}",
+                        c.kernel[0],
+                        c.kernel[1],
+                        c.dilation[0],
+                        c.dilation[1],
+                        fmt_shape(x)
+                    )),
+                }
+            }
+            Op::Dense { out_features, .. } => {
+                need_rank(&[2])?;
+                if *out_features == 0 {
+                    return Err("`out` must be positive".into());
+                }
+                Ok(vec![x[0], *out_features])
+            }
+            Op::BatchNorm { .. } | Op::Affine => {
+                need_rank(&[2, 4])?;
+                Ok(x.clone())
+            }
+            Op::Activation(_) | Op::Identity | Op::Dropout => Ok(x.clone()),
+            Op::Softmax => {
+                need_rank(&[2, 4])?;
+                Ok(x.clone())
+            }
+            Op::Add => {
+                if inputs[0] != inputs[1] {
+                    return Err(format!(
+                        "`add` needs equal shapes, got {} and {}",
+                        fmt_shape(inputs[0]),
+                        fmt_shape(inputs[1])
+                    ));
+                }
+                Ok(x.clone())
+            }
+            Op::Mul => {
+                let (a, b) = (inputs[0], inputs[1]);
+                if a == b {
+                    return Ok(a.clone());
+                }
+                let per_channel = |big: &Shape, small: &Shape| {
+                    big.len() == 4 && *small == vec![big[0], big[1], 1, 1]
+                };
+                if per_channel(a, b) {
+                    Ok(a.clone())
+                } else if per_channel(b, a) {
+                    Ok(b.clone())
+                } else {
+                    Err(format!(
+                        "`mul` needs equal shapes or one side [N, C, 1, 1], got {} and {}",
+                        fmt_shape(a),
+                        fmt_shape(b)
+                    ))
+                }
+            }
+            Op::Concat => {
+                need_rank(&[2, 4])?;
+                let mut channels = 0;
+                for s in inputs {
+                    let same_rest =
+                        s.len() == x.len() && s[0] == x[0] && s.iter().skip(2).eq(x.iter().skip(2));
+                    if !same_rest {
+                        return Err(format!(
+                            "`concat` inputs must agree on every axis but channels, got {} and {}",
+                            fmt_shape(x),
+                            fmt_shape(s)
+                        ));
+                    }
+                    channels += s[1];
+                }
+                let mut out = x.clone();
+                out[1] = channels;
+                Ok(out)
+            }
+            Op::MaxPool(p) | Op::AvgPool(p) => {
+                need_rank(&[4])?;
+                if p.kernel.contains(&0) || p.stride.contains(&0) {
+                    return Err("kernel and stride must be positive".into());
+                }
+                if p.pad[0] > p.kernel[0] / 2
+                    || p.pad[2] > p.kernel[0] / 2
+                    || p.pad[1] > p.kernel[1] / 2
+                    || p.pad[3] > p.kernel[1] / 2
+                {
+                    return Err(format!(
+                        "pooling padding {:?} is more than half the kernel {}x{}",
+                        p.pad, p.kernel[0], p.kernel[1]
+                    ));
+                }
+                let h = window_out(
+                    x[2],
+                    p.pad[0],
+                    p.pad[2],
+                    p.kernel[0],
+                    p.stride[0],
+                    1,
+                    p.ceil_mode,
+                );
+                let w = window_out(
+                    x[3],
+                    p.pad[1],
+                    p.pad[3],
+                    p.kernel[1],
+                    p.stride[1],
+                    1,
+                    p.ceil_mode,
+                );
+                match (h, w) {
+                    (Some(h), Some(w)) => Ok(vec![x[0], x[1], h, w]),
+                    _ => Err(format!(
+                        "pooling window {}x{} does not fit the padded input {}",
+                        p.kernel[0],
+                        p.kernel[1],
+                        fmt_shape(x)
+                    )),
+                }
+            }
+            Op::GlobalAvgPool => {
+                need_rank(&[4])?;
+                Ok(vec![x[0], x[1], 1, 1])
+            }
+            Op::Pad { pads, .. } => {
+                need_rank(&[4])?;
+                Ok(vec![
+                    x[0],
+                    x[1],
+                    x[2] + pads[0] + pads[2],
+                    x[3] + pads[1] + pads[3],
+                ])
+            }
+            Op::Flatten => {
+                if x.is_empty() {
+                    return Err("`flatten` needs at least a batch axis".into());
+                }
+                Ok(vec![x[0], x[1..].iter().product()])
+            }
+        }
+    }
+
+    /// The parameter tensors the operator reads, given its input shapes (which must have
+    /// passed [`Op::infer_shape`]).
+    pub fn param_specs(&self, inputs: &[&Shape]) -> Vec<ParamSpec> {
+        let spec = |suffix, shape, kind| ParamSpec {
+            suffix,
+            shape,
+            kind,
+        };
+        match self {
+            Op::Conv2d(c) => {
+                let cin = inputs[0][1];
+                let mut v = vec![spec(
+                    "weight",
+                    vec![c.out_channels, cin / c.groups, c.kernel[0], c.kernel[1]],
+                    ParamKind::Weight {
+                        fan_in: cin / c.groups * c.kernel[0] * c.kernel[1],
+                    },
+                )];
+                if c.bias {
+                    v.push(spec("bias", vec![c.out_channels], ParamKind::Bias));
+                }
+                if c.pad_fill {
+                    v.push(spec("pad_fill", vec![cin], ParamKind::PadFill));
+                }
+                v
+            }
+            Op::Dense { out_features, bias } => {
+                let cin = inputs[0][1];
+                let mut v = vec![spec(
+                    "weight",
+                    vec![*out_features, cin],
+                    ParamKind::Weight { fan_in: cin },
+                )];
+                if *bias {
+                    v.push(spec("bias", vec![*out_features], ParamKind::Bias));
+                }
+                v
+            }
+            Op::BatchNorm { .. } => {
+                let c = vec![inputs[0][1]];
+                vec![
+                    spec("weight", c.clone(), ParamKind::BnWeight),
+                    spec("bias", c.clone(), ParamKind::BnBias),
+                    spec("running_mean", c.clone(), ParamKind::BnMean),
+                    spec("running_var", c, ParamKind::BnVar),
+                ]
+            }
+            Op::Affine => {
+                let c = vec![inputs[0][1]];
+                vec![
+                    spec("scale", c.clone(), ParamKind::AffineScale),
+                    spec("shift", c, ParamKind::AffineShift),
+                ]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Multiply-accumulates (for conv/dense) or elementwise operations for one run, a rough
+    /// measure of work used in reports.
+    pub fn flops(&self, inputs: &[&Shape], output: &Shape) -> u64 {
+        let numel = |s: &Shape| s.iter().product::<usize>() as u64;
+        match self {
+            Op::Conv2d(c) => {
+                let cin_per_group = (inputs[0][1] / c.groups) as u64;
+                2 * numel(output) * cin_per_group * (c.kernel[0] * c.kernel[1]) as u64
+            }
+            Op::Dense { .. } => 2 * numel(output) * inputs[0][1] as u64,
+            Op::BatchNorm { .. } | Op::Affine => 2 * numel(output),
+            Op::MaxPool(p) | Op::AvgPool(p) => numel(output) * (p.kernel[0] * p.kernel[1]) as u64,
+            Op::GlobalAvgPool => numel(inputs[0]),
+            Op::Identity | Op::Dropout | Op::Flatten | Op::Concat | Op::Pad { .. } => 0,
+            _ => numel(output),
+        }
+    }
+}
