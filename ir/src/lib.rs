@@ -5,6 +5,7 @@
 //! printed by [`printer`] is the `.nn` language itself, so what is printed parses again.
 //! [`interp`] is the reference interpreter every pass and kernel is checked against.
 
+pub mod edit;
 pub mod interp;
 pub mod op;
 pub mod printer;

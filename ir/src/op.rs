@@ -255,13 +255,13 @@ impl Op {
                 if c.groups == 0 || c.out_channels == 0 {
                     return Err("`groups` and `out` must be positive".into());
                 }
-                if cin % c.groups != 0 {
+                if !cin.is_multiple_of(c.groups) {
                     return Err(format!(
                         "input channels ({cin}) are not divisible by groups ({})",
                         c.groups
                     ));
                 }
-                if c.out_channels % c.groups != 0 {
+                if !c.out_channels.is_multiple_of(c.groups) {
                     return Err(format!(
                         "output channels ({}) are not divisible by groups ({})",
                         c.out_channels, c.groups
