@@ -1,1 +1,509 @@
-fn main() {}
+//! The `bnc` command line.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use bnc::ir::{Graph, Tensor, WeightsSource, interp, printer};
+use bnc::passes::{self, FoldMode, FoldReport, PassContext, PrintAfter};
+
+const AFTER_HELP: &str = "\
+Examples:
+  bnc examples/resnet18.nn --emit=ir            print the checked model as IR
+  bnc run examples/tiny.nn                      run on a seeded random input
+  bnc run m.nn --input x.npy --output y.npy     run on your own tensors
+
+Exit status:
+  0  success
+  1  the model, a weights file or an input tensor is wrong (a diagnostic says where)
+  2  the command line itself is wrong (unknown option, missing argument)";
+
+/// bnc compiles convolutional networks for inference, removing every Batch-Normalization
+/// layer that can be folded away exactly.
+///
+/// A model is a `.nn` file (see docs/language.md): layers, shapes and where the weights
+/// come from. Without a subcommand, bnc checks MODEL and emits it in the form --emit asks for.
+#[derive(Parser)]
+#[command(
+    name = "bnc",
+    version,
+    after_help = AFTER_HELP,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    compile: CompileArgs,
+
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct CompileArgs {
+    /// The model to compile (`.nn`).
+    #[arg(value_name = "MODEL", required = true)]
+    model: Option<PathBuf>,
+
+    /// What to produce. `ir`: the model after the pass pipeline, printed in the `.nn`
+    /// language (it parses again), every attribute explicit, each value's shape in a comment.
+    /// When folding changed the weights and -o is given, they are written beside it as
+    /// `.safetensors`.
+    #[arg(long, value_enum, default_value_t = Emit::Ir)]
+    emit: Emit,
+
+    /// Write the result to FILE instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// Which passes run before code is emitted.
+#[derive(Args, Clone)]
+struct PipelineArgs {
+    /// How to fold batch-norms. `adjacent`: only into the conv/dense right before, when it
+    /// has no other user (what PyTorch and ONNX Runtime do). `none`: keep every BN (as a
+    /// per-channel affine map).
+    #[arg(long, value_enum, default_value_t = Fold::Adjacent)]
+    fold: Fold,
+
+    /// Run these passes (comma-separated) instead of the default pipeline
+    /// `canonicalize,<fold pass>,dce`. An empty list (`--passes=`) leaves the model as parsed.
+    /// Passes: canonicalize, fold-adjacent, dce.
+    #[arg(long, value_name = "PASS,...", value_delimiter = ',', num_args = 0..)]
+    passes: Option<Vec<String>>,
+
+    /// Print the IR after every pass (to standard error).
+    #[arg(long)]
+    print_ir_after_all: bool,
+
+    /// Print the IR after the named pass (to standard error); may be repeated.
+    #[arg(long, value_name = "PASS")]
+    print_ir_after: Vec<String>,
+
+    /// Say what happened to every batch-norm, and what folding saved: `text` (default) or
+    /// `json`. Written to standard error, or to standard output by `bnc fold`.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "text", require_equals = true)]
+    report: Option<ReportFormat>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Fold {
+    None,
+    Adjacent,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Clone)]
+struct CommonArgs {
+    /// Print how long each phase took (to standard error).
+    #[arg(long, global = true)]
+    timings: bool,
+
+    /// Colour in diagnostics.
+    #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
+    color: Color,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model on input tensors and print or save its outputs.
+    Run(RunArgs),
+    /// Fold a model's batch-norms and save the result as a new model: `-o folded.nn` writes
+    /// `folded.nn` and its weights `folded.safetensors`; prints the fold report.
+    Fold(FoldArgs),
+}
+
+#[derive(Args)]
+struct FoldArgs {
+    /// The model to fold (`.nn`).
+    #[arg(value_name = "MODEL")]
+    model: PathBuf,
+
+    /// Where to write the folded model; its weights go beside it as `.safetensors`.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The model to run (`.nn`).
+    #[arg(value_name = "MODEL")]
+    model: PathBuf,
+
+    /// An input tensor as a `.npy` file (float32 or float64, C order), one per model input in
+    /// the order the model declares them, or `NAME=FILE` to name the input. Without any,
+    /// each input is filled with seeded pseudo-random values (see --seed).
+    #[arg(long = "input", short = 'i', value_name = "[NAME=]FILE")]
+    inputs: Vec<String>,
+
+    /// Where to save an output as `.npy`, one per model output in declaration order, or
+    /// `NAME=FILE`. Outputs not saved are summarised on standard output.
+    #[arg(long = "output", short = 'o', value_name = "[NAME=]FILE")]
+    outputs: Vec<String>,
+
+    /// Seed for the random inputs used when no --input is given.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Use the reference interpreter (plain loops, f64 accumulation). It is currently the
+    /// only engine; compiled code becomes the default when code generation lands.
+    #[arg(long)]
+    interpret: bool,
+
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    Ir,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+/// An error already explained to the user; the process exits with status 1.
+struct Reported;
+
+struct Context {
+    common: CommonArgs,
+}
+
+impl Context {
+    fn color(&self) -> bool {
+        match self.common.color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn fail(&self, message: impl std::fmt::Display) -> Reported {
+        eprintln!("error: {message}");
+        Reported
+    }
+
+    /// Times `f` and reports it under `--timings`.
+    fn phase<T>(&self, name: &str, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let result = f();
+        if self.common.timings {
+            eprintln!(
+                "timing: {name:<24} {:>10.3} ms",
+                start.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        result
+    }
+
+    fn load(&self, path: &Path) -> Result<Graph, Reported> {
+        self.phase("parse+check+weights", || bnc::load_file(path))
+            .map_err(|e| {
+                eprint!("{}", e.render(self.color()));
+                Reported
+            })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Context { common: cli.common };
+    let result = match cli.command {
+        Some(Command::Run(args)) => run(&ctx, &args),
+        Some(Command::Fold(args)) => fold(&ctx, &args),
+        None => compile(&ctx, &cli.compile, &cli.pipeline),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Reported) => ExitCode::from(1),
+    }
+}
+
+/// Runs the pass pipeline the options ask for; returns the new graph and the fold report.
+fn transform(
+    ctx: &Context,
+    graph: &Graph,
+    args: &PipelineArgs,
+) -> Result<(Graph, FoldReport), Reported> {
+    let names: Vec<&str> = match &args.passes {
+        Some(list) => list
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+            .collect(),
+        None => passes::default_pipeline(match args.fold {
+            Fold::None => FoldMode::None,
+            Fold::Adjacent => FoldMode::Adjacent,
+        }),
+    };
+    let pipeline = passes::resolve(&names).map_err(|e| ctx.fail(e))?;
+    for name in &args.print_ir_after {
+        if !names.contains(&name.as_str()) {
+            return Err(ctx.fail(format!(
+                "--print-ir-after={name}: `{name}` is not in the pipeline ({})",
+                names.join(",")
+            )));
+        }
+    }
+    let print_after = if args.print_ir_after_all {
+        PrintAfter::All
+    } else if !args.print_ir_after.is_empty() {
+        PrintAfter::Passes(args.print_ir_after.clone())
+    } else {
+        PrintAfter::Never
+    };
+    let mut out = graph.clone();
+    let mut pass_ctx = PassContext::default();
+    let timings = passes::run_pipeline(
+        &mut out,
+        &pipeline,
+        &mut pass_ctx,
+        &print_after,
+        &mut |pass, g| {
+            eprintln!("// ----- IR after {pass} -----");
+            eprint!("{}", printer::print(g));
+        },
+    )
+    .map_err(|e| ctx.fail(format!("internal error: {e}")))?;
+    if ctx.common.timings {
+        for t in &timings {
+            eprintln!(
+                "timing: {:<24} {:>10.3} ms",
+                format!("pass {}", t.pass),
+                t.time.as_secs_f64() * 1e3
+            );
+        }
+    }
+    pass_ctx.report.measure(graph, &out);
+    Ok((out, pass_ctx.report))
+}
+
+fn render_report(report: &FoldReport, format: ReportFormat) -> String {
+    match format {
+        ReportFormat::Text => report.to_text(),
+        ReportFormat::Json => report.to_json() + "\n",
+    }
+}
+
+/// Writes the graph as IR to `path`, with its weights beside it when they are not the
+/// source model's any more.
+fn write_model(
+    ctx: &Context,
+    original: &Graph,
+    graph: &mut Graph,
+    path: &Path,
+) -> Result<(), Reported> {
+    if graph.params != original.params {
+        let weights = path.with_extension("safetensors");
+        ctx.phase("write weights", || bnc::save_weights(graph, &weights))
+            .map_err(|e| ctx.fail(format!("cannot write {}: {e}", weights.display())))?;
+        let file_name = weights
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        graph.weights = WeightsSource::File(file_name);
+    }
+    std::fs::write(path, printer::print(graph))
+        .map_err(|e| ctx.fail(format!("cannot write {}: {e}", path.display())))
+}
+
+fn compile(ctx: &Context, args: &CompileArgs, pipeline: &PipelineArgs) -> Result<(), Reported> {
+    let Some(model) = &args.model else {
+        return Err(ctx.fail("no model given"));
+    };
+    let original = ctx.load(model)?;
+    let (mut graph, report) = transform(ctx, &original, pipeline)?;
+    if let Some(format) = pipeline.report {
+        eprint!("{}", render_report(&report, format));
+    }
+    match args.emit {
+        Emit::Ir => match &args.output {
+            Some(path) => write_model(ctx, &original, &mut graph, path),
+            None => {
+                if graph.params != original.params {
+                    let stem = model
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    graph.weights = WeightsSource::File(format!("{stem}.folded.safetensors"));
+                    eprintln!(
+                        "note: the weights changed; they are written only with -o (the printed weights line names the file -o would write)"
+                    );
+                }
+                print!("{}", printer::print(&graph));
+                Ok(())
+            }
+        },
+    }
+}
+
+fn fold(ctx: &Context, args: &FoldArgs) -> Result<(), Reported> {
+    let original = ctx.load(&args.model)?;
+    let (mut graph, report) = transform(ctx, &original, &args.pipeline)?;
+    if let Some(path) = &args.output {
+        write_model(ctx, &original, &mut graph, path)?;
+    }
+    print!(
+        "{}",
+        render_report(&report, args.pipeline.report.unwrap_or(ReportFormat::Text))
+    );
+    Ok(())
+}
+
+/// Splits `NAME=FILE` into its parts; a bare `FILE` has no name.
+fn split_binding(arg: &str) -> (Option<&str>, &str) {
+    match arg.split_once('=') {
+        Some((name, file)) if !name.is_empty() && !name.contains('/') => (Some(name), file),
+        _ => (None, arg),
+    }
+}
+
+/// Matches `[NAME=]FILE` arguments to the graph's inputs or outputs: named ones by name,
+/// bare ones by position.
+fn bind<'a>(
+    ctx: &Context,
+    graph: &Graph,
+    ids: &[bnc::ir::ValueId],
+    what: &str,
+    args: &'a [String],
+) -> Result<Vec<Option<&'a str>>, Reported> {
+    let names: Vec<&str> = ids
+        .iter()
+        .map(|&id| graph.value(id).name.as_str())
+        .collect();
+    let mut files = vec![None; ids.len()];
+    if args.len() > ids.len() {
+        return Err(ctx.fail(format!(
+            "{} {what} file(s) given but the model has {} {what}(s): {}",
+            args.len(),
+            ids.len(),
+            names.join(", ")
+        )));
+    }
+    for (position, arg) in args.iter().enumerate() {
+        let (name, file) = split_binding(arg);
+        let slot = match name {
+            Some(name) => names.iter().position(|&n| n == name).ok_or_else(|| {
+                ctx.fail(format!(
+                    "the model has no {what} named `{name}` (it has: {})",
+                    names.join(", ")
+                ))
+            })?,
+            None => position,
+        };
+        if files[slot].is_some() {
+            return Err(ctx.fail(format!("{what} `{}` is given twice", names[slot])));
+        }
+        files[slot] = Some(file);
+    }
+    Ok(files)
+}
+
+fn run(ctx: &Context, args: &RunArgs) -> Result<(), Reported> {
+    let original = ctx.load(&args.model)?;
+    let (graph, report) = transform(ctx, &original, &args.pipeline)?;
+    if let Some(format) = args.pipeline.report {
+        eprint!("{}", render_report(&report, format));
+    }
+    let input_files = bind(ctx, &graph, &graph.inputs, "input", &args.inputs)?;
+    let mut inputs = Vec::new();
+    for (i, (&id, file)) in graph.inputs.iter().zip(&input_files).enumerate() {
+        let value = graph.value(id);
+        let tensor = match file {
+            Some(file) => bnc::npy::read(Path::new(file)).map_err(|e| ctx.fail(e))?,
+            None => {
+                if !args.inputs.is_empty() {
+                    return Err(ctx.fail(format!("no file given for input `{}`", value.name)));
+                }
+                random_input(&value.shape, args.seed.wrapping_add(i as u64))
+            }
+        };
+        if tensor.shape != value.shape {
+            return Err(ctx.fail(format!(
+                "input `{}` has shape {} in the model but the file holds {}",
+                value.name,
+                printer::dims(&value.shape),
+                printer::dims(&tensor.shape)
+            )));
+        }
+        inputs.push(tensor);
+    }
+    if args.inputs.is_empty() {
+        eprintln!(
+            "note: no --input given; using seeded random inputs (--seed {})",
+            args.seed
+        );
+    }
+    let outputs = ctx
+        .phase("interpret", || interp::run(&graph, &inputs))
+        .map_err(|e| ctx.fail(e))?;
+    let output_files = bind(ctx, &graph, &graph.outputs, "output", &args.outputs)?;
+    for ((&id, tensor), file) in graph.outputs.iter().zip(&outputs).zip(&output_files) {
+        let name = &graph.value(id).name;
+        match file {
+            Some(file) => bnc::npy::write(Path::new(file), tensor).map_err(|e| ctx.fail(e))?,
+            None => println!("{}", summarize(name, tensor)),
+        }
+    }
+    Ok(())
+}
+
+/// A one-line description of an output: shape, range, and the largest entry of the first
+/// row (the predicted class for logits).
+fn summarize(name: &str, t: &Tensor) -> String {
+    let row = t.shape.iter().skip(1).product::<usize>().max(1);
+    let first = &t.data[..row.min(t.data.len())];
+    let (argmax, max) = first
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        });
+    let min = t.data.iter().copied().fold(f32::INFINITY, f32::min);
+    let max_all = t.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let head: Vec<String> = first.iter().take(5).map(|v| format!("{v:.6}")).collect();
+    format!(
+        "{name}: f32{} min {min:.6} max {:.6} argmax[0] {argmax} ({max:.6}) first [{}{}]",
+        printer::dims(&t.shape),
+        max_all,
+        head.join(", "),
+        if first.len() > 5 { ", ..." } else { "" }
+    )
+}
+
+/// Deterministic standard-normal-ish values (sum of uniforms), the same on every machine.
+fn random_input(shape: &[usize], seed: u64) -> Tensor {
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let n = shape.iter().product();
+    let data = (0..n)
+        .map(|_| ((next() + next() + next() + next() - 2.0) * 3f64.sqrt()) as f32)
+        .collect();
+    Tensor::new(shape.to_vec(), data)
+}

@@ -1,1 +1,14 @@
-//! Graph-level passes: BN folding and friends (see ../shared/design.md §3). Filled in by the folding work.
+//! Graph-level passes of bnc: canonicalization, BN folding (baselines and, later, the e-graph),
+//! dead-code elimination, the pass manager and the fold report. See `../shared/design.md` §3.
+
+pub mod adjacent;
+pub mod affine;
+pub mod canonicalize;
+pub mod dce;
+pub mod manager;
+pub mod report;
+
+pub use manager::{
+    FoldMode, Pass, PassContext, PassError, PrintAfter, default_pipeline, resolve, run_pipeline,
+};
+pub use report::{Fate, FoldReport};

@@ -1,0 +1,303 @@
+//! Per-channel affine maps and the weight arithmetic that folds them into convs and dense
+//! layers. Every fold in bnc (the baselines and the e-graph) computes new weights here, in
+//! f64 from the f32 originals, rounding once at the end.
+
+use std::ops::Range;
+
+use bnc_ir::{Graph, Node, Op, Tensor};
+
+/// `y[c] = scale[c]·x[c] + shift[c]`, per channel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelMap {
+    pub scale: Vec<f64>,
+    pub shift: Vec<f64>,
+}
+
+/// Why a fold would not be exact.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NotExact {
+    /// A conv pads, and input channel `channel` has scale 0 with a shift different from the
+    /// pad value: no pad fill reproduces the border.
+    ZeroScaleAtPaddedBorder { channel: usize },
+    /// Inverting a map with a zero scale.
+    ZeroScale { channel: usize },
+}
+
+impl std::fmt::Display for NotExact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotExact::ZeroScaleAtPaddedBorder { channel } => write!(
+                f,
+                "channel {channel} has scale 0 and the conv pads: no pad fill keeps the border exact"
+            ),
+            NotExact::ZeroScale { channel } => {
+                write!(
+                    f,
+                    "channel {channel} has scale 0, so the map has no inverse"
+                )
+            }
+        }
+    }
+}
+
+impl ChannelMap {
+    pub fn identity(channels: usize) -> ChannelMap {
+        ChannelMap {
+            scale: vec![1.0; channels],
+            shift: vec![0.0; channels],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.scale.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scale.is_empty()
+    }
+
+    /// The inference-time map of a batch-norm: `s = γ/√(σ²+ε)`, `t = β − s·μ`, in f64.
+    pub fn from_batchnorm(
+        gamma: &[f32],
+        beta: &[f32],
+        mean: &[f32],
+        var: &[f32],
+        eps: f64,
+    ) -> ChannelMap {
+        let scale: Vec<f64> = gamma
+            .iter()
+            .zip(var)
+            .map(|(&g, &v)| g as f64 / (v as f64 + eps).sqrt())
+            .collect();
+        let shift = beta
+            .iter()
+            .zip(mean)
+            .zip(&scale)
+            .map(|((&b, &m), &s)| b as f64 - s * m as f64)
+            .collect();
+        ChannelMap { scale, shift }
+    }
+
+    /// The map of an `affine` node.
+    pub fn of_affine(graph: &Graph, node: &Node) -> ChannelMap {
+        debug_assert_eq!(node.op, Op::Affine);
+        let get = |suffix| {
+            graph
+                .param(node, suffix)
+                .expect("verified graph has affine parameters")
+                .data
+                .iter()
+                .map(|&v| v as f64)
+                .collect()
+        };
+        ChannelMap {
+            scale: get("scale"),
+            shift: get("shift"),
+        }
+    }
+
+    /// `after ∘ self`: first `self`, then `after`.
+    pub fn then(&self, after: &ChannelMap) -> ChannelMap {
+        ChannelMap {
+            scale: self
+                .scale
+                .iter()
+                .zip(&after.scale)
+                .map(|(a, b)| a * b)
+                .collect(),
+            shift: self
+                .shift
+                .iter()
+                .zip(&after.scale)
+                .zip(&after.shift)
+                .map(|((t1, s2), t2)| s2 * t1 + t2)
+                .collect(),
+        }
+    }
+
+    /// The inverse map `x = (y − t)/s`, if every scale is non-zero.
+    pub fn inverse(&self) -> Result<ChannelMap, NotExact> {
+        if let Some(channel) = self.scale.iter().position(|&s| s == 0.0) {
+            return Err(NotExact::ZeroScale { channel });
+        }
+        Ok(ChannelMap {
+            scale: self.scale.iter().map(|s| 1.0 / s).collect(),
+            shift: self
+                .shift
+                .iter()
+                .zip(&self.scale)
+                .map(|(t, s)| -t / s)
+                .collect(),
+        })
+    }
+
+    pub fn slice(&self, channels: Range<usize>) -> ChannelMap {
+        ChannelMap {
+            scale: self.scale[channels.clone()].to_vec(),
+            shift: self.shift[channels].to_vec(),
+        }
+    }
+
+    pub fn is_identity(&self) -> bool {
+        self.scale.iter().all(|&s| s == 1.0) && self.shift.iter().all(|&t| t == 0.0)
+    }
+
+    /// The map as `affine` parameters (`scale`, `shift`), rounded to f32.
+    pub fn to_params(&self) -> Vec<(&'static str, Tensor)> {
+        let f32s = |v: &[f64]| Tensor::new(vec![v.len()], v.iter().map(|&x| x as f32).collect());
+        vec![("scale", f32s(&self.scale)), ("shift", f32s(&self.shift))]
+    }
+}
+
+/// New parameters for a conv or dense layer that absorbed maps on its input and output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Absorbed {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    /// Per-input-channel pad fill, when the conv pads and some fill is not 0.
+    pub pad_fill: Option<Tensor>,
+}
+
+impl Absorbed {
+    /// The absorbed layer's operator (bias on, pad fill as needed) and its parameters.
+    pub fn into_op_and_params(self, op: &Op) -> (Op, Vec<(&'static str, Tensor)>) {
+        let mut params = vec![("weight", self.weight), ("bias", self.bias)];
+        let op = match op {
+            Op::Conv2d(c) => {
+                let mut c = c.clone();
+                c.bias = true;
+                c.pad_fill = self.pad_fill.is_some();
+                if let Some(fill) = self.pad_fill {
+                    params.push(("pad_fill", fill));
+                }
+                Op::Conv2d(c)
+            }
+            Op::Dense { out_features, .. } => Op::Dense {
+                out_features: *out_features,
+                bias: true,
+            },
+            other => panic!("cannot absorb a map into `{}`", other.name()),
+        };
+        (op, params)
+    }
+}
+
+/// The parameters of `node` (a conv or dense) after absorbing `before` on its input channels
+/// and `after` on its output channels:
+/// `after(W ∗ pad_fill(before(x)) + b)` becomes `W' ∗ pad_fill'(x) + b'` with
+/// `W'[o,i] = s_after[o]·W[o,i]·s_before[i]`,
+/// `b'[o] = s_after[o]·(b[o] + Σ_{i,kh,kw} W[o,i]·t_before[i]) + t_after[o]` and
+/// `fill'[i] = (fill[i] − t_before[i]) / s_before[i]`.
+pub fn absorb(
+    graph: &Graph,
+    node: &Node,
+    before: Option<&ChannelMap>,
+    after: Option<&ChannelMap>,
+) -> Result<Absorbed, NotExact> {
+    let weight = graph
+        .param(node, "weight")
+        .expect("verified graph has weights");
+    let out_channels = weight.shape[0];
+    let in_per_group = weight.shape[1];
+    let taps: usize = weight.shape[2..].iter().product();
+    let (groups, pads, old_fill) = match &node.op {
+        Op::Conv2d(c) => (
+            c.groups,
+            c.pad.iter().any(|&p| p > 0),
+            graph.param(node, "pad_fill"),
+        ),
+        Op::Dense { .. } => (1, false, None),
+        other => panic!("cannot absorb a map into `{}`", other.name()),
+    };
+    let in_channels = in_per_group * groups;
+    let out_per_group = out_channels / groups;
+    let bias: Vec<f64> = match graph.param(node, "bias") {
+        Some(b) => b.data.iter().map(|&v| v as f64).collect(),
+        None => vec![0.0; out_channels],
+    };
+    let identity_in = ChannelMap::identity(in_channels);
+    let identity_out = ChannelMap::identity(out_channels);
+    let before = before.unwrap_or(&identity_in);
+    let after = after.unwrap_or(&identity_out);
+    assert_eq!(
+        before.len(),
+        in_channels,
+        "input map does not match the layer"
+    );
+    assert_eq!(
+        after.len(),
+        out_channels,
+        "output map does not match the layer"
+    );
+
+    let pad_fill = if pads {
+        let old = |i: usize| old_fill.map_or(0.0, |f| f.data[i] as f64);
+        let mut fill = Vec::with_capacity(in_channels);
+        for i in 0..in_channels {
+            let (s, t) = (before.scale[i], before.shift[i]);
+            if s == 0.0 {
+                // The channel is the constant t inside; only a border of the same value is
+                // reproducible (and then any fill works: the weight becomes 0).
+                if t != old(i) {
+                    return Err(NotExact::ZeroScaleAtPaddedBorder { channel: i });
+                }
+                fill.push(0.0);
+            } else {
+                fill.push((old(i) - t) / s);
+            }
+        }
+        fill.iter()
+            .any(|&f| f != 0.0)
+            .then(|| Tensor::new(vec![in_channels], fill.iter().map(|&f| f as f32).collect()))
+    } else {
+        None
+    };
+
+    let mut new_weight = vec![0f32; weight.data.len()];
+    let mut new_bias = vec![0f32; out_channels];
+    for o in 0..out_channels {
+        let group = o / out_per_group;
+        let mut folded_shift = 0.0;
+        for local in 0..in_per_group {
+            let i = group * in_per_group + local;
+            let base = (o * in_per_group + local) * taps;
+            for k in 0..taps {
+                let w = weight.data[base + k] as f64;
+                folded_shift += w * before.shift[i];
+                new_weight[base + k] = (after.scale[o] * w * before.scale[i]) as f32;
+            }
+        }
+        new_bias[o] = (after.scale[o] * (bias[o] + folded_shift) + after.shift[o]) as f32;
+    }
+    Ok(Absorbed {
+        weight: Tensor::new(weight.shape.clone(), new_weight),
+        bias: Tensor::new(vec![out_channels], new_bias),
+        pad_fill,
+    })
+}
+
+/// Replaces `node`'s operator and parameters with an absorbed version. The prefix is kept
+/// when no other node reads it; otherwise (a shared or copied layer) a fresh one is made.
+pub fn apply_absorbed(graph: &mut Graph, node_index: usize, absorbed: Absorbed) {
+    let node = &graph.nodes[node_index];
+    let base = node
+        .params
+        .clone()
+        .unwrap_or_else(|| graph.value(node.output).name.clone());
+    let shared = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .any(|(i, n)| i != node_index && n.params.as_deref() == Some(base.as_str()));
+    if !shared {
+        graph.params.retain(|name, _| {
+            name.rsplit_once('.')
+                .is_none_or(|(prefix, _)| prefix != base)
+        });
+    }
+    let (op, params) = absorbed.into_op_and_params(&node.op);
+    let prefix = graph.add_params(&base, params);
+    let node = &mut graph.nodes[node_index];
+    node.op = op;
+    node.params = Some(prefix);
+}

@@ -1,0 +1,30 @@
+//! Writing a graph's parameters as a safetensors file (the counterpart of the frontend's
+//! loader), so a folded model saved as `.nn` parses and runs again.
+
+use std::path::Path;
+
+use bnc_ir::Graph;
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+/// Writes every parameter tensor of `graph` as little-endian F32.
+pub fn save_weights(graph: &Graph, path: &Path) -> Result<(), safetensors::SafeTensorError> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = graph
+        .params
+        .iter()
+        .map(|(name, t)| {
+            let data = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name.clone(), data, t.shape.clone())
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, data, shape)| {
+            Ok((
+                name.as_str(),
+                TensorView::new(Dtype::F32, shape.clone(), data)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    safetensors::serialize_to_file(views, None, path)
+}
