@@ -427,7 +427,7 @@ fn run(ctx: &Context, args: &RunArgs) -> Result<(), Reported> {
     }
     let input_files = bind(ctx, &graph, &graph.inputs, "input", &args.inputs)?;
     let mut inputs = Vec::new();
-    for (i, (&id, file)) in graph.inputs.iter().zip(&input_files).enumerate() {
+    for (&id, file) in graph.inputs.iter().zip(&input_files) {
         let value = graph.value(id);
         let tensor = match file {
             Some(file) => bnc::npy::read(Path::new(file)).map_err(|e| ctx.fail(e))?,
@@ -435,7 +435,7 @@ fn run(ctx: &Context, args: &RunArgs) -> Result<(), Reported> {
                 if !args.inputs.is_empty() {
                     return Err(ctx.fail(format!("no file given for input `{}`", value.name)));
                 }
-                random_input(&value.shape, args.seed.wrapping_add(i as u64))
+                bnc::frontend::random_normal(args.seed, &value.name, &value.shape)
             }
         };
         if tensor.shape != value.shape {
@@ -489,21 +489,4 @@ fn summarize(name: &str, t: &Tensor) -> String {
         head.join(", "),
         if first.len() > 5 { ", ..." } else { "" }
     )
-}
-
-/// Deterministic standard-normal-ish values (sum of uniforms), the same on every machine.
-fn random_input(shape: &[usize], seed: u64) -> Tensor {
-    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let n = shape.iter().product();
-    let data = (0..n)
-        .map(|_| ((next() + next() + next() + next() - 2.0) * 3f64.sqrt()) as f32)
-        .collect();
-    Tensor::new(shape.to_vec(), data)
 }
