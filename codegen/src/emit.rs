@@ -1,0 +1,1336 @@
+//! Cranelift lowering of the kernels of a [`Plan`](crate::plan::Plan).
+//!
+//! Every kernel is one function with the signature
+//! `fn(weights: *const f32, ptrs: *const *mut f32, scratch: *mut f32, lo: i64, hi: i64)`:
+//! `weights` is the packed parameter blob, `ptrs` the base pointers of the storage slots
+//! (workspace, graph inputs, graph outputs), `scratch` this thread's private scratch, and
+//! the call computes work units `[lo, hi)`. All shapes are compile-time constants.
+//!
+//! The GEMM path calls one microkernel function, [`emit_ukernel`], whose contract is
+//! documented there; it is the boundary a hand-assembled kernel can later replace.
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::immediates::Ieee32;
+use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
+use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value};
+use cranelift_codegen::isa::CallConv;
+use cranelift_frontend::{FunctionBuilder, Variable};
+
+use bnc_ir::Activation;
+
+use crate::plan::{ConvGeom, Epi, Kernel, KernelKind, MR, NR, View, depthwise_qw};
+
+/// The kernel signature (see the module documentation).
+pub(crate) fn kernel_signature(cc: CallConv) -> Signature {
+    let mut sig = Signature::new(cc);
+    for _ in 0..5 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    sig
+}
+
+/// The microkernel signature: `(w_panel, x_panel, tile, k)`, all i64.
+pub(crate) fn ukernel_signature(cc: CallConv) -> Signature {
+    let mut sig = Signature::new(cc);
+    for _ in 0..4 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    sig
+}
+
+/// Plain data access: may not trap (all addresses are in bounds by construction).
+fn data() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// Memory never written while the function runs (weights, pointer table, packed panels in
+/// the microkernel): lets the optimiser move and hoist the loads.
+fn ro() -> MemFlagsData {
+    MemFlagsData::new()
+        .with_notrap()
+        .with_readonly()
+        .with_can_move()
+}
+
+/// The GEMM microkernel, `MR x NR = 8 x 4`:
+///
+/// ```text
+/// ukernel(w: *const f32  /* packed weight panel [k][MR]  */,
+///         x: *const f32  /* packed input panel  [k][NR]  */,
+///         c: *mut f32    /* tile [MR][NR], row stride NR, overwritten */,
+///         k: i64)
+/// c[r][j] = sum_{kk < k} w[kk][r] * x[kk][j]     (sum in order kk = 0, 1, ..)
+/// ```
+///
+/// Tile shape: 8 output channels by 4 pixels, one f32x4 accumulator per channel. Per step
+/// of `k` it loads one input vector and broadcasts 8 weights, each used by exactly one FMA:
+/// Cranelift's `fma` lowers to `vfmadd213ps`, which overwrites a multiplicand, so a
+/// broadcast that dies in its FMA costs no register copy, and 8 accumulators + 1 input +
+/// broadcasts fit the 16 xmm registers without spills. Cranelift does not unroll, so the
+/// body is emitted twice per loop trip. Panel loads are readonly + can_move; the tile
+/// stores use plain flags. The caller applies the epilogue to the tile (in L1).
+pub(crate) fn emit_ukernel(b: &mut FunctionBuilder, fma: bool) {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let (w, x, c, k) = (p[0], p[1], p[2], p[3]);
+    let zero = b.ins().f32const(Ieee32::with_float(0.0));
+    let zv = b.ins().splat(F32X4, zero);
+    let accs: Vec<Variable> = (0..MR).map(|_| b.declare_var(F32X4)).collect();
+    for &a in &accs {
+        b.def_var(a, zv);
+    }
+    let wv = b.declare_var(I64);
+    let xv = b.declare_var(I64);
+    let kv = b.declare_var(I64);
+    b.def_var(wv, w);
+    b.def_var(xv, x);
+    b.def_var(kv, k);
+    let step = |b: &mut FunctionBuilder, unroll: usize| {
+        let wp = b.use_var(wv);
+        let xp = b.use_var(xv);
+        for u in 0..unroll {
+            let xvec = b.ins().load(F32X4, ro(), xp, (u * NR * 4) as i32);
+            for (r, &a) in accs.iter().enumerate() {
+                let ws = b.ins().load(F32, ro(), wp, ((u * MR + r) * 4) as i32);
+                let wsp = b.ins().splat(F32X4, ws);
+                let acc = b.use_var(a);
+                let nacc = if fma {
+                    b.ins().fma(wsp, xvec, acc)
+                } else {
+                    let m = b.ins().fmul(wsp, xvec);
+                    b.ins().fadd(m, acc)
+                };
+                b.def_var(a, nacc);
+            }
+        }
+        let nw = b.ins().iadd_imm_s(wp, (unroll * MR * 4) as i64);
+        let nx = b.ins().iadd_imm_s(xp, (unroll * NR * 4) as i64);
+        b.def_var(wv, nw);
+        b.def_var(xv, nx);
+        let kk = b.use_var(kv);
+        let nk = b.ins().iadd_imm_s(kk, -(unroll as i64));
+        b.def_var(kv, nk);
+    };
+    // Main loop, two steps per trip.
+    let hdr = b.create_block();
+    let body = b.create_block();
+    let tail = b.create_block();
+    let tail_body = b.create_block();
+    let done = b.create_block();
+    b.ins().jump(hdr, &[]);
+    b.switch_to_block(hdr);
+    let kk = b.use_var(kv);
+    let more = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, kk, 2);
+    b.ins().brif(more, body, &[], tail, &[]);
+    b.switch_to_block(body);
+    step(b, 2);
+    b.ins().jump(hdr, &[]);
+    b.switch_to_block(tail);
+    let kk = b.use_var(kv);
+    let one = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, kk, 1);
+    b.ins().brif(one, tail_body, &[], done, &[]);
+    b.switch_to_block(tail_body);
+    step(b, 1);
+    b.ins().jump(done, &[]);
+    b.switch_to_block(done);
+    for (r, &a) in accs.iter().enumerate() {
+        let v = b.use_var(a);
+        b.ins().store(data(), v, c, (r * NR * 4) as i32);
+    }
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+}
+
+/// Emission state for one kernel function.
+pub(crate) struct Em<'a, 'b> {
+    pub b: &'a mut FunctionBuilder<'b>,
+    pub fma: bool,
+    wts: Value,
+    ptrs: Value,
+    scratch: Value,
+}
+
+impl<'a, 'b> Em<'a, 'b> {
+    fn ic(&mut self, v: i64) -> Value {
+        self.b.ins().iconst(I64, v)
+    }
+    fn fc(&mut self, v: f32) -> Value {
+        self.b.ins().f32const(Ieee32::with_float(v))
+    }
+    fn vc(&mut self, v: f32) -> Value {
+        let s = self.fc(v);
+        self.b.ins().splat(F32X4, s)
+    }
+    /// `base + idx * 4` (an f32 element address).
+    fn ea(&mut self, base: Value, idx: Value) -> Value {
+        let o = self.b.ins().ishl_imm_u(idx, 2);
+        self.b.ins().iadd(base, o)
+    }
+    fn add_i(&mut self, a: Value, k: i64) -> Value {
+        if k == 0 {
+            a
+        } else {
+            self.b.ins().iadd_imm_s(a, k)
+        }
+    }
+    fn mul_i(&mut self, a: Value, k: i64) -> Value {
+        match k {
+            0 => self.ic(0),
+            1 => a,
+            _ => self.b.ins().imul_imm_s(a, k),
+        }
+    }
+    /// Start address of a view for batch item `n` (a Value) — element 0 of `[n, 0, 0]`.
+    fn vbase(&mut self, v: &View, n: Value) -> Value {
+        let p = self
+            .b
+            .ins()
+            .load(I64, ro(), self.ptrs, (v.storage * 8) as i32);
+        let off = self.mul_i(n, v.bstride as i64);
+        let off = self.add_i(off, v.offset as i64);
+        self.ea(p, off)
+    }
+    fn wptr(&mut self, off: usize) -> Value {
+        self.add_i(self.wts, (off * 4) as i64)
+    }
+    fn ld4(&mut self, a: Value, off: i32) -> Value {
+        self.b.ins().load(F32X4, data(), a, off)
+    }
+    fn ld1(&mut self, a: Value, off: i32) -> Value {
+        self.b.ins().load(F32, data(), a, off)
+    }
+    fn st(&mut self, v: Value, a: Value, off: i32) {
+        self.b.ins().store(data(), v, a, off);
+    }
+    fn splat(&mut self, s: Value) -> Value {
+        self.b.ins().splat(F32X4, s)
+    }
+    fn lane0(&mut self, v: Value) -> Value {
+        self.b.ins().extractlane(v, 0)
+    }
+    fn fmadd(&mut self, a: Value, b: Value, c: Value) -> Value {
+        if self.fma {
+            self.b.ins().fma(a, b, c)
+        } else {
+            let m = self.b.ins().fmul(a, b);
+            self.b.ins().fadd(m, c)
+        }
+    }
+    fn mask_f(&mut self, m: Value) -> Value {
+        self.b.ins().bitcast(F32X4, MemFlagsData::new(), m)
+    }
+    /// `cond ? x : y` lane-wise, with `cond = fcmp(cc, a, b)`.
+    fn vsel(&mut self, cc: FloatCC, a: Value, b: Value, x: Value, y: Value) -> Value {
+        let m = self.b.ins().fcmp(cc, a, b);
+        let m = self.mask_f(m);
+        self.b.ins().bitselect(m, x, y)
+    }
+    /// `max(x, lo)` where NaN gives `lo` (as f64::max).
+    fn vmax_c(&mut self, x: Value, lo: f32) -> Value {
+        let l = self.vc(lo);
+        self.vsel(FloatCC::GreaterThan, x, l, x, l)
+    }
+    /// `min(x, hi)` where NaN gives `hi`.
+    fn vmin_c(&mut self, x: Value, hi: f32) -> Value {
+        let h = self.vc(hi);
+        self.vsel(FloatCC::LessThan, x, h, x, h)
+    }
+
+    /// Counted loop `for i in (lo..hi).step_by(step)` with Values as bounds.
+    fn lp(&mut self, lo: Value, hi: Value, step: i64, f: impl FnOnce(&mut Self, Value)) {
+        let hdr = self.b.create_block();
+        let body = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(hdr, I64);
+        self.b.ins().jump(hdr, &[lo.into()]);
+        self.b.switch_to_block(hdr);
+        let i = self.b.block_params(hdr)[0];
+        let c = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+        self.b.ins().brif(c, body, &[], exit, &[]);
+        self.b.switch_to_block(body);
+        f(self, i);
+        let nx = self.b.ins().iadd_imm_s(i, step);
+        self.b.ins().jump(hdr, &[nx.into()]);
+        self.b.switch_to_block(exit);
+    }
+    /// Loop with constant bounds.
+    fn lpc(&mut self, lo: usize, hi: usize, step: usize, f: impl FnOnce(&mut Self, Value)) {
+        if lo >= hi {
+            return;
+        }
+        let l = self.ic(lo as i64);
+        let h = self.ic(hi as i64);
+        self.lp(l, h, step as i64, f);
+    }
+    fn if_(&mut self, cond: Value, f: impl FnOnce(&mut Self)) {
+        let then = self.b.create_block();
+        let merge = self.b.create_block();
+        self.b.ins().brif(cond, then, &[], merge, &[]);
+        self.b.switch_to_block(then);
+        f(self);
+        self.b.ins().jump(merge, &[]);
+        self.b.switch_to_block(merge);
+    }
+    fn if_else(&mut self, cond: Value, t: impl FnOnce(&mut Self), e: impl FnOnce(&mut Self)) {
+        let then = self.b.create_block();
+        let els = self.b.create_block();
+        let merge = self.b.create_block();
+        self.b.ins().brif(cond, then, &[], els, &[]);
+        self.b.switch_to_block(then);
+        t(self);
+        self.b.ins().jump(merge, &[]);
+        self.b.switch_to_block(els);
+        e(self);
+        self.b.ins().jump(merge, &[]);
+        self.b.switch_to_block(merge);
+    }
+    /// Decomposes `u` into `(u / d, u % d)`.
+    fn divmod(&mut self, u: Value, d: usize) -> (Value, Value) {
+        if d == 1 {
+            let z = self.ic(0);
+            return (u, z);
+        }
+        let q = self.b.ins().udiv_imm_u(u, d as i64);
+        let qd = self.b.ins().imul_imm_s(q, d as i64);
+        let r = self.b.ins().isub(u, qd);
+        (q, r)
+    }
+    /// `a < k` (unsigned, so negative `a` is out of range) as an i8 flag.
+    fn in_range(&mut self, a: Value, k: usize) -> Value {
+        self.b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedLessThan, a, k as i64)
+    }
+
+    // ---- math ---------------------------------------------------------------------------
+
+    /// `exp(x)` lane-wise: range reduction by ln 2 and a degree-6 polynomial (relative error
+    /// about 2e-7); inputs are clamped to [-87, 88].
+    fn vexp(&mut self, x: Value) -> Value {
+        let lo = self.vc(-87.0);
+        let hi = self.vc(88.0);
+        let x = self.b.ins().fmax(x, lo);
+        let x = self.b.ins().fmin(x, hi);
+        let log2e = self.vc(std::f32::consts::LOG2_E);
+        let t = self.b.ins().fmul(x, log2e);
+        let k = self.b.ins().nearest(t);
+        let ln2_hi = self.vc(-0.693_359_4);
+        let ln2_lo = self.vc(2.121_944_4e-4);
+        let r = self.fmadd(k, ln2_hi, x);
+        let r = self.fmadd(k, ln2_lo, r);
+        let coef = [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ];
+        let mut p = self.vc(coef[0]);
+        for &c in &coef[1..] {
+            let cv = self.vc(c);
+            p = self.fmadd(p, r, cv);
+        }
+        let ki = self.b.ins().fcvt_to_sint_sat(I32X4, k);
+        let bias = self.b.ins().iconst(I32, 127);
+        let biasv = self.b.ins().splat(I32X4, bias);
+        let e = self.b.ins().iadd(ki, biasv);
+        let sh = self.b.ins().iconst(I32, 23);
+        let e = self.b.ins().ishl(e, sh);
+        let scale = self.b.ins().bitcast(F32X4, MemFlagsData::new(), e);
+        self.b.ins().fmul(p, scale)
+    }
+    fn vsigmoid(&mut self, x: Value) -> Value {
+        let nx = self.b.ins().fneg(x);
+        let e = self.vexp(nx);
+        let one = self.vc(1.0);
+        let d = self.b.ins().fadd(one, e);
+        self.b.ins().fdiv(one, d)
+    }
+    fn act(&mut self, a: &Activation, x: Value) -> Value {
+        match *a {
+            Activation::Relu => {
+                let z = self.vc(0.0);
+                self.vsel(FloatCC::LessThan, z, x, x, z)
+            }
+            Activation::Relu6 => {
+                let z = self.vc(0.0);
+                let r = self.vsel(FloatCC::LessThan, z, x, x, z);
+                self.vmin_c(r, 6.0)
+            }
+            Activation::LeakyRelu { alpha } => {
+                let z = self.vc(0.0);
+                let al = self.vc(alpha as f32);
+                let ax = self.b.ins().fmul(x, al);
+                self.vsel(FloatCC::GreaterThanOrEqual, x, z, x, ax)
+            }
+            Activation::Clip { min, max } => {
+                let v = if min > f64::NEG_INFINITY {
+                    self.vmax_c(x, min as f32)
+                } else {
+                    x
+                };
+                if max < f64::INFINITY {
+                    self.vmin_c(v, max as f32)
+                } else {
+                    v
+                }
+            }
+            Activation::Sigmoid => self.vsigmoid(x),
+            Activation::Silu => {
+                let s = self.vsigmoid(x);
+                self.b.ins().fmul(x, s)
+            }
+            Activation::Tanh => {
+                let two = self.vc(2.0);
+                let x2 = self.b.ins().fmul(x, two);
+                let s = self.vsigmoid(x2);
+                let one = self.vc(1.0);
+                let s2 = self.b.ins().fmul(s, two);
+                self.b.ins().fsub(s2, one)
+            }
+            Activation::HardSigmoid | Activation::HardSwish => {
+                let three = self.vc(3.0);
+                let t = self.b.ins().fadd(x, three);
+                let t = self.vmax_c(t, 0.0);
+                let t = self.vmin_c(t, 6.0);
+                let t = if matches!(a, Activation::HardSwish) {
+                    self.b.ins().fmul(x, t)
+                } else {
+                    t
+                };
+                let sixth = self.vc(1.0 / 6.0);
+                self.b.ins().fmul(t, sixth)
+            }
+        }
+    }
+
+    /// Applies the epilogue to `v` (f32x4) for batch `n`, channel `c`, spatial index `s`
+    /// (all i64 Values); `vec` says whether the 4 lanes are spatial positions `s..s+4`
+    /// (else only lane 0 matters and operands are read as scalars).
+    fn epi(&mut self, epi: &[Epi], v: Value, n: Value, c: Value, s: Value, vec: bool) -> Value {
+        let mut v = v;
+        for e in epi {
+            v = match e {
+                Epi::Affine { scale, shift } => {
+                    let mut r = v;
+                    let sc = scale.map(|o| {
+                        let p = self.wptr(o);
+                        let a = self.ea(p, c);
+                        let x = self.b.ins().load(F32, ro(), a, 0);
+                        self.splat(x)
+                    });
+                    let sh = shift.map(|o| {
+                        let p = self.wptr(o);
+                        let a = self.ea(p, c);
+                        let x = self.b.ins().load(F32, ro(), a, 0);
+                        self.splat(x)
+                    });
+                    match (sc, sh) {
+                        (Some(s), Some(t)) => r = self.fmadd(r, s, t),
+                        (Some(s), None) => r = self.b.ins().fmul(r, s),
+                        (None, Some(t)) => r = self.b.ins().fadd(r, t),
+                        (None, None) => {}
+                    }
+                    r
+                }
+                Epi::Add(o) | Epi::Mul(o) => {
+                    let base = self.vbase(o, n);
+                    let cs = self.mul_i(c, o.s as i64);
+                    let idx = self.b.ins().iadd(cs, s);
+                    let a = self.ea(base, idx);
+                    let w = if vec {
+                        self.ld4(a, 0)
+                    } else {
+                        let x = self.ld1(a, 0);
+                        self.splat(x)
+                    };
+                    if matches!(e, Epi::Add(_)) {
+                        self.b.ins().fadd(v, w)
+                    } else {
+                        self.b.ins().fmul(v, w)
+                    }
+                }
+                Epi::MulChan(o) => {
+                    let base = self.vbase(o, n);
+                    let a = self.ea(base, c);
+                    let x = self.ld1(a, 0);
+                    let w = self.splat(x);
+                    self.b.ins().fmul(v, w)
+                }
+                Epi::Act(a) => self.act(a, v),
+            };
+        }
+        v
+    }
+
+    /// Stores lanes `0..count` of `v` to consecutive floats at `a`, applying the epilogue
+    /// per lane (spatial index `s + lane`).
+    #[allow(clippy::too_many_arguments)]
+    fn store_lanes_epi(
+        &mut self,
+        epi: &[Epi],
+        v: Value,
+        count: Value,
+        a: Value,
+        n: Value,
+        c: Value,
+        s: Value,
+    ) {
+        for lane in 0..4u8 {
+            let ok = self
+                .b
+                .ins()
+                .icmp_imm_s(IntCC::SignedGreaterThan, count, lane as i64);
+            self.if_(ok, |em| {
+                let x = em.b.ins().extractlane(v, lane);
+                let xv = em.splat(x);
+                let sl = em.add_i(s, lane as i64);
+                let y = em.epi(epi, xv, n, c, sl, false);
+                let y0 = em.lane0(y);
+                em.st(y0, a, lane as i32 * 4);
+            });
+        }
+    }
+}
+
+/// Emits one kernel function body.
+pub(crate) fn emit_kernel(
+    b: &mut FunctionBuilder,
+    k: &Kernel,
+    fma: bool,
+    ukernel: Option<FuncRef>,
+) {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let mut em = Em {
+        b,
+        fma,
+        wts: p[0],
+        ptrs: p[1],
+        scratch: p[2],
+    };
+    let (lo, hi) = (p[3], p[4]);
+    let out = k.out;
+    let epi = &k.epi[..];
+    match &k.kind {
+        KernelKind::Elementwise { x } => emit_elementwise(&mut em, x, &out, epi, lo, hi),
+        KernelKind::Gemm {
+            x,
+            g,
+            wpack,
+            nb,
+            mchunks,
+        } => emit_gemm(
+            &mut em,
+            x,
+            g,
+            *wpack,
+            *nb,
+            *mchunks,
+            &out,
+            epi,
+            lo,
+            hi,
+            ukernel.expect("GEMM kernel needs the microkernel"),
+        ),
+        KernelKind::Depthwise { x, g, w } => emit_depthwise(&mut em, x, g, *w, &out, epi, lo, hi),
+        KernelKind::Dense { x, k: kd, m, w } => {
+            emit_dense(&mut em, x, *kd, *m, *w, &out, epi, lo, hi)
+        }
+        KernelKind::MaxPool { x, p, hw, ohw } => {
+            emit_pool(&mut em, x, p, *hw, *ohw, None, &out, epi, lo, hi)
+        }
+        KernelKind::AvgPool {
+            x,
+            p,
+            hw,
+            ohw,
+            recip,
+        } => emit_pool(&mut em, x, p, *hw, *ohw, Some(*recip), &out, epi, lo, hi),
+        KernelKind::GlobalAvgPool { x } => emit_gap(&mut em, x, &out, epi, lo, hi),
+        KernelKind::Softmax { x } => emit_softmax(&mut em, x, &out, epi, lo, hi),
+        KernelKind::Pad {
+            x,
+            pads,
+            value,
+            hw,
+            ohw,
+        } => emit_pad(&mut em, x, *pads, *value, *hw, *ohw, &out, epi, lo, hi),
+    }
+    em.b.ins().return_(&[]);
+    em.b.seal_all_blocks();
+}
+
+/// Units are `(n, c)` planes: `y[n, c, s] = epi(x[n, c, s])`, 4 lanes at a time.
+fn emit_elementwise(em: &mut Em, x: &View, out: &View, epi: &[Epi], lo: Value, hi: Value) {
+    let (c_n, s_n) = (x.c, x.s);
+    em.lp(lo, hi, 1, |em, u| {
+        let (n, c) = em.divmod(u, c_n);
+        let xb = em.vbase(x, n);
+        let ob = em.vbase(out, n);
+        let cs = em.mul_i(c, s_n as i64);
+        let xb = em.ea(xb, cs);
+        let ob = em.ea(ob, cs);
+        let s4 = s_n / 4 * 4;
+        em.lpc(0, s4, 4, |em, s| {
+            let a = em.ea(xb, s);
+            let v = em.ld4(a, 0);
+            let y = em.epi(epi, v, n, c, s, true);
+            let oa = em.ea(ob, s);
+            em.st(y, oa, 0);
+        });
+        for s in s4..s_n {
+            let v = em.ld1(xb, (s * 4) as i32);
+            let v = em.splat(v);
+            let si = em.ic(s as i64);
+            let y = em.epi(epi, v, n, c, si, false);
+            let y = em.lane0(y);
+            em.st(y, ob, (s * 4) as i32);
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_gemm(
+    em: &mut Em,
+    x: &View,
+    g: &ConvGeom,
+    wpack: usize,
+    nb: usize,
+    mchunks: usize,
+    out: &View,
+    epi: &[Epi],
+    lo: Value,
+    hi: Value,
+    ukernel: FuncRef,
+) {
+    let k = g.kdim();
+    let p_total = g.pixels();
+    let pblocks = p_total.div_ceil(nb);
+    let cin_g = g.cin_g();
+    let cout_g = g.cout_g();
+    let mtiles = cout_g.div_ceil(MR);
+    let mper = mtiles.div_ceil(mchunks);
+    let [kh, kw] = g.kernel;
+    let (h, w) = (g.h, g.w);
+    let tile_off = (nb * k * 4) as i64;
+    em.lp(lo, hi, 1, |em, u| {
+        let (t, mci) = em.divmod(u, mchunks);
+        let (t2, pb) = em.divmod(t, pblocks);
+        let (n, gi) = em.divmod(t2, g.groups);
+        let p0 = em.mul_i(pb, nb as i64);
+        let rem = em.ic(p_total as i64);
+        let rem = em.b.ins().isub(rem, p0);
+        let nbv = em.ic(nb as i64);
+        let npix = em.b.ins().smin(rem, nbv);
+        let np3 = em.add_i(npix, 3);
+        let nsub = em.b.ins().ushr_imm_u(np3, 2);
+        let xb = em.vbase(x, n);
+        let gofs = em.mul_i(gi, (cin_g * h * w) as i64);
+        let xb = em.ea(xb, gofs);
+        let scratch = em.scratch;
+        let ptot = em.ic(p_total as i64);
+        // ---- pack the input block: panel `sub` holds pixels p0+4*sub.. as [k][4] ----
+        if g.is_pointwise() {
+            let z = em.ic(0);
+            em.lp(z, nsub, 1, |em, sub| {
+                let sub4 = em.mul_i(sub, 4);
+                let p = em.b.ins().iadd(p0, sub4);
+                let poff = em.mul_i(sub, (k * NR * 4) as i64);
+                let panel = em.b.ins().iadd(scratch, poff);
+                let p4 = em.add_i(p, 4);
+                let full = em.b.ins().icmp(IntCC::SignedLessThanOrEqual, p4, ptot);
+                let xp = em.ea(xb, p);
+                em.if_else(
+                    full,
+                    |em| {
+                        em.lpc(0, k, 1, |em, ci| {
+                            let o = em.mul_i(ci, (h * w * 4) as i64);
+                            let a = em.b.ins().iadd(xp, o);
+                            let v = em.ld4(a, 0);
+                            let o2 = em.mul_i(ci, 16);
+                            let d = em.b.ins().iadd(panel, o2);
+                            em.st(v, d, 0);
+                        });
+                    },
+                    |em| {
+                        let zero = em.fc(0.0);
+                        em.lpc(0, k, 1, |em, ci| {
+                            let o = em.mul_i(ci, (h * w * 4) as i64);
+                            let a = em.b.ins().iadd(xp, o);
+                            let o2 = em.mul_i(ci, 16);
+                            let d = em.b.ins().iadd(panel, o2);
+                            for lane in 0..4i64 {
+                                let pl = em.add_i(p, lane);
+                                let inb = em.b.ins().icmp(IntCC::SignedLessThan, pl, ptot);
+                                let la = em.add_i(a, lane * 4);
+                                let sa = em.b.ins().select(inb, la, xb);
+                                let v = em.ld1(sa, 0);
+                                let v = em.b.ins().select(inb, v, zero);
+                                em.st(v, d, (lane * 4) as i32);
+                            }
+                        });
+                    },
+                );
+            });
+        } else {
+            let z = em.ic(0);
+            let [sh, sw] = g.stride;
+            let [dh, dw] = g.dilation;
+            em.lp(z, nsub, 1, |em, sub| {
+                let q0 = em.mul_i(sub, 4);
+                let p = em.b.ins().iadd(p0, q0);
+                let (oy, ox) = em.divmod(p, g.ow);
+                let iy0 = em.mul_i(oy, sh as i64);
+                let iy0 = em.add_i(iy0, -(g.pad[0] as i64));
+                let ix0 = em.mul_i(ox, sw as i64);
+                let ix0 = em.add_i(ix0, -(g.pad[1] as i64));
+                // Fast path: the 4 pixels lie in one output row and every tap of all of
+                // them is inside the input, so no bounds checks (and for stride 1 one
+                // vector load per tap).
+                let p4 = em.add_i(p, 4);
+                let c1 = em.b.ins().icmp(IntCC::SignedLessThanOrEqual, p4, ptot);
+                let c2 =
+                    em.b.ins()
+                        .icmp_imm_s(IntCC::SignedLessThan, ox, g.ow as i64 - 3);
+                let c3 =
+                    em.b.ins()
+                        .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, iy0, 0);
+                let iy_last = em.add_i(iy0, ((kh - 1) * dh) as i64);
+                let c4 =
+                    em.b.ins()
+                        .icmp_imm_s(IntCC::SignedLessThan, iy_last, h as i64);
+                let c5 =
+                    em.b.ins()
+                        .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, ix0, 0);
+                let ix_last = em.add_i(ix0, (3 * sw + (kw - 1) * dw) as i64);
+                let c6 =
+                    em.b.ins()
+                        .icmp_imm_s(IntCC::SignedLessThan, ix_last, w as i64);
+                let a = em.b.ins().band(c1, c2);
+                let b_ = em.b.ins().band(c3, c4);
+                let c = em.b.ins().band(c5, c6);
+                let ab = em.b.ins().band(a, b_);
+                let fast = em.b.ins().band(ab, c);
+                let so = em.mul_i(sub, (k * NR) as i64);
+                let panel = em.ea(scratch, so);
+                em.if_else(
+                    fast,
+                    |em| {
+                        let ro_ = em.mul_i(iy0, w as i64);
+                        let o = em.b.ins().iadd(ro_, ix0);
+                        let base = em.ea(xb, o);
+                        em.lpc(0, cin_g, 1, |em, ci| {
+                            let cho = em.mul_i(ci, (h * w * 4) as i64);
+                            let chb = em.b.ins().iadd(base, cho);
+                            let dk = em.mul_i(ci, (kh * kw * NR * 4) as i64);
+                            let dci = em.b.ins().iadd(panel, dk);
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let src = ((ky * dh * w + kx * dw) * 4) as i32;
+                                    let dst = (((ky * kw + kx) * NR) * 4) as i32;
+                                    if sw == 1 {
+                                        let v = em.ld4(chb, src);
+                                        em.st(v, dci, dst);
+                                    } else {
+                                        for l in 0..4 {
+                                            let v = em.ld1(chb, src + (l * sw * 4) as i32);
+                                            em.st(v, dci, dst + (l * 4) as i32);
+                                        }
+                                    }
+                                }
+                            }
+                        });
+                    },
+                    |em| {
+                        let z = em.ic(0);
+                        let four = em.ic(4);
+                        em.lp(z, four, 1, |em, lane| {
+                            let q = em.b.ins().iadd(q0, lane);
+                            let p = em.b.ins().iadd(p0, q);
+                            let valid = em.b.ins().icmp(IntCC::SignedLessThan, p, ptot);
+                            let (oy, ox) = em.divmod(p, g.ow);
+                            let iy0 = em.mul_i(oy, sh as i64);
+                            let iy0 = em.add_i(iy0, -(g.pad[0] as i64));
+                            let ix0 = em.mul_i(ox, sw as i64);
+                            let ix0 = em.add_i(ix0, -(g.pad[1] as i64));
+                            let dst0 = em.ea(panel, lane);
+                            // Column bounds for each kx (independent of ci, ky).
+                            let mut col_ok = Vec::new();
+                            for kx in 0..kw {
+                                let ix = em.add_i(ix0, (kx * dw) as i64);
+                                let ok = em.in_range(ix, w);
+                                let ok = em.b.ins().band(ok, valid);
+                                col_ok.push((ix, ok));
+                            }
+                            em.lpc(0, cin_g, 1, |em, ci| {
+                                let fillv = match g.fill {
+                                    Some(f) => {
+                                        let fp = em.wptr(f);
+                                        let gc = em.mul_i(gi, cin_g as i64);
+                                        let ch = em.b.ins().iadd(gc, ci);
+                                        let a = em.ea(fp, ch);
+                                        em.b.ins().load(F32, ro(), a, 0)
+                                    }
+                                    None => em.fc(0.0),
+                                };
+                                let cho = em.mul_i(ci, (h * w) as i64);
+                                let chb = em.ea(xb, cho);
+                                let dk = em.mul_i(ci, (kh * kw * NR * 4) as i64);
+                                let dci = em.b.ins().iadd(dst0, dk);
+                                for ky in 0..kh {
+                                    let iy = em.add_i(iy0, (ky * dh) as i64);
+                                    let rok = em.in_range(iy, h);
+                                    let ro_ = em.mul_i(iy, w as i64);
+                                    for (kx, &(ix, cok)) in col_ok.iter().enumerate() {
+                                        let inb = em.b.ins().band(rok, cok);
+                                        let idx = em.b.ins().iadd(ro_, ix);
+                                        let a = em.ea(chb, idx);
+                                        let a = em.b.ins().select(inb, a, xb);
+                                        let v = em.ld1(a, 0);
+                                        let v = em.b.ins().select(inb, v, fillv);
+                                        em.st(v, dci, (((ky * kw + kx) * NR) * 4) as i32);
+                                    }
+                                }
+                            });
+                        });
+                    },
+                );
+            });
+        }
+        // ---- multiply: m-tiles of this chunk x pixel panels ----
+        let m_lo = em.mul_i(mci, mper as i64);
+        let m_hi = em.add_i(m_lo, mper as i64);
+        let mt_n = em.ic(mtiles as i64);
+        let m_hi = em.b.ins().smin(m_hi, mt_n);
+        let tile = em.add_i(scratch, tile_off);
+        let kv = em.ic(k as i64);
+        let ob = em.vbase(out, n);
+        em.lp(m_lo, m_hi, 1, |em, mt| {
+            let gm = em.mul_i(gi, mtiles as i64);
+            let gm = em.b.ins().iadd(gm, mt);
+            let wo = em.mul_i(gm, (k * MR * 4) as i64);
+            let wp = em.wptr(wpack);
+            let wpanel = em.b.ins().iadd(wp, wo);
+            let z = em.ic(0);
+            em.lp(z, nsub, 1, |em, sub| {
+                let po = em.mul_i(sub, (k * NR * 4) as i64);
+                let xpanel = em.b.ins().iadd(scratch, po);
+                em.b.ins().call(ukernel, &[wpanel, xpanel, tile, kv]);
+                let sub4 = em.mul_i(sub, 4);
+                let p = em.b.ins().iadd(p0, sub4);
+                let left = em.b.ins().isub(ptot, p);
+                let full =
+                    em.b.ins()
+                        .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, left, 4);
+                let mt8 = em.mul_i(mt, MR as i64);
+                let gco = em.mul_i(gi, cout_g as i64);
+                for r in 0..MR {
+                    let co = em.add_i(mt8, r as i64);
+                    let row = |em: &mut Em| {
+                        let cg = em.b.ins().iadd(gco, co);
+                        let v = em.ld4(tile, (r * NR * 4) as i32);
+                        let cp = em.mul_i(cg, p_total as i64);
+                        let idx = em.b.ins().iadd(cp, p);
+                        let oa = em.ea(ob, idx);
+                        em.if_else(
+                            full,
+                            |em| {
+                                let y = em.epi(epi, v, n, cg, p, true);
+                                em.st(y, oa, 0);
+                            },
+                            |em| em.store_lanes_epi(epi, v, left, oa, n, cg, p),
+                        );
+                    };
+                    if !cout_g.is_multiple_of(MR) {
+                        let ok =
+                            em.b.ins()
+                                .icmp_imm_s(IntCC::SignedLessThan, co, cout_g as i64);
+                        em.if_(ok, row);
+                    } else {
+                        row(em);
+                    }
+                }
+            });
+        });
+    });
+}
+
+/// Copies one input plane into scratch with its padding, split into `sw` column phases:
+/// `Q[r][y][j] = P[y][j*sw + r]` where `P` is the plane padded by `pt` rows on top and `pl`
+/// columns on the left; `Q` has `ph` rows of `qw` columns per phase. With `fill`, the whole
+/// of `Q` is first set to that value; without, cells outside the input are left as they are
+/// (callers then only read them into lanes they discard).
+#[allow(clippy::too_many_arguments)]
+fn padded_copy(
+    em: &mut Em,
+    xb: Value,
+    [h, w]: [usize; 2],
+    [pt, pl]: [usize; 2],
+    ph: usize,
+    qw: usize,
+    sw: usize,
+    fill: Option<Value>,
+) {
+    let q = em.scratch;
+    if let Some(fillv) = fill {
+        let fv = em.splat(fillv);
+        em.lpc(0, (sw * ph * qw).div_ceil(4) * 4, 4, |em, i| {
+            let a = em.ea(q, i);
+            em.st(fv, a, 0);
+        });
+    }
+    em.lpc(0, h, 1, |em, y| {
+        let src = em.mul_i(y, w as i64);
+        let src = em.ea(xb, src);
+        for r in 0..sw {
+            // Columns j with x = j*sw + r - pl in [0, w).
+            let j_lo = if pl > r { (pl - r).div_ceil(sw) } else { 0 };
+            let j_hi = ((w + pl).saturating_sub(r)).div_ceil(sw).min(qw);
+            if j_lo >= j_hi {
+                continue;
+            }
+            let rowq = em.add_i(y, pt as i64);
+            let rowq = em.mul_i(rowq, qw as i64);
+            let rowq = em.add_i(rowq, (r * ph * qw) as i64);
+            let dst = em.ea(q, rowq);
+            if sw == 1 {
+                let cnt = j_hi - j_lo;
+                let c4 = cnt / 4 * 4;
+                let x0 = j_lo - pl;
+                em.lpc(0, c4, 4, |em, i| {
+                    let sa = em.ea(src, i);
+                    let v = em.ld4(sa, (x0 * 4) as i32);
+                    let da = em.ea(dst, i);
+                    em.st(v, da, (j_lo * 4) as i32);
+                });
+                for i in c4..cnt {
+                    let v = em.ld1(src, ((x0 + i) * 4) as i32);
+                    em.st(v, dst, ((j_lo + i) * 4) as i32);
+                }
+            } else {
+                for j in j_lo..j_hi {
+                    let xx = j * sw + r - pl;
+                    let v = em.ld1(src, (xx * 4) as i32);
+                    em.st(v, dst, (j * 4) as i32);
+                }
+            }
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_depthwise(
+    em: &mut Em,
+    x: &View,
+    g: &ConvGeom,
+    wofs: usize,
+    out: &View,
+    epi: &[Epi],
+    lo: Value,
+    hi: Value,
+) {
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let [dh, dw] = g.dilation;
+    let [pt, pl, pb, _] = g.pad;
+    let (h, w) = (g.h, g.w);
+    let ph = h + pt + pb;
+    let qw = depthwise_qw(g);
+    let mult = g.cout_g();
+    let (oh, ow) = (g.oh, g.ow);
+    let padded = g.pad != [0; 4];
+    em.lp(lo, hi, 1, |em, u| {
+        let (n, co) = em.divmod(u, g.cout);
+        let ci = if mult == 1 {
+            co
+        } else {
+            em.b.ins().udiv_imm_u(co, mult as i64)
+        };
+        let xb = em.vbase(x, n);
+        let cho = em.mul_i(ci, (h * w) as i64);
+        let xb = em.ea(xb, cho);
+        let fillv = if padded {
+            Some(match g.fill {
+                Some(f) => {
+                    let fp = em.wptr(f);
+                    let a = em.ea(fp, ci);
+                    em.b.ins().load(F32, ro(), a, 0)
+                }
+                None => em.fc(0.0),
+            })
+        } else {
+            None
+        };
+        let q = em.scratch;
+        padded_copy(em, xb, [h, w], [pt, pl], ph, qw, sw, fillv);
+        // Taps as splats.
+        let mut taps = Vec::new();
+        let wrow = em.mul_i(co, (kh * kw) as i64);
+        let wb = em.wptr(wofs);
+        let wb = em.ea(wb, wrow);
+        for t in 0..kh * kw {
+            let s = em.b.ins().load(F32, ro(), wb, (t * 4) as i32);
+            taps.push(em.splat(s));
+        }
+        let ob = em.vbase(out, n);
+        let oco = em.mul_i(co, (oh * ow) as i64);
+        let ob = em.ea(ob, oco);
+        let ow4 = ow / 4 * 4;
+        em.lpc(0, oh, 1, |em, oy| {
+            let compute = |em: &mut Em, ox: Value| -> Value {
+                let mut acc = None;
+                for ky in 0..kh {
+                    let row = em.mul_i(oy, sh as i64);
+                    let row = em.add_i(row, (ky * dh) as i64);
+                    let rb = em.mul_i(row, qw as i64);
+                    let rb = em.b.ins().iadd(rb, ox);
+                    let rb = em.ea(q, rb);
+                    for kx in 0..kw {
+                        let r = (kx * dw) % sw;
+                        let jo = (kx * dw) / sw;
+                        let off = ((r * ph * qw + jo) * 4) as i32;
+                        let v = em.ld4(rb, off);
+                        let t = taps[ky * kw + kx];
+                        acc = Some(match acc {
+                            None => em.b.ins().fmul(t, v),
+                            Some(a) => em.fmadd(t, v, a),
+                        });
+                    }
+                }
+                acc.expect("kernel has at least one tap")
+            };
+            let orow = em.mul_i(oy, ow as i64);
+            em.lpc(0, ow4, 4, |em, ox| {
+                let acc = compute(em, ox);
+                let s = em.b.ins().iadd(orow, ox);
+                let y = em.epi(epi, acc, n, co, s, true);
+                let a = em.ea(ob, s);
+                em.st(y, a, 0);
+            });
+            if ow4 < ow {
+                let ox = em.ic(ow4 as i64);
+                let acc = compute(em, ox);
+                let s = em.b.ins().iadd(orow, ox);
+                let a = em.ea(ob, s);
+                let cnt = em.ic((ow - ow4) as i64);
+                em.store_lanes_epi(epi, acc, cnt, a, n, co, s);
+            }
+        });
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_dense(
+    em: &mut Em,
+    x: &View,
+    kd: usize,
+    _m: usize,
+    wofs: usize,
+    out: &View,
+    epi: &[Epi],
+    lo: Value,
+    hi: Value,
+) {
+    em.lp(lo, hi, 1, |em, o| {
+        let wrow = em.mul_i(o, kd as i64);
+        let wb = em.wptr(wofs);
+        let wb = em.ea(wb, wrow);
+        em.lpc(0, x.n, 1, |em, n| {
+            let xb = em.vbase(x, n);
+            let a0 = em.b.declare_var(F32X4);
+            let a1 = em.b.declare_var(F32X4);
+            let z = em.vc(0.0);
+            em.b.def_var(a0, z);
+            em.b.def_var(a1, z);
+            let k8 = kd / 8 * 8;
+            em.lpc(0, k8, 8, |em, k| {
+                let xa = em.ea(xb, k);
+                let wa = em.ea(wb, k);
+                for (j, var) in [a0, a1].into_iter().enumerate() {
+                    let xv = em.ld4(xa, (j * 16) as i32);
+                    let wv = em.b.ins().load(F32X4, ro(), wa, (j * 16) as i32);
+                    let acc = em.b.use_var(var);
+                    let nacc = em.fmadd(xv, wv, acc);
+                    em.b.def_var(var, nacc);
+                }
+            });
+            let mut acc = em.b.use_var(a0);
+            let acc1 = em.b.use_var(a1);
+            if k8 + 4 <= kd {
+                let xv = em.ld4(xb, (k8 * 4) as i32);
+                let wv = em.b.ins().load(F32X4, ro(), wb, (k8 * 4) as i32);
+                acc = em.fmadd(xv, wv, acc);
+            }
+            let acc = em.b.ins().fadd(acc, acc1);
+            let mut s = em.b.ins().extractlane(acc, 0);
+            for l in 1..4u8 {
+                let e = em.b.ins().extractlane(acc, l);
+                s = em.b.ins().fadd(s, e);
+            }
+            let k4 = kd / 4 * 4;
+            for k in k4..kd {
+                let xv = em.ld1(xb, (k * 4) as i32);
+                let wv = em.b.ins().load(F32, ro(), wb, (k * 4) as i32);
+                let m = em.b.ins().fmul(xv, wv);
+                s = em.b.ins().fadd(s, m);
+            }
+            let sv = em.splat(s);
+            let z0 = em.ic(0);
+            let y = em.epi(epi, sv, n, o, z0, false);
+            let y = em.lane0(y);
+            let ob = em.vbase(out, n);
+            let a = em.ea(ob, o);
+            em.st(y, a, 0);
+        });
+    });
+}
+
+/// Geometry of a pool's padded copy: rows per phase and row width (`ph`, `qw`).
+pub(crate) fn pool_q(p: &bnc_ir::Pool2d, hw: [usize; 2], ohw: [usize; 2]) -> (usize, usize) {
+    let ph = (hw[0] + p.pad[0] + p.pad[2]).max((ohw[0] - 1) * p.stride[0] + p.kernel[0]);
+    let qw = ohw[1].div_ceil(4) * 4 + (p.kernel[1] - 1) / p.stride[1] + 1;
+    (ph, qw)
+}
+
+/// Max/avg pooling, 4 output columns per step, on a padded copy filled with -inf (max) or
+/// 0 (avg); avg multiplies by a precomputed per-position reciprocal of the divisor.
+#[allow(clippy::too_many_arguments)]
+fn emit_pool(
+    em: &mut Em,
+    x: &View,
+    p: &bnc_ir::Pool2d,
+    hw: [usize; 2],
+    ohw: [usize; 2],
+    recip: Option<usize>,
+    out: &View,
+    epi: &[Epi],
+    lo: Value,
+    hi: Value,
+) {
+    let [h, w] = hw;
+    let [oh, ow] = ohw;
+    let [kh, kw] = p.kernel;
+    let [sh, sw] = p.stride;
+    let (ph, qw) = pool_q(p, hw, ohw);
+    let c_n = x.c;
+    let is_max = recip.is_none();
+    em.lp(lo, hi, 1, |em, u| {
+        let (n, c) = em.divmod(u, c_n);
+        let xb = em.vbase(x, n);
+        let co = em.mul_i(c, (h * w) as i64);
+        let xb = em.ea(xb, co);
+        let fill = em.fc(if is_max { f32::NEG_INFINITY } else { 0.0 });
+        padded_copy(em, xb, hw, [p.pad[0], p.pad[1]], ph, qw, sw, Some(fill));
+        let q = em.scratch;
+        let ob = em.vbase(out, n);
+        let co = em.mul_i(c, (oh * ow) as i64);
+        let ob = em.ea(ob, co);
+        let init = em.splat(fill);
+        let ow4 = ow / 4 * 4;
+        em.lpc(0, oh, 1, |em, oy| {
+            let compute = |em: &mut Em, ox: Value| -> Value {
+                let mut acc = init;
+                for ky in 0..kh {
+                    let row = em.mul_i(oy, sh as i64);
+                    let row = em.add_i(row, ky as i64);
+                    let rb = em.mul_i(row, qw as i64);
+                    let rb = em.b.ins().iadd(rb, ox);
+                    let rb = em.ea(q, rb);
+                    for kx in 0..kw {
+                        let off = (((kx % sw) * ph * qw + kx / sw) * 4) as i32;
+                        let v = em.ld4(rb, off);
+                        acc = if is_max {
+                            let gt = em.b.ins().fcmp(FloatCC::GreaterThan, v, acc);
+                            let nan = em.b.ins().fcmp(FloatCC::Unordered, v, v);
+                            let take = em.b.ins().bor(gt, nan);
+                            let take = em.mask_f(take);
+                            em.b.ins().bitselect(take, v, acc)
+                        } else {
+                            em.b.ins().fadd(acc, v)
+                        };
+                    }
+                }
+                if let Some(r) = recip {
+                    let s = em.mul_i(oy, ow as i64);
+                    let s = em.b.ins().iadd(s, ox);
+                    let rp = em.wptr(r);
+                    let a = em.ea(rp, s);
+                    let rv = em.b.ins().load(F32X4, ro(), a, 0);
+                    acc = em.b.ins().fmul(acc, rv);
+                }
+                acc
+            };
+            let orow = em.mul_i(oy, ow as i64);
+            em.lpc(0, ow4, 4, |em, ox| {
+                let acc = compute(em, ox);
+                let s = em.b.ins().iadd(orow, ox);
+                let y = em.epi(epi, acc, n, c, s, true);
+                let a = em.ea(ob, s);
+                em.st(y, a, 0);
+            });
+            if ow4 < ow {
+                let ox = em.ic(ow4 as i64);
+                let acc = compute(em, ox);
+                let s = em.b.ins().iadd(orow, ox);
+                let a = em.ea(ob, s);
+                let cnt = em.ic((ow - ow4) as i64);
+                em.store_lanes_epi(epi, acc, cnt, a, n, c, s);
+            }
+        });
+    });
+}
+
+fn hsum(em: &mut Em, v: Value) -> Value {
+    let mut s = em.b.ins().extractlane(v, 0);
+    for l in 1..4u8 {
+        let e = em.b.ins().extractlane(v, l);
+        s = em.b.ins().fadd(s, e);
+    }
+    s
+}
+
+fn emit_gap(em: &mut Em, x: &View, out: &View, epi: &[Epi], lo: Value, hi: Value) {
+    let s_n = x.s;
+    let c_n = x.c;
+    em.lp(lo, hi, 1, |em, u| {
+        let (n, c) = em.divmod(u, c_n);
+        let xb = em.vbase(x, n);
+        let co = em.mul_i(c, s_n as i64);
+        let xb = em.ea(xb, co);
+        let acc = em.b.declare_var(F32X4);
+        let z = em.vc(0.0);
+        em.b.def_var(acc, z);
+        let s4 = s_n / 4 * 4;
+        em.lpc(0, s4, 4, |em, s| {
+            let a = em.ea(xb, s);
+            let v = em.ld4(a, 0);
+            let cur = em.b.use_var(acc);
+            let nv = em.b.ins().fadd(cur, v);
+            em.b.def_var(acc, nv);
+        });
+        let accv = em.b.use_var(acc);
+        let mut sum = hsum(em, accv);
+        for s in s4..s_n {
+            let v = em.ld1(xb, (s * 4) as i32);
+            sum = em.b.ins().fadd(sum, v);
+        }
+        let d = em.fc(s_n as f32);
+        let mean = em.b.ins().fdiv(sum, d);
+        let mv = em.splat(mean);
+        let z0 = em.ic(0);
+        let y = em.epi(epi, mv, n, c, z0, false);
+        let y = em.lane0(y);
+        let ob = em.vbase(out, n);
+        let a = em.ea(ob, c);
+        em.st(y, a, 0);
+    });
+}
+
+fn emit_softmax(em: &mut Em, x: &View, out: &View, epi: &[Epi], lo: Value, hi: Value) {
+    let (c_n, s_n) = (x.c, x.s);
+    em.lp(lo, hi, 1, |em, u| {
+        let (n, s) = em.divmod(u, s_n);
+        let xb = em.vbase(x, n);
+        let xb = em.ea(xb, s);
+        let ob = em.vbase(out, n);
+        let ob = em.ea(ob, s);
+        let mx = em.b.declare_var(F32);
+        let ninf = em.fc(f32::NEG_INFINITY);
+        em.b.def_var(mx, ninf);
+        em.lpc(0, c_n, 1, |em, c| {
+            let o = em.mul_i(c, s_n as i64);
+            let a = em.ea(xb, o);
+            let v = em.ld1(a, 0);
+            let m = em.b.use_var(mx);
+            let gt = em.b.ins().fcmp(FloatCC::GreaterThan, v, m);
+            let nm = em.b.ins().select(gt, v, m);
+            em.b.def_var(mx, nm);
+        });
+        let sum = em.b.declare_var(F32);
+        let z = em.fc(0.0);
+        em.b.def_var(sum, z);
+        let m = em.b.use_var(mx);
+        em.lpc(0, c_n, 1, |em, c| {
+            let o = em.mul_i(c, s_n as i64);
+            let a = em.ea(xb, o);
+            let v = em.ld1(a, 0);
+            let d = em.b.ins().fsub(v, m);
+            let dv = em.splat(d);
+            let e = em.vexp(dv);
+            let e = em.lane0(e);
+            let oa = em.ea(ob, o);
+            em.st(e, oa, 0);
+            let cur = em.b.use_var(sum);
+            let ns = em.b.ins().fadd(cur, e);
+            em.b.def_var(sum, ns);
+        });
+        let total = em.b.use_var(sum);
+        em.lpc(0, c_n, 1, |em, c| {
+            let o = em.mul_i(c, s_n as i64);
+            let oa = em.ea(ob, o);
+            let e = em.ld1(oa, 0);
+            let r = em.b.ins().fdiv(e, total);
+            let rv = em.splat(r);
+            let y = em.epi(epi, rv, n, c, s, false);
+            let y = em.lane0(y);
+            em.st(y, oa, 0);
+        });
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_pad(
+    em: &mut Em,
+    x: &View,
+    pads: [usize; 4],
+    value: f32,
+    hw: [usize; 2],
+    ohw: [usize; 2],
+    out: &View,
+    epi: &[Epi],
+    lo: Value,
+    hi: Value,
+) {
+    let [h, w] = hw;
+    let [oh, ow] = ohw;
+    let c_n = x.c;
+    em.lp(lo, hi, 1, |em, u| {
+        let (n, c) = em.divmod(u, c_n);
+        let xb = em.vbase(x, n);
+        let co = em.mul_i(c, (h * w) as i64);
+        let xb = em.ea(xb, co);
+        let ob = em.vbase(out, n);
+        let co = em.mul_i(c, (oh * ow) as i64);
+        let ob = em.ea(ob, co);
+        let fill = em.fc(value);
+        em.lpc(0, oh, 1, |em, oy| {
+            let iy = em.add_i(oy, -(pads[0] as i64));
+            let rok = em.in_range(iy, h);
+            let rowo = em.mul_i(iy, w as i64);
+            em.lpc(0, ow, 1, |em, ox| {
+                let ix = em.add_i(ox, -(pads[1] as i64));
+                let cok = em.in_range(ix, w);
+                let inb = em.b.ins().band(rok, cok);
+                let idx = em.b.ins().iadd(rowo, ix);
+                let a = em.ea(xb, idx);
+                let a = em.b.ins().select(inb, a, xb);
+                let v = em.ld1(a, 0);
+                let v = em.b.ins().select(inb, v, fill);
+                let s = em.mul_i(oy, ow as i64);
+                let s = em.b.ins().iadd(s, ox);
+                let vv = em.splat(v);
+                let y = em.epi(epi, vv, n, c, s, false);
+                let y = em.lane0(y);
+                let oa = em.ea(ob, s);
+                em.st(y, oa, 0);
+            });
+        });
+    });
+}

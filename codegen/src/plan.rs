@@ -1,0 +1,938 @@
+//! Lowering a [`Graph`] to a [`Plan`]: fused groups, buffer placement (in-place concat,
+//! aliases for flatten/identity), static liveness-based workspace layout, and weight packing.
+//!
+//! A plan is a list of [`Kernel`]s run in order. Every tensor a kernel touches is a [`View`]:
+//! a storage slot (workspace, a graph input or a graph output), an element offset, and a
+//! batch stride; inside one batch item the tensor is the contiguous `[C, S]` block, `S` being
+//! the product of the axes after the channel axis. A value written in place into a concat has
+//! the concat's batch stride, so every kernel reads and writes through views.
+
+use std::collections::HashSet;
+
+use bnc_ir::{Activation, Graph, Op, Pool2d, Shape, ValueId};
+
+use crate::CodegenError;
+
+/// GEMM tile: `MR` output channels by `NR` pixels (see `emit::emit_ukernel`).
+pub(crate) const MR: usize = 8;
+pub(crate) const NR: usize = 4;
+/// Budget (in floats) for one packed input block of the GEMM path: the block is reused by
+/// every weight panel, so it should stay in L2 (384 KiB).
+const PACK_BUDGET: usize = 96 * 1024;
+/// Larger budget (1 MiB) allowed when it covers the whole image (see `lower_anchor`).
+const WHOLE_BUDGET: usize = 256 * 1024;
+/// Alignment of workspace buffers and blob entries, in floats (64 bytes).
+const ALIGN: usize = 16;
+
+/// Storage slot 0 is the workspace; slots `1..=ni` the graph inputs; then the graph outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct View {
+    pub storage: usize,
+    pub offset: usize,
+    pub bstride: usize,
+    pub n: usize,
+    pub c: usize,
+    pub s: usize,
+}
+
+/// An elementwise operation applied to a kernel's result before it is stored.
+#[derive(Clone, Debug)]
+pub(crate) enum Epi {
+    /// `y = x * scale[c] + shift[c]`; offsets of the vectors in the blob.
+    Affine {
+        scale: Option<usize>,
+        shift: Option<usize>,
+    },
+    /// `y = x + other`, same shape.
+    Add(View),
+    /// `y = x * other`, same shape.
+    Mul(View),
+    /// `y = x * other[n, c]` (an `[N, C, 1, 1]` gate).
+    MulChan(View),
+    Act(Activation),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ConvGeom {
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub pad: [usize; 4],
+    pub groups: usize,
+    /// Blob offset of the per-input-channel pad fill, if any.
+    pub fill: Option<usize>,
+}
+
+impl ConvGeom {
+    pub fn cin_g(&self) -> usize {
+        self.cin / self.groups
+    }
+    pub fn cout_g(&self) -> usize {
+        self.cout / self.groups
+    }
+    pub fn kdim(&self) -> usize {
+        self.cin_g() * self.kernel[0] * self.kernel[1]
+    }
+    pub fn pixels(&self) -> usize {
+        self.oh * self.ow
+    }
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.pad == [0; 4]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum KernelKind {
+    /// Conv as GEMM on packed panels: weights at `wpack` laid out
+    /// `[group][mtile][k][MR]`; pixels in blocks of `nb`; `mchunks` splits the m-tiles of a
+    /// block across units for parallelism.
+    Gemm {
+        x: View,
+        g: ConvGeom,
+        wpack: usize,
+        nb: usize,
+        mchunks: usize,
+    },
+    /// Conv with one input channel per group (depthwise, any multiplier): weights at `w`
+    /// as `[cout][kh*kw]`.
+    Depthwise {
+        x: View,
+        g: ConvGeom,
+        w: usize,
+    },
+    /// `[N, K] x [M, K]^T`, weights at `w` as `[M][K]`.
+    Dense {
+        x: View,
+        k: usize,
+        m: usize,
+        w: usize,
+    },
+    MaxPool {
+        x: View,
+        p: Pool2d,
+        hw: [usize; 2],
+        ohw: [usize; 2],
+    },
+    /// `recip`: blob offset of `1 / divisor` per output position (plus 4 pad floats).
+    AvgPool {
+        x: View,
+        p: Pool2d,
+        hw: [usize; 2],
+        ohw: [usize; 2],
+        recip: usize,
+    },
+    GlobalAvgPool {
+        x: View,
+    },
+    /// Elementwise: load `x`, apply the epilogue, store (also plain copies).
+    Elementwise {
+        x: View,
+    },
+    Softmax {
+        x: View,
+    },
+    Pad {
+        x: View,
+        pads: [usize; 4],
+        value: f32,
+        hw: [usize; 2],
+        ohw: [usize; 2],
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Kernel {
+    pub name: String,
+    pub kind: KernelKind,
+    pub out: View,
+    pub epi: Vec<Epi>,
+    /// Independent work units; a call computes units `[lo, hi)`.
+    pub units: usize,
+    /// Per-thread scratch the kernel needs, in floats.
+    pub scratch: usize,
+}
+
+pub(crate) struct Plan {
+    pub kernels: Vec<Kernel>,
+    pub blob: Vec<f32>,
+    /// Floats of planned buffers; per-thread scratch follows them.
+    pub buffers: usize,
+    pub scratch: usize,
+    pub threads: usize,
+    pub inputs: Vec<(String, Shape)>,
+    pub outputs: Vec<(String, Shape)>,
+    pub flops: u64,
+}
+
+impl Plan {
+    pub fn workspace_floats(&self) -> usize {
+        self.buffers + self.scratch * self.threads
+    }
+}
+
+fn unsupported(msg: impl Into<String>) -> CodegenError {
+    CodegenError::Unsupported(msg.into())
+}
+
+/// `(N, C, S)` of a shape: batch, channel, and everything after.
+fn ncs(shape: &Shape) -> (usize, usize, usize) {
+    match shape.len() {
+        0 => (1, 1, 1),
+        1 => (shape[0], 1, 1),
+        _ => (shape[0], shape[1], shape[2..].iter().product()),
+    }
+}
+
+fn numel(shape: &Shape) -> usize {
+    shape.iter().product()
+}
+
+fn align(x: usize) -> usize {
+    x.div_ceil(ALIGN) * ALIGN
+}
+
+struct Blob(Vec<f32>);
+
+impl Blob {
+    fn push(&mut self, data: &[f32]) -> usize {
+        let off = align(self.0.len());
+        self.0.resize(off, 0.0);
+        self.0.extend_from_slice(data);
+        off
+    }
+}
+
+/// The elementwise part of a fused group, before views are known.
+enum EpiDesc {
+    Affine(Option<Vec<f32>>, Option<Vec<f32>>),
+    Add(ValueId),
+    Mul(ValueId),
+    MulChan(ValueId),
+    Act(Activation),
+}
+
+struct Group {
+    anchor: usize,
+    /// For an elementwise anchor: the value loaded.
+    load: Option<ValueId>,
+    epi: Vec<EpiDesc>,
+    out: ValueId,
+    last: usize,
+}
+
+/// One step of the schedule before views are resolved.
+enum Step {
+    Group(Group),
+    /// Copy a value into a region (concat slice or a graph output).
+    Copy {
+        src: ValueId,
+        dst: ValueId,
+        /// Element offset into `dst`'s location (channel offset times S).
+        dst_off: usize,
+    },
+}
+
+fn is_elementwise(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Affine | Op::BatchNorm { .. } | Op::Activation(_) | Op::Add | Op::Mul
+    )
+}
+
+fn is_alias(op: &Op) -> bool {
+    matches!(op, Op::Flatten | Op::Identity | Op::Dropout)
+}
+
+/// Affine vectors of an affine or batchnorm node (batchnorm computed in f64).
+fn affine_params(graph: &Graph, node: usize) -> Result<(Vec<f32>, Vec<f32>), CodegenError> {
+    let n = &graph.nodes[node];
+    let get = |s: &str| {
+        graph
+            .param(n, s)
+            .map(|t| t.data.clone())
+            .ok_or_else(|| CodegenError::Invalid(format!("missing parameter `{s}`")))
+    };
+    match n.op {
+        Op::Affine => Ok((get("scale")?, get("shift")?)),
+        Op::BatchNorm { eps } => {
+            let (g, b, m, v) = (
+                get("weight")?,
+                get("bias")?,
+                get("running_mean")?,
+                get("running_var")?,
+            );
+            let mut s = Vec::with_capacity(g.len());
+            let mut t = Vec::with_capacity(g.len());
+            for c in 0..g.len() {
+                let sc = f64::from(g[c]) / (f64::from(v[c]) + eps).sqrt();
+                s.push(sc as f32);
+                t.push((f64::from(b[c]) - sc * f64::from(m[c])) as f32);
+            }
+            Ok((s, t))
+        }
+        _ => Err(unsupported("not an affine node")),
+    }
+}
+
+pub(crate) fn plan(graph: &Graph, threads: usize) -> Result<Plan, CodegenError> {
+    graph
+        .verify()
+        .map_err(|e| CodegenError::Invalid(e.to_string()))?;
+    let threads = threads.max(1);
+    if let Some(v) = graph.values.iter().find(|v| v.shape.contains(&0)) {
+        return Err(unsupported(format!(
+            "`{}` has no elements (shape {:?})",
+            v.name, v.shape
+        )));
+    }
+    let nv = graph.values.len();
+    let nn = graph.nodes.len();
+    let shape = |v: ValueId| graph.shape(v);
+
+    // Readers of each value: node inputs and graph outputs.
+    let mut readers = vec![0usize; nv];
+    let mut reader_node: Vec<Option<usize>> = vec![None; nv];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for v in &n.inputs {
+            readers[v.0] += 1;
+            reader_node[v.0] = Some(i);
+        }
+    }
+    let mut is_output = vec![false; nv];
+    for o in &graph.outputs {
+        readers[o.0] += 1;
+        is_output[o.0] = true;
+    }
+
+    // ---- Fusion: anchors and their epilogues --------------------------------------------
+    let mut taken = vec![false; nn];
+    let mut groups: Vec<Group> = Vec::new();
+    for i in 0..nn {
+        let node = &graph.nodes[i];
+        if taken[i] || matches!(node.op, Op::Concat) || is_alias(&node.op) {
+            continue;
+        }
+        taken[i] = true;
+        let mut epi = Vec::new();
+        let mut load = None;
+        if is_elementwise(&node.op) {
+            let desc = match &node.op {
+                Op::Affine | Op::BatchNorm { .. } => {
+                    load = Some(node.inputs[0]);
+                    let (s, t) = affine_params(graph, i)?;
+                    EpiDesc::Affine(Some(s), Some(t))
+                }
+                Op::Activation(a) => {
+                    load = Some(node.inputs[0]);
+                    EpiDesc::Act(a.clone())
+                }
+                Op::Add => {
+                    load = Some(node.inputs[0]);
+                    EpiDesc::Add(node.inputs[1])
+                }
+                Op::Mul => {
+                    let (a, b) = (node.inputs[0], node.inputs[1]);
+                    if shape(a) == shape(b) {
+                        load = Some(a);
+                        EpiDesc::Mul(b)
+                    } else if numel(shape(a)) >= numel(shape(b)) {
+                        load = Some(a);
+                        EpiDesc::MulChan(b)
+                    } else {
+                        load = Some(b);
+                        EpiDesc::MulChan(a)
+                    }
+                }
+                _ => unreachable!(),
+            };
+            epi.push(desc);
+        }
+        // Extend the chain while the current value has exactly one reader, an elementwise
+        // node producing the same shape.
+        let mut cur = node.output;
+        let mut last = i;
+        while readers[cur.0] == 1 && !is_output[cur.0] {
+            let Some(j) = reader_node[cur.0] else { break };
+            let nj = &graph.nodes[j];
+            if taken[j] || !is_elementwise(&nj.op) || shape(nj.output) != shape(cur) {
+                break;
+            }
+            let other = nj.inputs.iter().copied().find(|&v| v != cur);
+            let desc = match &nj.op {
+                Op::Affine | Op::BatchNorm { .. } => {
+                    let (s, t) = affine_params(graph, j)?;
+                    EpiDesc::Affine(Some(s), Some(t))
+                }
+                Op::Activation(a) => EpiDesc::Act(a.clone()),
+                Op::Add => match other {
+                    Some(o) => EpiDesc::Add(o),
+                    None => break,
+                },
+                Op::Mul => match other {
+                    Some(o) if shape(o) == shape(cur) => EpiDesc::Mul(o),
+                    Some(o) => EpiDesc::MulChan(o),
+                    None => break,
+                },
+                _ => break,
+            };
+            epi.push(desc);
+            taken[j] = true;
+            cur = nj.output;
+            last = j;
+        }
+        groups.push(Group {
+            anchor: i,
+            load,
+            epi,
+            out: cur,
+            last,
+        });
+    }
+
+    // ---- Placement: aliases and in-place concat ------------------------------------------
+    let mut alias: Vec<Option<(ValueId, usize)>> = vec![None; nv];
+    let mut materialized = vec![false; nv]; // written by a kernel or a concat
+    for g in &groups {
+        materialized[g.out.0] = true;
+    }
+    for n in &graph.nodes {
+        if is_alias(&n.op) {
+            alias[n.output.0] = Some((n.inputs[0], 0));
+        }
+        if matches!(n.op, Op::Concat) {
+            materialized[n.output.0] = true;
+        }
+    }
+    let resolve = |alias: &Vec<Option<(ValueId, usize)>>, v: ValueId| -> (ValueId, usize) {
+        let (mut cur, mut off) = (v, 0);
+        let mut guard = 0;
+        while let Some((next, o)) = alias[cur.0] {
+            cur = next;
+            off += o;
+            guard += 1;
+            if guard > nv {
+                break;
+            }
+        }
+        (cur, off)
+    };
+    let mut steps: Vec<(usize, Step)> = Vec::new();
+    for (ci, node) in graph.nodes.iter().enumerate().rev() {
+        if !matches!(node.op, Op::Concat) {
+            continue;
+        }
+        let out = node.output;
+        let (_, _, s) = ncs(shape(out));
+        // Every input already placed contiguously, in order: the concat is a view of them.
+        if alias[out.0].is_none() && !is_output[out.0] {
+            let first = resolve(&alias, node.inputs[0]);
+            let mut expect = first.1;
+            let mut ok = true;
+            for &x in &node.inputs {
+                let (r, o) = resolve(&alias, x);
+                if alias[x.0].is_none() || r != first.0 || o != expect || r == x {
+                    ok = false;
+                    break;
+                }
+                expect += ncs(shape(x)).1 * s;
+            }
+            if ok {
+                alias[out.0] = Some((node.inputs[0], 0));
+                continue;
+            }
+        }
+        let mut seen = HashSet::new();
+        let mut coff = 0;
+        for &x in &node.inputs {
+            let eligible = alias[x.0].is_none()
+                && materialized[x.0]
+                && !is_output[x.0]
+                && x != out
+                && seen.insert(x);
+            if eligible {
+                alias[x.0] = Some((out, coff * s));
+            } else {
+                steps.push((
+                    ci,
+                    Step::Copy {
+                        src: x,
+                        dst: out,
+                        dst_off: coff * s,
+                    },
+                ));
+            }
+            coff += ncs(shape(x)).1;
+        }
+    }
+    // Cycle guard: every alias chain must end.
+    for v in 0..nv {
+        let mut cur = ValueId(v);
+        let mut guard = 0;
+        while let Some((next, _)) = alias[cur.0] {
+            cur = next;
+            guard += 1;
+            if guard > nv {
+                return Err(CodegenError::Invalid(
+                    "alias cycle in buffer placement".into(),
+                ));
+            }
+        }
+    }
+    for g in groups {
+        steps.push((g.last, Step::Group(g)));
+    }
+    steps.sort_by_key(|(pos, _)| *pos);
+    let mut steps: Vec<Step> = steps.into_iter().map(|(_, s)| s).collect();
+
+    // Storage of roots: graph inputs, graph outputs, or the workspace.
+    let ni = graph.inputs.len();
+    let mut root_storage: Vec<Option<usize>> = vec![None; nv];
+    for (i, v) in graph.inputs.iter().enumerate() {
+        root_storage[v.0] = Some(1 + i);
+    }
+    for (j, v) in graph.outputs.iter().enumerate() {
+        if alias[v.0].is_none() && root_storage[v.0].is_none() {
+            root_storage[v.0] = Some(1 + ni + j);
+        }
+    }
+    // Outputs not written in place get a copy at the end, into a fresh output root.
+    let mut out_values: Vec<ValueId> = Vec::new();
+    let mut extra_values: Vec<(ValueId, Shape)> = Vec::new();
+    for (j, &v) in graph.outputs.iter().enumerate() {
+        let (root, off) = resolve(&alias, v);
+        if root == v && off == 0 && root_storage[v.0] == Some(1 + ni + j) {
+            out_values.push(v);
+        } else if root != v
+            && off == 0
+            && root_storage[root.0].is_none()
+            && numel(shape(root)) == numel(shape(v))
+        {
+            // An output that views a whole workspace root (identity, flatten): the root
+            // lives in the output buffer instead, no copy.
+            root_storage[root.0] = Some(1 + ni + j);
+            out_values.push(v);
+        } else {
+            // A pseudo value id beyond the graph's values stands for output j's own buffer.
+            let pseudo = ValueId(nv + extra_values.len());
+            extra_values.push((pseudo, shape(v).clone()));
+            steps.push(Step::Copy {
+                src: v,
+                dst: pseudo,
+                dst_off: 0,
+            });
+            out_values.push(pseudo);
+            let _ = j;
+        }
+    }
+    let total_values = nv + extra_values.len();
+    let shape_of = |v: ValueId| -> Shape {
+        if v.0 < nv {
+            shape(v).clone()
+        } else {
+            extra_values[v.0 - nv].1.clone()
+        }
+    };
+    root_storage.resize(total_values, None);
+    for (j, &v) in out_values.iter().enumerate() {
+        if v.0 >= nv {
+            root_storage[v.0] = Some(1 + ni + j);
+        }
+    }
+    alias.resize(total_values, None);
+
+    // ---- Liveness and workspace layout -------------------------------------------------
+    let step_values = |s: &Step| -> Vec<ValueId> {
+        match s {
+            Step::Group(g) => {
+                let mut v = Vec::new();
+                if g.load.is_none() {
+                    v.extend(graph.nodes[g.anchor].inputs.iter().copied());
+                } else {
+                    v.extend(g.load);
+                }
+                for e in &g.epi {
+                    match e {
+                        EpiDesc::Add(o) | EpiDesc::Mul(o) | EpiDesc::MulChan(o) => v.push(*o),
+                        _ => {}
+                    }
+                }
+                v.push(g.out);
+                v
+            }
+            Step::Copy { src, dst, .. } => vec![*src, *dst],
+        }
+    };
+    let mut interval: Vec<Option<(usize, usize)>> = vec![None; total_values];
+    for (si, s) in steps.iter().enumerate() {
+        for v in step_values(s) {
+            let (r, _) = resolve(&alias, v);
+            let iv = interval[r.0].get_or_insert((si, si));
+            iv.0 = iv.0.min(si);
+            iv.1 = iv.1.max(si);
+        }
+    }
+    let mut ws_roots: Vec<(usize, usize, (usize, usize))> = Vec::new(); // (root, floats, interval)
+    for (r, iv) in interval.iter().enumerate() {
+        if let Some(iv) = iv
+            && root_storage[r].is_none()
+            && alias[r].is_none()
+        {
+            ws_roots.push((r, align(numel(&shape_of(ValueId(r)))), *iv));
+        }
+    }
+    ws_roots.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut placed: Vec<(usize, usize, (usize, usize))> = Vec::new(); // (offset, size, iv)
+    let mut ws_offset = vec![0usize; total_values];
+    let mut buffers = 0;
+    for (r, size, iv) in ws_roots {
+        let mut conflicts: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|(_, _, piv)| piv.0 <= iv.1 && iv.0 <= piv.1)
+            .map(|(o, s, _)| (*o, *s))
+            .collect();
+        conflicts.sort();
+        let mut off = 0;
+        for (o, s) in conflicts {
+            if off + size <= o {
+                break;
+            }
+            off = off.max(o + s);
+        }
+        placed.push((off, size, iv));
+        ws_offset[r] = off;
+        buffers = buffers.max(off + size);
+        root_storage[r] = Some(0);
+    }
+
+    let view = |v: ValueId| -> View {
+        let (r, off) = resolve(&alias, v);
+        let rs = shape_of(r);
+        let (rn, _, _) = ncs(&rs);
+        let (n, c, s) = ncs(&shape_of(v));
+        let storage = root_storage[r.0].unwrap_or(0);
+        let base = if storage == 0 { ws_offset[r.0] } else { 0 };
+        View {
+            storage,
+            offset: base + off,
+            bstride: numel(&rs) / rn.max(1),
+            n,
+            c,
+            s,
+        }
+    };
+
+    // ---- Kernels ----------------------------------------------------------------------
+    let mut blob = Blob(Vec::new());
+    let mut kernels = Vec::new();
+    for step in &steps {
+        match step {
+            Step::Copy { src, dst, dst_off } => {
+                let x = view(*src);
+                let mut out = view(*dst);
+                out.offset += dst_off;
+                out.c = x.c;
+                kernels.push(Kernel {
+                    name: format!("copy_{}", kernels.len()),
+                    kind: KernelKind::Elementwise { x },
+                    units: x.n * x.c,
+                    out,
+                    epi: Vec::new(),
+                    scratch: 0,
+                });
+            }
+            Step::Group(g) => {
+                let node = &graph.nodes[g.anchor];
+                let mut epi = Vec::new();
+                for e in &g.epi {
+                    epi.push(match e {
+                        EpiDesc::Affine(s, t) => Epi::Affine {
+                            scale: s.as_deref().map(|s| blob.push(s)),
+                            shift: t.as_deref().map(|t| blob.push(t)),
+                        },
+                        EpiDesc::Add(o) => Epi::Add(view(*o)),
+                        EpiDesc::Mul(o) => Epi::Mul(view(*o)),
+                        EpiDesc::MulChan(o) => Epi::MulChan(view(*o)),
+                        EpiDesc::Act(a) => Epi::Act(a.clone()),
+                    });
+                }
+                let out = view(g.out);
+                let name = format!(
+                    "k{}_{}",
+                    kernels.len(),
+                    graph.value(node.output).name.replace(['.', '-'], "_")
+                );
+                let k = lower_anchor(graph, g, node, &mut blob, &view, out, epi, name, threads)?;
+                kernels.push(k);
+            }
+        }
+    }
+    let scratch = kernels.iter().map(|k| align(k.scratch)).max().unwrap_or(0);
+    let flops = graph
+        .nodes
+        .iter()
+        .map(|n| {
+            let s: Vec<&Shape> = n.inputs.iter().map(|&v| shape(v)).collect();
+            n.op.flops(&s, shape(n.output))
+        })
+        .sum();
+    Ok(Plan {
+        kernels,
+        blob: blob.0,
+        buffers,
+        scratch,
+        threads,
+        inputs: graph
+            .inputs
+            .iter()
+            .map(|&v| (graph.value(v).name.clone(), shape(v).clone()))
+            .collect(),
+        outputs: graph
+            .outputs
+            .iter()
+            .map(|&v| (graph.value(v).name.clone(), shape(v).clone()))
+            .collect(),
+        flops,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn lower_anchor(
+    graph: &Graph,
+    g: &Group,
+    node: &bnc_ir::Node,
+    blob: &mut Blob,
+    view: &dyn Fn(ValueId) -> View,
+    out: View,
+    mut epi: Vec<Epi>,
+    name: String,
+    threads: usize,
+) -> Result<Kernel, CodegenError> {
+    let param = |s: &str| {
+        graph
+            .param(node, s)
+            .map(|t| t.data.as_slice())
+            .ok_or_else(|| CodegenError::Invalid(format!("`{name}`: missing parameter `{s}`")))
+    };
+    if let Some(l) = g.load {
+        let x = view(l);
+        return Ok(Kernel {
+            name,
+            kind: KernelKind::Elementwise { x },
+            units: x.n * x.c,
+            out,
+            epi,
+            scratch: 0,
+        });
+    }
+    let x = view(node.inputs[0]);
+    let xs = graph.shape(node.inputs[0]);
+    let os = graph.shape(node.output);
+    let kernel = |kind, units, scratch, epi| Kernel {
+        name: name.clone(),
+        kind,
+        out,
+        epi,
+        units,
+        scratch,
+    };
+    Ok(match &node.op {
+        Op::Conv2d(c) => {
+            let bias = if c.bias {
+                Some(blob.push(param("bias")?))
+            } else {
+                None
+            };
+            if let Some(b) = bias {
+                epi.insert(
+                    0,
+                    Epi::Affine {
+                        scale: None,
+                        shift: Some(b),
+                    },
+                );
+            }
+            let fill = if c.pad_fill && c.pad != [0; 4] {
+                Some(blob.push(param("pad_fill")?))
+            } else {
+                None
+            };
+            let geom = ConvGeom {
+                cin: xs[1],
+                h: xs[2],
+                w: xs[3],
+                cout: os[1],
+                oh: os[2],
+                ow: os[3],
+                kernel: c.kernel,
+                stride: c.stride,
+                dilation: c.dilation,
+                pad: c.pad,
+                groups: c.groups,
+                fill,
+            };
+            let weight = param("weight")?;
+            let taps = c.kernel[0] * c.kernel[1];
+            if geom.cin_g() == 1 && geom.groups > 1 && taps <= 64 {
+                let w = blob.push(weight);
+                let qw = depthwise_qw(&geom);
+                let ph = geom.h + geom.pad[0] + geom.pad[2];
+                let scratch = geom.stride[1] * ph * qw + 8;
+                kernel(
+                    KernelKind::Depthwise { x, g: geom, w },
+                    x.n * os[1],
+                    scratch,
+                    epi,
+                )
+            } else {
+                let k = geom.kdim();
+                let cout_g = geom.cout_g();
+                let mtiles = cout_g.div_ceil(MR);
+                let p = geom.pixels();
+                // One block for the whole image when it is small enough: then each weight
+                // panel is read from memory once (weight-heavy late layers).
+                let whole = p.div_ceil(NR) * NR;
+                let nb = if whole * k <= WHOLE_BUDGET {
+                    whole
+                } else {
+                    ((PACK_BUDGET / k) / NR * NR).clamp(NR, whole)
+                };
+                let pblocks = p.div_ceil(nb);
+                let base = x.n * geom.groups * pblocks;
+                let mchunks = if threads > 1 && base < 4 * threads {
+                    mtiles.min((4 * threads).div_ceil(base))
+                } else {
+                    1
+                };
+                // Weights packed as [group][mtile][k][MR], zero rows past cout_g.
+                let mut packed = vec![0.0f32; geom.groups * mtiles * k * MR];
+                for gi in 0..geom.groups {
+                    for co in 0..cout_g {
+                        let (mt, r) = (co / MR, co % MR);
+                        let row = &weight[(gi * cout_g + co) * k..(gi * cout_g + co + 1) * k];
+                        for (kk, &wv) in row.iter().enumerate() {
+                            packed[((gi * mtiles + mt) * k + kk) * MR + r] = wv;
+                        }
+                    }
+                }
+                let wpack = blob.push(&packed);
+                kernel(
+                    KernelKind::Gemm {
+                        x,
+                        g: geom,
+                        wpack,
+                        nb,
+                        mchunks,
+                    },
+                    base * mchunks,
+                    nb * k + MR * NR,
+                    epi,
+                )
+            }
+        }
+        Op::Dense { bias, .. } => {
+            if *bias {
+                let b = blob.push(param("bias")?);
+                epi.insert(
+                    0,
+                    Epi::Affine {
+                        scale: None,
+                        shift: Some(b),
+                    },
+                );
+            }
+            let w = blob.push(param("weight")?);
+            kernel(
+                KernelKind::Dense {
+                    x,
+                    k: xs[1],
+                    m: os[1],
+                    w,
+                },
+                os[1],
+                0,
+                epi,
+            )
+        }
+        Op::MaxPool(p) | Op::AvgPool(p) => {
+            if p.kernel[0] * p.kernel[1] > 1024 {
+                return Err(unsupported(format!("`{name}`: pooling window too large")));
+            }
+            let hw = [xs[2], xs[3]];
+            let ohw = [os[2], os[3]];
+            let kind = if matches!(node.op, Op::MaxPool(_)) {
+                KernelKind::MaxPool {
+                    x,
+                    p: p.clone(),
+                    hw,
+                    ohw,
+                }
+            } else {
+                KernelKind::AvgPool {
+                    x,
+                    p: p.clone(),
+                    hw,
+                    ohw,
+                    recip: blob.push(&avgpool_recips(p, hw, ohw)),
+                }
+            };
+            let (ph, qw) = crate::emit::pool_q(p, hw, ohw);
+            kernel(kind, x.n * x.c, p.stride[1] * ph * qw + 8, epi)
+        }
+        Op::GlobalAvgPool => kernel(KernelKind::GlobalAvgPool { x }, x.n * x.c, 0, epi),
+        Op::Softmax => kernel(KernelKind::Softmax { x }, x.n * x.s, 0, epi),
+        Op::Pad { pads, value } => kernel(
+            KernelKind::Pad {
+                x,
+                pads: *pads,
+                value: *value as f32,
+                hw: [xs[2], xs[3]],
+                ohw: [os[2], os[3]],
+            },
+            x.n * x.c,
+            0,
+            epi,
+        ),
+        other => {
+            return Err(unsupported(format!(
+                "operator `{}` cannot be compiled",
+                other.name()
+            )));
+        }
+    })
+}
+
+/// Width of one phase row of the depthwise kernel's padded input copy: the output width
+/// rounded up to the vector width, plus the columns the taps reach.
+pub(crate) fn depthwise_qw(g: &ConvGeom) -> usize {
+    g.ow.div_ceil(4) * 4 + ((g.kernel[1] - 1) * g.dilation[1]) / g.stride[1] + 1
+}
+
+/// `1 / divisor` of every avgpool output position, with PyTorch's divisor rule (the same
+/// as the interpreter's), followed by 4 zeros so a vector read past the end stays inside.
+fn avgpool_recips(p: &Pool2d, [h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Vec<f32> {
+    let count = |o: usize, s: usize, pb: usize, pe: usize, k: usize, size: usize| -> i64 {
+        let start = (o * s) as i64 - pb as i64;
+        let end = start + k as i64;
+        if p.count_include_pad {
+            end.min((size + pe) as i64) - start
+        } else {
+            end.min(size as i64) - start.max(0)
+        }
+    };
+    let mut v = Vec::with_capacity(oh * ow + 4);
+    for oy in 0..oh {
+        let rows = count(oy, p.stride[0], p.pad[0], p.pad[2], p.kernel[0], h);
+        for ox in 0..ow {
+            let cols = count(ox, p.stride[1], p.pad[1], p.pad[3], p.kernel[1], w);
+            v.push((1.0 / (rows * cols).max(1) as f64) as f32);
+        }
+    }
+    v.extend([0.0; 4]);
+    v
+}

@@ -1,0 +1,91 @@
+//! `emit_object`: link the ELF object with a tiny C driver using `cc`, run it, and compare
+//! with the interpreter. Skipped (with a message) when no `cc` is installed.
+
+mod common;
+use std::path::Path;
+use std::process::Command;
+
+use bnc_codegen::{Options, emit_object};
+use common::{MODEL_TOL, inputs, model};
+
+const DRIVER: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include "model.h"
+
+static float *read_all(const char *path, size_t n) {
+    float *p = malloc(n * sizeof(float));
+    FILE *f = fopen(path, "rb");
+    if (!f || fread(p, sizeof(float), n, f) != n) { fprintf(stderr, "read %s\n", path); exit(2); }
+    fclose(f);
+    return p;
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    const float *in[MDL_NUM_INPUTS];
+    size_t in_len[] = { MDL_INPUT0_LEN, MDL_INPUT1_LEN };
+    for (int i = 0; i < MDL_NUM_INPUTS; i++) in[i] = read_all(argv[1 + i], in_len[i]);
+    float *out0 = malloc(MDL_OUTPUT0_LEN * sizeof(float));
+    float *outs[] = { out0 };
+    void *ws = aligned_alloc(64, (mdl_workspace_size() + 63) / 64 * 64);
+    if (mdl_forward(in, outs, ws) != 0) return 3;
+    FILE *f = fopen(argv[1 + MDL_NUM_INPUTS], "wb");
+    fwrite(out0, sizeof(float), MDL_OUTPUT0_LEN, f);
+    fclose(f);
+    return 0;
+}
+"#;
+
+fn write_f32(path: &Path, data: &[f32]) {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn object_links_with_cc_and_matches_interpreter() {
+    if Command::new("cc").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: no `cc` on PATH, cannot link the object file");
+        return;
+    }
+    // Two inputs, a fused conv (+BN+add+relu), a depthwise conv, pools, concat, a dense head.
+    let g = model(
+        "input x: f32[1, 3, 12, 12]\n input z: f32[1, 8, 6, 6]\n \
+         c = conv2d(x, out = 8, kernel = 3, stride = 2, pad = 1)\n b = batchnorm(c)\n \
+         a = add(b, z)\n r = relu(a)\n d = conv2d(r, out = 8, kernel = 3, pad = 1, groups = 8)\n \
+         k = concat(r, d)\n m = maxpool(k, kernel = 2)\n g = global_avgpool(m)\n f = flatten(g)\n \
+         y = dense(f, out = 5)\n s = softmax(y)\n output s",
+    );
+    let (obj, header) = emit_object(&g, &Options::default(), "mdl").unwrap();
+    assert!(header.contains("int mdl_forward(const float *const *inputs"));
+    let dir = std::env::temp_dir().join(format!("bnc_obj_test_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.o"), &obj).unwrap();
+    std::fs::write(dir.join("model.h"), &header).unwrap();
+    std::fs::write(dir.join("main.c"), DRIVER).unwrap();
+    let st = Command::new("cc")
+        .current_dir(&dir)
+        .args(["-std=c11", "-O1", "main.c", "model.o", "-o", "run", "-lm"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc failed to link the object");
+    let ins = inputs(&g, 2);
+    write_f32(&dir.join("in0.bin"), &ins[0].data);
+    write_f32(&dir.join("in1.bin"), &ins[1].data);
+    let st = Command::new(dir.join("run"))
+        .current_dir(&dir)
+        .args(["in0.bin", "in1.bin", "out.bin"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "the linked program failed");
+    let bytes = std::fs::read(dir.join("out.bin")).unwrap();
+    let got: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let want = bnc_ir::interp::run(&g, &ins).unwrap();
+    let got = bnc_ir::Tensor::new(want[0].shape.clone(), got);
+    let err = want[0].max_abs_diff(&got) / want[0].max_abs().max(1.0);
+    assert!(err <= MODEL_TOL, "object output differs: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,222 @@
+//! Every operator against the reference interpreter, over awkward shapes.
+
+mod common;
+use common::check_body;
+
+#[test]
+fn conv_pointwise_odd_channels() {
+    check_body("input x: f32[1, 5, 7, 9]\n y = conv2d(x, out = 17, kernel = 1)\n output y");
+    check_body(
+        "input x: f32[1, 3, 6, 6]\n y = conv2d(x, out = 3, kernel = 1, bias = false)\n output y",
+    );
+}
+
+#[test]
+fn conv_3x3_pad() {
+    check_body(
+        "input x: f32[1, 3, 10, 11]\n y = conv2d(x, out = 16, kernel = 3, pad = 1)\n output y",
+    );
+}
+
+#[test]
+fn conv_7x7_stride2() {
+    check_body(
+        "input x: f32[1, 3, 23, 21]\n y = conv2d(x, out = 5, kernel = 7, stride = 2, pad = 3)\n output y",
+    );
+}
+
+#[test]
+fn conv_dilation_asym_pad() {
+    check_body(
+        "input x: f32[1, 5, 12, 13]\n y = conv2d(x, out = 9, kernel = [3, 2], dilation = 2, pad = [1, 0, 2, 3])\n output y",
+    );
+}
+
+#[test]
+fn conv_stride_1x1() {
+    check_body(
+        "input x: f32[1, 8, 9, 9]\n y = conv2d(x, out = 12, kernel = 1, stride = 2)\n output y",
+    );
+}
+
+#[test]
+fn conv_pad_fill() {
+    check_body(
+        "input x: f32[1, 5, 8, 8]\n y = conv2d(x, out = 7, kernel = 3, pad = 1, pad_fill = true)\n output y",
+    );
+    check_body(
+        "input x: f32[1, 6, 8, 7]\n y = conv2d(x, out = 6, kernel = 3, pad = [2, 1, 0, 1], groups = 6, pad_fill = true)\n output y",
+    );
+}
+
+#[test]
+fn conv_groups() {
+    check_body(
+        "input x: f32[1, 6, 9, 9]\n y = conv2d(x, out = 9, kernel = 3, pad = 1, groups = 3)\n output y",
+    );
+}
+
+#[test]
+fn conv_depthwise() {
+    check_body(
+        "input x: f32[1, 17, 11, 10]\n y = conv2d(x, out = 17, kernel = 3, pad = 1, groups = 17)\n output y",
+    );
+    check_body(
+        "input x: f32[1, 5, 13, 14]\n y = conv2d(x, out = 5, kernel = 5, stride = 2, pad = 2, groups = 5, bias = false)\n output y",
+    );
+}
+
+#[test]
+fn conv_depthwise_multiplier_dilation() {
+    check_body(
+        "input x: f32[1, 5, 12, 12]\n y = conv2d(x, out = 10, kernel = 3, pad = [1, 2, 0, 1], dilation = 2, groups = 5)\n output y",
+    );
+    check_body(
+        "input x: f32[1, 3, 15, 9]\n y = conv2d(x, out = 6, kernel = 3, stride = [2, 3], groups = 3)\n output y",
+    );
+}
+
+#[test]
+fn conv_batch2() {
+    check_body(
+        "input x: f32[2, 5, 8, 8]\n y = conv2d(x, out = 11, kernel = 3, stride = 2, pad = 1)\n output y",
+    );
+    check_body(
+        "input x: f32[2, 4, 6, 6]\n y = conv2d(x, out = 8, kernel = 3, pad = 1, groups = 4)\n output y",
+    );
+}
+
+#[test]
+fn conv_large_k_many_blocks() {
+    // K = 64*9 = 576 so the packed block holds fewer pixels than the image.
+    check_body(
+        "input x: f32[1, 64, 20, 20]\n y = conv2d(x, out = 20, kernel = 3, pad = 1)\n output y",
+    );
+}
+
+#[test]
+fn dense_odd() {
+    check_body("input x: f32[1, 37]\n y = dense(x, out = 13)\n output y");
+    check_body("input x: f32[3, 8]\n y = dense(x, out = 5, bias = false)\n output y");
+    check_body("input x: f32[2, 3]\n y = dense(x, out = 1)\n output y");
+}
+
+#[test]
+fn activations() {
+    for act in [
+        "relu(x)",
+        "relu6(x)",
+        "leaky_relu(x, alpha = 0.2)",
+        "clip(x, min = -0.5, max = 1.25)",
+        "clip(x, max = 0.3)",
+        "sigmoid(x)",
+        "silu(x)",
+        "hardswish(x)",
+        "hardsigmoid(x)",
+        "tanh(x)",
+    ] {
+        check_body(&format!("input x: f32[2, 3, 5, 7]\n y = {act}\n output y"));
+    }
+}
+
+#[test]
+fn activation_large_inputs() {
+    // Scaled-up inputs exercise the exp clamping in sigmoid/silu/tanh.
+    for act in ["sigmoid", "silu", "tanh"] {
+        check_body(&format!(
+            "input x: f32[1, 4, 6, 6]\n c = conv2d(x, out = 4, kernel = 3, pad = 1)\n a = add(c, c)\n b = mul(a, a)\n y = {act}(b)\n output y"
+        ));
+    }
+}
+
+#[test]
+fn add_mul() {
+    check_body("input a: f32[1, 5, 3, 3]\n input b: f32[1, 5, 3, 3]\n y = add(a, b)\n output y");
+    check_body("input a: f32[2, 5, 3, 3]\n input b: f32[2, 5, 3, 3]\n y = mul(a, b)\n output y");
+    check_body("input a: f32[2, 5, 3, 3]\n input b: f32[2, 5, 1, 1]\n y = mul(a, b)\n output y");
+    check_body("input a: f32[2, 5, 1, 1]\n input b: f32[2, 5, 4, 3]\n y = mul(a, b)\n output y");
+}
+
+#[test]
+fn batchnorm_and_affine() {
+    check_body("input x: f32[2, 5, 3, 3]\n y = batchnorm(x)\n output y");
+    check_body("input x: f32[2, 7]\n y = batchnorm(x, eps = 0.001)\n output y");
+}
+
+#[test]
+fn concat() {
+    check_body("input a: f32[1, 3, 4, 4]\n input b: f32[1, 5, 4, 4]\n y = concat(a, b)\n output y");
+    check_body(
+        "input x: f32[2, 3, 6, 6]\n a = conv2d(x, out = 5, kernel = 3, pad = 1)\n b = conv2d(x, out = 3, kernel = 1)\n c = concat(a, x, b, a)\n y = relu(c)\n output y",
+    );
+    // DenseNet-style growing concats written in place.
+    check_body(
+        "input x: f32[2, 4, 5, 5]\n p = relu(x)\n a = conv2d(p, out = 3, kernel = 3, pad = 1)\n c1 = concat(p, a)\n r1 = relu(c1)\n b = conv2d(r1, out = 3, kernel = 1)\n c2 = concat(p, a, b)\n y = relu(c2)\n output y, c1",
+    );
+}
+
+#[test]
+fn pools() {
+    check_body(
+        "input x: f32[2, 3, 9, 10]\n y = maxpool(x, kernel = 3, stride = 2, pad = 1)\n output y",
+    );
+    check_body(
+        "input x: f32[1, 3, 9, 10]\n y = maxpool(x, kernel = 3, stride = 2, ceil_mode = true)\n output y",
+    );
+    check_body("input x: f32[1, 3, 9, 10]\n y = maxpool(x, kernel = 2)\n output y");
+    check_body(
+        "input x: f32[1, 3, 9, 10]\n y = avgpool(x, kernel = 3, stride = 2, pad = 1)\n output y",
+    );
+    check_body(
+        "input x: f32[1, 3, 9, 10]\n y = avgpool(x, kernel = 3, stride = 2, pad = 1, count_include_pad = false)\n output y",
+    );
+    check_body(
+        "input x: f32[1, 3, 10, 10]\n y = avgpool(x, kernel = 3, stride = 2, pad = 1, ceil_mode = true)\n output y",
+    );
+    check_body(
+        "input x: f32[1, 3, 10, 10]\n y = avgpool(x, kernel = 3, stride = 2, pad = [1, 0, 0, 1], ceil_mode = true, count_include_pad = false)\n output y",
+    );
+    check_body("input x: f32[2, 5, 7, 3]\n y = global_avgpool(x)\n output y");
+    check_body(
+        "input x: f32[1, 3, 9, 10]\n y = maxpool(x, kernel = 3, stride = 1, pad = 1)\n output y",
+    );
+    check_body(
+        "input x: f32[1, 3, 9, 11]\n y = maxpool(x, kernel = [2, 3], stride = [1, 2], pad = [0, 1, 1, 1], ceil_mode = true)\n output y",
+    );
+    check_body(
+        "input x: f32[2, 3, 8, 13]\n y = avgpool(x, kernel = [3, 2], stride = [2, 3], pad = [1, 1, 0, 0], count_include_pad = false)\n output y",
+    );
+}
+
+#[test]
+fn softmax_pad_flatten() {
+    check_body("input x: f32[2, 10]\n y = softmax(x)\n output y");
+    check_body("input x: f32[1, 6, 2, 3]\n y = softmax(x)\n output y");
+    check_body(
+        "input x: f32[2, 3, 4, 5]\n y = pad(x, pads = [1, 2, 0, 3], value = 0.5)\n output y",
+    );
+    check_body("input x: f32[2, 3, 4, 5]\n f = flatten(x)\n y = dense(f, out = 7)\n output y, f");
+    check_body(
+        "input x: f32[2, 3, 4, 4]\n g = global_avgpool(x)\n f = flatten(g)\n y = softmax(f)\n output y",
+    );
+}
+
+#[test]
+fn fused_epilogue() {
+    // conv + affine + add + relu in one kernel, and a gate mul.
+    check_body(
+        "input x: f32[1, 5, 8, 8]\n c = conv2d(x, out = 5, kernel = 3, pad = 1)\n b = batchnorm(c)\n a = add(b, x)\n y = relu(a)\n output y",
+    );
+    check_body(
+        "input x: f32[2, 6, 7, 7]\n c = conv2d(x, out = 6, kernel = 1, bias = false)\n s = relu6(c)\n g = global_avgpool(s)\n h = conv2d(g, out = 6, kernel = 1)\n t = sigmoid(h)\n y = mul(s, t)\n output y",
+    );
+    check_body(
+        "input x: f32[1, 9, 6, 6]\n d = conv2d(x, out = 9, kernel = 3, pad = 1, groups = 9)\n b = batchnorm(d)\n s = silu(b)\n m = maxpool(s, kernel = 2)\n r = relu(m)\n output r",
+    );
+}
+
+#[test]
+fn identity_and_output_aliases() {
+    check_body("input x: f32[1, 3, 4, 4]\n i = identity(x)\n d = dropout(i)\n output d, x");
+    check_body("input x: f32[1, 3, 4, 4]\n r = relu(x)\n output r, r");
+}
