@@ -279,6 +279,80 @@ pub fn absorb(
 /// Replaces `node`'s operator and parameters with an absorbed version. The prefix is kept
 /// when no other node reads it; otherwise (a shared or copied layer) a fresh one is made.
 pub fn apply_absorbed(graph: &mut Graph, node_index: usize, absorbed: Absorbed) {
+    let (op, params) = absorbed.into_op_and_params(&graph.nodes[node_index].op);
+    replace_params(graph, node_index, op, params);
+}
+
+/// Whether a layer can absorb a per-channel map on its input and on its output: conv2d,
+/// dense and affine.
+pub fn is_absorber(op: &Op) -> bool {
+    matches!(op, Op::Conv2d(_) | Op::Dense { .. } | Op::Affine)
+}
+
+/// What an absorbing layer becomes: a conv/dense with new parameters, or an affine with a
+/// new map.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Absorption {
+    Layer(Absorbed),
+    Affine(ChannelMap),
+}
+
+impl Absorption {
+    /// Whether a conv now pads with a per-channel fill.
+    pub fn has_pad_fill(&self) -> bool {
+        matches!(self, Absorption::Layer(a) if a.pad_fill.is_some())
+    }
+}
+
+/// The new map of an `affine` node after absorbing `before` on its input and `after` on its
+/// output: `after ∘ F ∘ before`.
+pub fn absorb_into_affine(
+    graph: &Graph,
+    node: &Node,
+    before: Option<&ChannelMap>,
+    after: Option<&ChannelMap>,
+) -> ChannelMap {
+    let own = ChannelMap::of_affine(graph, node);
+    let map = match before {
+        Some(b) => b.then(&own),
+        None => own,
+    };
+    match after {
+        Some(a) => map.then(a),
+        None => map,
+    }
+}
+
+/// [`absorb`] for any absorbing layer (conv2d, dense or affine; see [`is_absorber`]).
+pub fn absorb_any(
+    graph: &Graph,
+    node: &Node,
+    before: Option<&ChannelMap>,
+    after: Option<&ChannelMap>,
+) -> Result<Absorption, NotExact> {
+    match node.op {
+        Op::Affine => Ok(Absorption::Affine(absorb_into_affine(
+            graph, node, before, after,
+        ))),
+        _ => absorb(graph, node, before, after).map(Absorption::Layer),
+    }
+}
+
+/// Applies an [`Absorption`] computed by [`absorb_any`] to the node it was computed for.
+pub fn apply_absorption(graph: &mut Graph, node_index: usize, absorption: Absorption) {
+    match absorption {
+        Absorption::Layer(absorbed) => apply_absorbed(graph, node_index, absorbed),
+        Absorption::Affine(map) => replace_params(graph, node_index, Op::Affine, map.to_params()),
+    }
+}
+
+/// Gives `node` a new operator and parameters, keeping its prefix when no other node reads it.
+fn replace_params(
+    graph: &mut Graph,
+    node_index: usize,
+    op: Op,
+    params: Vec<(&'static str, Tensor)>,
+) {
     let node = &graph.nodes[node_index];
     let base = node
         .params
@@ -295,7 +369,6 @@ pub fn apply_absorbed(graph: &mut Graph, node_index: usize, absorbed: Absorbed) 
                 .is_none_or(|(prefix, _)| prefix != base)
         });
     }
-    let (op, params) = absorbed.into_op_and_params(&node.op);
     let prefix = graph.add_params(&base, params);
     let node = &mut graph.nodes[node_index];
     node.op = op;

@@ -4,8 +4,11 @@
 pub mod adjacent;
 pub mod affine;
 pub mod canonicalize;
+pub mod closure;
 pub mod dce;
+pub mod egraph;
 pub mod manager;
+pub mod paper;
 pub mod report;
 
 pub use manager::{

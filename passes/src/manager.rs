@@ -41,8 +41,10 @@ pub enum FoldMode {
     None,
     /// Fold a BN only into the conv/dense right before it when it is that layer's only user
     /// (what PyTorch's fuser and ONNX Runtime do).
-    #[default]
     Adjacent,
+    /// Fold backward or forward through the roots/leaves closure, with compensation.
+    #[default]
+    Paper,
 }
 
 impl FoldMode {
@@ -50,6 +52,7 @@ impl FoldMode {
         match self {
             FoldMode::None => None,
             FoldMode::Adjacent => Some("fold-adjacent"),
+            FoldMode::Paper => Some("fold-paper"),
         }
     }
 }
@@ -65,6 +68,10 @@ pub const PASSES: &[(&str, &str)] = &[
         "fold an affine into the conv/dense right before it when it is the only user",
     ),
     (
+        "fold-paper",
+        "fold each affine backward or forward through the roots/leaves closure, with compensation",
+    ),
+    (
         "dce",
         "remove nodes nothing reads and parameters nothing uses",
     ),
@@ -75,6 +82,7 @@ pub fn lookup(name: &str) -> Option<Box<dyn Pass>> {
     Some(match name {
         "canonicalize" => Box::new(crate::canonicalize::Canonicalize),
         "fold-adjacent" => Box::new(crate::adjacent::FoldAdjacent),
+        "fold-paper" => Box::new(crate::paper::FoldPaper),
         "dce" => Box::new(crate::dce::DeadCode),
         _ => return None,
     })

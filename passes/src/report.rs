@@ -88,6 +88,8 @@ pub struct FoldReport {
     pub shift_only_left: usize,
     /// Affine maps left in the graph with a scale.
     pub full_affine_left: usize,
+    /// E-graph statistics, when `fold-egraph` ran.
+    pub saturation: Option<crate::egraph::SaturationStats>,
 }
 
 impl FoldReport {
@@ -157,10 +159,8 @@ impl FoldReport {
         );
         for r in &self.batchnorms {
             let line = match &r.fate {
-                Fate::Kept { reason, blocking } => match blocking {
-                    Some(b) => format!("kept: {reason} (blocked at `{b}`)"),
-                    None => format!("kept: {reason}"),
-                },
+                // The reason names the blocking node; `blocking` carries it for tools (JSON).
+                Fate::Kept { reason, .. } => format!("kept: {reason}"),
                 Fate::FoldedBackward { into, compensated } => {
                     format!(
                         "folded backward into {}{}",

@@ -1,0 +1,646 @@
+//! The closure engine behind `fold-paper`: our generalisation of the roots/leaves closure of
+//! Yvinec et al. (folding.md), with backward and forward folding as one engine.
+//!
+//! A *plan* removes a target `affine` node A (map M, input x, output y) by changing a set of
+//! values: every changed value v is replaced by `v' = E_v(v)` for a per-channel map E_v.
+//! - Backward: E_x = M, so A's readers can read x' directly.
+//! - Forward: y' = x, that is E_y = M⁻¹; readers of y absorb M.
+//!
+//! Layers that can absorb a map (conv2d, dense, affine: "absorbers") make a change real: a
+//! *root* produces a changed value and absorbs E_v in its epilogue; a *leaf* reads one and
+//! absorbs E_v⁻¹ in its prologue. Transparent layers (add, concat, maxpool with non-negative
+//! scales, avgpool without counted padding, global_avgpool, flatten of 1×1 maps) pass a change
+//! through; anything else blocks it.
+//!
+//! [`plan`] works in two steps:
+//! 1. *Closure* (a worklist over values, each value's knowledge growing monotonically per
+//!    channel): which values change and with which scale, and where the start's shift goes.
+//!    Scales are constraints (an add's inputs and output share them, a concat splits them);
+//!    a shift is only carried from the start towards one root (an add hands it to its first
+//!    input), and unset shifts end as 0.
+//! 2. *Evaluation*: one pass over the nodes in topological order computes the map every value
+//!    really carries after the plan (roots: what the closure chose; transparent layers: what
+//!    their inputs give them), checks every commutation condition on those actual maps, checks
+//!    that the start ends with exactly the required map, and computes the new parameters of
+//!    every absorber touched. This step alone decides; the closure only proposes. A plan
+//!    that evaluates is exact by construction (up to f32 rounding of the new parameters).
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use bnc_ir::{Graph, Node, NodeId, Op, ValueId};
+
+use crate::affine::{Absorption, ChannelMap, absorb_any, apply_absorption, is_absorber};
+
+/// Which way a plan folds its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Into the layers producing the target's input.
+    Backward,
+    /// Into the layers reading the target's output.
+    Forward,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Backward => "backward",
+            Direction::Forward => "forward",
+        }
+    }
+}
+
+/// Why a plan cannot be made: the node where it stopped, and what is wrong there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Blocked {
+    /// Name of the node (its output value) or value where the plan stopped.
+    pub node: String,
+    /// What is wrong there, e.g. `relu` or `maxpool: channel 3 has scale -0.5`.
+    pub what: String,
+}
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "blocked at `{}` ({})", self.node, self.what)
+    }
+}
+
+/// One absorbing layer a plan changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edit {
+    /// Index of the node in `graph.nodes` (valid for the graph the plan was made on).
+    pub node: usize,
+    /// Its name (its output value's).
+    pub name: String,
+    /// Its new parameters.
+    pub absorption: Absorption,
+    /// It reads a changed value and undoes the change (a leaf).
+    pub prologue: bool,
+    /// It produces a changed value (a root).
+    pub epilogue: bool,
+}
+
+/// A fold that evaluated: applying it with [`apply`] keeps the graph's outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub direction: Direction,
+    /// Index of the folded `affine` node.
+    pub target: usize,
+    pub edits: Vec<Edit>,
+}
+
+impl Plan {
+    /// Layers absorbing a map on their output (roots), by name.
+    pub fn roots(&self) -> Vec<String> {
+        self.edits
+            .iter()
+            .filter(|e| e.epilogue)
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    /// Layers absorbing a map on their input (leaves), by name.
+    pub fn leaves(&self) -> Vec<String> {
+        self.edits
+            .iter()
+            .filter(|e| e.prologue)
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    /// Whether some conv absorbing a map on its input now pads with a per-channel fill.
+    pub fn pad_fill(&self) -> bool {
+        self.edits
+            .iter()
+            .any(|e| e.prologue && e.absorption.has_pad_fill())
+    }
+}
+
+/// Plans folding the `affine` node `target` in `direction`, without changing the graph.
+pub fn plan(graph: &Graph, target: usize, direction: Direction) -> Result<Plan, Blocked> {
+    let node = &graph.nodes[target];
+    assert_eq!(node.op, Op::Affine, "only affine nodes are folded");
+    let map = ChannelMap::of_affine(graph, node);
+    let mut engine = Engine::new(graph, target, direction, map);
+    engine.close()?;
+    engine.evaluate()
+}
+
+/// Applies a plan made by [`plan`] on this same graph: absorbers get their new parameters,
+/// the target is bypassed (graph-output names are kept) and dead nodes are removed.
+pub fn apply(graph: &mut Graph, plan: Plan) {
+    let target = &graph.nodes[plan.target];
+    let (x, y) = (target.inputs[0], target.output);
+    for edit in plan.edits {
+        apply_absorption(graph, edit.node, edit.absorption);
+    }
+    graph.forward_value(y, x);
+    graph.remove_dead();
+}
+
+/// How a node treats a per-channel map flowing through it.
+enum Kind {
+    /// conv2d, dense, affine.
+    Absorber,
+    Add,
+    Concat,
+    /// Commutes with maps whose scales are all ≥ 0.
+    MaxPool,
+    /// Commutes with any per-channel map, which it passes on unchanged.
+    SameMap,
+    /// Does not commute; the text says what it is.
+    Blocking(String),
+}
+
+fn kind(graph: &Graph, node: &Node) -> Kind {
+    match &node.op {
+        op if is_absorber(op) => Kind::Absorber,
+        Op::Add => Kind::Add,
+        Op::Concat => Kind::Concat,
+        Op::MaxPool(_) => Kind::MaxPool,
+        Op::AvgPool(p) if !p.count_include_pad || p.pad == [0; 4] => Kind::SameMap,
+        Op::AvgPool(_) => Kind::Blocking("avgpool counting its zero padding".into()),
+        Op::GlobalAvgPool | Op::Identity | Op::Dropout => Kind::SameMap,
+        Op::Flatten => {
+            if graph.shape(node.inputs[0])[2..].iter().product::<usize>() == 1 {
+                Kind::SameMap
+            } else {
+                Kind::Blocking("flatten of a spatial map".into())
+            }
+        }
+        op => Kind::Blocking(op.name().into()),
+    }
+}
+
+/// What the closure knows about one value, per channel: its scale, and the shift it must
+/// carry if the start's shift was routed through it.
+#[derive(Clone)]
+struct Req {
+    scale: Vec<Option<f64>>,
+    shift: Vec<Option<f64>>,
+}
+
+/// One known channel: (channel, scale, shift if routed here).
+type Entry = (usize, f64, Option<f64>);
+
+struct Engine<'g> {
+    graph: &'g Graph,
+    users: Vec<Vec<NodeId>>,
+    producer: Vec<Option<usize>>,
+    is_output: Vec<bool>,
+    target: usize,
+    direction: Direction,
+    x: ValueId,
+    y: ValueId,
+    map: ChannelMap,
+    reqs: Vec<Option<Req>>,
+    queued: Vec<bool>,
+    work: VecDeque<ValueId>,
+}
+
+impl<'g> Engine<'g> {
+    fn new(graph: &'g Graph, target: usize, direction: Direction, map: ChannelMap) -> Self {
+        let n = graph.values.len();
+        let mut producer = vec![None; n];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            producer[node.output.0] = Some(i);
+        }
+        let mut is_output = vec![false; n];
+        for &o in &graph.outputs {
+            is_output[o.0] = true;
+        }
+        let mut users = graph.users();
+        for list in &mut users {
+            list.dedup();
+        }
+        let node = &graph.nodes[target];
+        Engine {
+            graph,
+            users,
+            producer,
+            is_output,
+            target,
+            direction,
+            x: node.inputs[0],
+            y: node.output,
+            map,
+            reqs: vec![None; n],
+            queued: vec![false; n],
+            work: VecDeque::new(),
+        }
+    }
+
+    fn name(&self, v: ValueId) -> String {
+        self.graph.value(v).name.clone()
+    }
+
+    fn node_name(&self, index: usize) -> String {
+        self.name(self.graph.nodes[index].output)
+    }
+
+    fn channels(&self, v: ValueId) -> usize {
+        self.graph.shape(v)[1]
+    }
+
+    fn block(&self, node: usize, what: impl Into<String>) -> Blocked {
+        Blocked {
+            node: self.node_name(node),
+            what: what.into(),
+        }
+    }
+
+    fn entries(map: &ChannelMap, with_shift: bool) -> Vec<Entry> {
+        (0..map.len())
+            .map(|c| (c, map.scale[c], with_shift.then_some(map.shift[c])))
+            .collect()
+    }
+
+    /// Adds knowledge about `v`; queues it when something new is learnt. A scale that
+    /// disagrees with a known one fails; a shift only fills an unset one.
+    fn request(&mut self, v: ValueId, entries: &[Entry]) -> Result<(), Blocked> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let channels = self.channels(v);
+        let req = self.reqs[v.0].get_or_insert_with(|| Req {
+            scale: vec![None; channels],
+            shift: vec![None; channels],
+        });
+        let mut learnt = false;
+        for &(c, s, t) in entries {
+            match req.scale[c] {
+                Some(old) if old != s => {
+                    return Err(Blocked {
+                        node: self.graph.value(v).name.clone(),
+                        what: format!("conflicting maps: channel {c} needs scale {old} and {s}"),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    req.scale[c] = Some(s);
+                    learnt = true;
+                }
+            }
+            if let (Some(t), None) = (t, req.shift[c]) {
+                req.shift[c] = Some(t);
+                learnt = true;
+            }
+        }
+        if learnt && !self.queued[v.0] {
+            self.queued[v.0] = true;
+            self.work.push_back(v);
+        }
+        Ok(())
+    }
+
+    fn known(&self, v: ValueId) -> Vec<Entry> {
+        let Some(req) = &self.reqs[v.0] else {
+            return Vec::new();
+        };
+        req.scale
+            .iter()
+            .zip(&req.shift)
+            .enumerate()
+            .filter_map(|(c, (s, t))| s.map(|s| (c, s, *t)))
+            .collect()
+    }
+
+    /// Runs the closure from the start value.
+    fn close(&mut self) -> Result<(), Blocked> {
+        if !self.graph.can_forward(self.y, self.x) {
+            return Err(Blocked {
+                node: self.name(self.y),
+                what: "the folded map is between a graph input and a graph output".into(),
+            });
+        }
+        match self.direction {
+            Direction::Backward => {
+                let entries = Self::entries(&self.map, true);
+                self.request(self.x, &entries)?;
+            }
+            Direction::Forward => match self.map.inverse() {
+                Ok(inverse) => {
+                    let entries = Self::entries(&inverse, true);
+                    self.request(self.y, &entries)?;
+                }
+                Err(e) => {
+                    // Without an inverse only absorbers may read y: they absorb M directly.
+                    if self.is_output[self.y.0] {
+                        return Err(Blocked {
+                            node: self.name(self.y),
+                            what: format!("graph output, and {e}"),
+                        });
+                    }
+                    for &r in &self.users[self.y.0] {
+                        let node = &self.graph.nodes[r.0];
+                        if !is_absorber(&node.op) {
+                            return Err(self.block(r.0, format!("{}: {e}", node.op.name())));
+                        }
+                    }
+                }
+            },
+        }
+        while let Some(v) = self.work.pop_front() {
+            self.queued[v.0] = false;
+            self.visit(v)?;
+        }
+        Ok(())
+    }
+
+    fn visit(&mut self, v: ValueId) -> Result<(), Blocked> {
+        let graph = self.graph;
+        let known = self.known(v);
+        let changes = known
+            .iter()
+            .any(|&(_, s, t)| s != 1.0 || t.is_some_and(|t| t != 0.0));
+        if changes && self.is_output[v.0] {
+            return Err(Blocked {
+                node: self.name(v),
+                what: "graph output".into(),
+            });
+        }
+        let pinned = match self.direction {
+            Direction::Backward => v == self.y,
+            Direction::Forward => v == self.x,
+        };
+        if changes && pinned {
+            return Err(self.block(self.target, "the folded map itself would have to change"));
+        }
+        let scale_only: Vec<Entry> = known.iter().map(|&(c, s, _)| (c, s, None)).collect();
+
+        // Producer side: make the change where v is computed.
+        let is_start_of_forward = self.direction == Direction::Forward && v == self.y;
+        if !is_start_of_forward {
+            match self.producer[v.0] {
+                None if changes => {
+                    return Err(Blocked {
+                        node: self.name(v),
+                        what: "graph input".into(),
+                    });
+                }
+                None => {}
+                Some(p) => {
+                    let node = &graph.nodes[p];
+                    match kind(graph, node) {
+                        Kind::Absorber => {}
+                        Kind::Add => {
+                            for (k, &input) in node.inputs.iter().enumerate() {
+                                self.request(input, if k == 0 { &known } else { &scale_only })?;
+                            }
+                        }
+                        Kind::Concat => {
+                            let mut offset = 0;
+                            for &input in &node.inputs {
+                                let n = self.channels(input);
+                                let slice: Vec<Entry> = known
+                                    .iter()
+                                    .filter(|e| (offset..offset + n).contains(&e.0))
+                                    .map(|&(c, s, t)| (c - offset, s, t))
+                                    .collect();
+                                self.request(input, &slice)?;
+                                offset += n;
+                            }
+                        }
+                        Kind::MaxPool => {
+                            self.check_sign(p, v, &known)?;
+                            self.request(node.inputs[0], &known)?;
+                        }
+                        Kind::SameMap => self.request(node.inputs[0], &known)?,
+                        Kind::Blocking(what) if changes => return Err(self.block(p, what)),
+                        Kind::Blocking(_) => {}
+                    }
+                }
+            }
+        }
+
+        // Reader side: every reader must undo the change or pass it on.
+        let readers = self.users[v.0].clone();
+        for r in readers {
+            if r.0 == self.target {
+                // Backward: the target goes away. Forward: v is x, pinned above.
+                continue;
+            }
+            let node = &graph.nodes[r.0];
+            match kind(graph, node) {
+                Kind::Absorber => {
+                    if !is_start_of_forward
+                        && let Some(&(c, _, _)) = known.iter().find(|e| e.1 == 0.0)
+                    {
+                        return Err(self.block(
+                            r.0,
+                            format!(
+                                "{}: channel {c} of `{}` has scale 0, which cannot be undone",
+                                node.op.name(),
+                                self.name(v)
+                            ),
+                        ));
+                    }
+                }
+                Kind::Add => {
+                    self.request(node.output, &scale_only)?;
+                    for &input in &node.inputs {
+                        if input != v {
+                            self.request(input, &scale_only)?;
+                        }
+                    }
+                }
+                Kind::Concat => {
+                    let mut offset = 0;
+                    for &input in &node.inputs {
+                        if input == v {
+                            let moved: Vec<Entry> = scale_only
+                                .iter()
+                                .map(|&(c, s, t)| (c + offset, s, t))
+                                .collect();
+                            self.request(node.output, &moved)?;
+                        }
+                        offset += self.channels(input);
+                    }
+                }
+                Kind::MaxPool => {
+                    self.check_sign(r.0, v, &known)?;
+                    self.request(node.output, &scale_only)?;
+                }
+                Kind::SameMap => self.request(node.output, &scale_only)?,
+                Kind::Blocking(what) if changes => return Err(self.block(r.0, what)),
+                Kind::Blocking(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_sign(&self, pool: usize, v: ValueId, known: &[Entry]) -> Result<(), Blocked> {
+        match known.iter().find(|e| e.1 < 0.0) {
+            Some(&(c, s, _)) => Err(self.block(
+                pool,
+                format!(
+                    "maxpool: channel {c} of `{}` has negative scale {s}",
+                    self.name(v)
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The map a root gives its output: what the closure chose, identity where it chose
+    /// nothing.
+    fn chosen(&self, v: ValueId) -> Option<ChannelMap> {
+        let req = self.reqs[v.0].as_ref()?;
+        let map = ChannelMap {
+            scale: req.scale.iter().map(|s| s.unwrap_or(1.0)).collect(),
+            shift: req.shift.iter().map(|t| t.unwrap_or(0.0)).collect(),
+        };
+        (!map.is_identity()).then_some(map)
+    }
+
+    /// Computes the map every value carries after the plan, checks every layer against it,
+    /// and computes the new parameters of the absorbers.
+    fn evaluate(&self) -> Result<Plan, Blocked> {
+        let graph = self.graph;
+        let forward = self.direction == Direction::Forward;
+        let inverse = self.map.inverse();
+        // None: unchanged.
+        let mut actual: Vec<Option<ChannelMap>> = vec![None; graph.values.len()];
+        let mut edits = Vec::new();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let out = node.output;
+            if i == self.target {
+                match self.direction {
+                    Direction::Backward => match &actual[self.x.0] {
+                        Some(m) if *m == self.map => {}
+                        Some(m) if m.scale == self.map.scale => {
+                            return Err(Blocked {
+                                node: self.name(self.x),
+                                what: "shift reaches the start twice".into(),
+                            });
+                        }
+                        _ => {
+                            return Err(Blocked {
+                                node: self.name(self.x),
+                                what: "conflicting maps: the map arriving is not the folded one"
+                                    .into(),
+                            });
+                        }
+                    },
+                    Direction::Forward => {
+                        if actual[self.x.0].is_some() {
+                            return Err(self.block(i, "its own input would change"));
+                        }
+                        actual[out.0] = inverse.as_ref().ok().cloned();
+                    }
+                }
+                continue;
+            }
+            let reads_y = forward && node.inputs.contains(&self.y);
+            let kind = kind(graph, node);
+            if let Kind::Absorber = kind {
+                let u = node.inputs[0];
+                let before = if reads_y {
+                    Some(self.map.clone())
+                } else {
+                    match &actual[u.0] {
+                        Some(m) => Some(m.inverse().map_err(|e| {
+                            self.block(
+                                i,
+                                format!("{}: cannot undo `{}`: {e}", node.op.name(), self.name(u)),
+                            )
+                        })?),
+                        None => None,
+                    }
+                };
+                let after = self.chosen(out);
+                if before.is_some() || after.is_some() {
+                    let absorption = absorb_any(graph, node, before.as_ref(), after.as_ref())
+                        .map_err(|e| self.block(i, format!("{}: {e}", node.op.name())))?;
+                    edits.push(Edit {
+                        node: i,
+                        name: self.name(out),
+                        absorption,
+                        prologue: before.is_some(),
+                        epilogue: after.is_some(),
+                    });
+                }
+                actual[out.0] = after;
+                continue;
+            }
+            if let (true, Err(e)) = (reads_y, &inverse) {
+                // y changes, but M has no inverse to describe how: only absorbers may read it.
+                return Err(self.block(i, format!("{}: {e}", node.op.name())));
+            }
+            if !node.inputs.iter().any(|u| actual[u.0].is_some()) {
+                continue;
+            }
+            let input = |u: ValueId| {
+                actual[u.0]
+                    .clone()
+                    .unwrap_or_else(|| ChannelMap::identity(self.channels(u)))
+            };
+            let result = match kind {
+                Kind::Absorber => unreachable!("handled above"),
+                Kind::Add => {
+                    let first = input(node.inputs[0]);
+                    let mut shift = first.shift.clone();
+                    for &u in &node.inputs[1..] {
+                        let other = input(u);
+                        if let Some(c) =
+                            (0..first.len()).find(|&c| first.scale[c] != other.scale[c])
+                        {
+                            return Err(self.block(
+                                i,
+                                format!(
+                                    "add: conflicting maps, channel {c} has scales {} and {}",
+                                    first.scale[c], other.scale[c]
+                                ),
+                            ));
+                        }
+                        for (t, o) in shift.iter_mut().zip(&other.shift) {
+                            *t += o;
+                        }
+                    }
+                    ChannelMap {
+                        scale: first.scale,
+                        shift,
+                    }
+                }
+                Kind::Concat => {
+                    let mut map = ChannelMap {
+                        scale: Vec::new(),
+                        shift: Vec::new(),
+                    };
+                    for &u in &node.inputs {
+                        let m = input(u);
+                        map.scale.extend(m.scale);
+                        map.shift.extend(m.shift);
+                    }
+                    map
+                }
+                Kind::MaxPool => {
+                    let m = input(node.inputs[0]);
+                    if let Some(c) = m.scale.iter().position(|&s| s < 0.0) {
+                        return Err(self.block(
+                            i,
+                            format!("maxpool: channel {c} has negative scale {}", m.scale[c]),
+                        ));
+                    }
+                    m
+                }
+                Kind::SameMap => input(node.inputs[0]),
+                Kind::Blocking(what) => return Err(self.block(i, what)),
+            };
+            actual[out.0] = (!result.is_identity()).then_some(result);
+        }
+        for &o in &graph.outputs {
+            if actual[o.0].is_some() {
+                return Err(Blocked {
+                    node: self.name(o),
+                    what: "graph output".into(),
+                });
+            }
+        }
+        Ok(Plan {
+            direction: self.direction,
+            target: self.target,
+            edits,
+        })
+    }
+}

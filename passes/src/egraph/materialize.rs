@@ -1,0 +1,153 @@
+//! From an extracted choice back to Graph IR: layers with maps get their new weights (in f64,
+//! through `affine::absorb`, the one place for weight arithmetic), remaining maps become
+//! `affine` nodes, and values keep the names they had in the source wherever they survive.
+
+use std::collections::{HashMap, HashSet};
+
+use bnc_ir::{Graph, Node, Op, Shape, ValueId};
+
+use super::FoldGraph;
+use super::extract::{Choice, Frozen};
+use super::lang::FoldNode;
+use crate::affine::absorb;
+
+/// Builds the graph `choice` selects from `frozen` (the e-graph of `canonical`). Also returns
+/// the name each needed class got.
+pub fn materialize(
+    fg: &FoldGraph,
+    frozen: &Frozen,
+    choice: &Choice,
+    canonical: &Graph,
+) -> Result<(Graph, HashMap<usize, String>), String> {
+    let order = frozen
+        .needed(choice)
+        .ok_or("the extracted choice has a cycle")?;
+    let class_of = |id| frozen.index[&fg.egraph.find(id)];
+
+    // Names: outputs keep theirs; otherwise the first source value in the class.
+    let mut names: HashMap<usize, String> = HashMap::new();
+    for (&output, &id) in canonical.outputs.iter().zip(&fg.outputs) {
+        names
+            .entry(class_of(id))
+            .or_insert_with(|| canonical.value(output).name.clone());
+    }
+    for (v, value) in canonical.values.iter().enumerate() {
+        let id = fg.value_class[v];
+        if id != egg::Id::from(usize::MAX) {
+            names
+                .entry(class_of(id))
+                .or_insert_with(|| value.name.clone());
+        }
+    }
+
+    let mut graph = Graph {
+        name: canonical.name.clone(),
+        weights: canonical.weights.clone(),
+        values: Vec::new(),
+        inputs: Vec::new(),
+        nodes: Vec::new(),
+        outputs: Vec::new(),
+        params: Default::default(),
+    };
+    let mut used_names: HashSet<String> = HashSet::new();
+    let mut value_of: HashMap<usize, ValueId> = HashMap::new();
+    for &input in &canonical.inputs {
+        let v = canonical.value(input);
+        used_names.insert(v.name.clone());
+        let id = graph.add_value(v.name.clone(), v.shape.clone());
+        graph.inputs.push(id);
+    }
+    let fresh = |base: &str, used: &mut HashSet<String>| -> String {
+        let mut name = base.to_string();
+        let mut k = 1;
+        while used.contains(&name) {
+            name = format!("{base}.{k}");
+            k += 1;
+        }
+        used.insert(name.clone());
+        name
+    };
+
+    for &class in &order {
+        let node = &frozen.nodes[class][choice[class]];
+        if let FoldNode::Input { index } = node {
+            value_of.insert(class, graph.inputs[*index as usize]);
+            continue;
+        }
+        let inputs: Vec<ValueId> = frozen.children[class][choice[class]]
+            .iter()
+            .map(|c| value_of[c])
+            .collect();
+        let shape: Shape = fg.egraph[frozen.ids[class]].data.clone();
+        let base_name = match (names.get(&class), node) {
+            (Some(name), _) => name.clone(),
+            (None, FoldNode::Op { node, .. } | FoldNode::Layer { node, .. }) => canonical
+                .value(canonical.nodes[*node as usize].output)
+                .name
+                .clone(),
+            (None, _) => "shift".to_string(),
+        };
+        let name = fresh(&base_name, &mut used_names);
+        let (op, params) = match node {
+            FoldNode::Input { .. } => unreachable!("handled above"),
+            FoldNode::Op { node, .. } => (canonical.nodes[*node as usize].op.clone(), None),
+            FoldNode::Layer { node, pro, epi, .. } => {
+                let original = &canonical.nodes[*node as usize];
+                let (pro_map, epi_map) = (fg.maps.get(*pro), fg.maps.get(*epi));
+                if pro_map.is_identity() && epi_map.is_identity() {
+                    let prefix = original.params.clone().expect("layers have parameters");
+                    let prefix = copy_params(canonical, original, &prefix, &mut graph);
+                    (original.op.clone(), Some(prefix))
+                } else {
+                    let before = (!pro_map.is_identity()).then(|| fg.maps.value(*pro));
+                    let after = (!epi_map.is_identity()).then(|| fg.maps.value(*epi));
+                    let absorbed = absorb(canonical, original, before, after).map_err(|e| {
+                        format!(
+                            "folding into `{}` is not exact: {e}",
+                            canonical.value(original.output).name
+                        )
+                    })?;
+                    let (op, tensors) = absorbed.into_op_and_params(&original.op);
+                    let base = original.params.clone().unwrap_or_else(|| name.clone());
+                    (op, Some(graph.add_params(&base, tensors)))
+                }
+            }
+            FoldNode::Aff { map, .. } => {
+                let prefix = graph.add_params(&name, fg.maps.value(*map).to_params());
+                (Op::Affine, Some(prefix))
+            }
+        };
+        let output = graph.add_value(name, shape);
+        graph.nodes.push(Node {
+            op,
+            inputs,
+            output,
+            params,
+        });
+        value_of.insert(class, output);
+    }
+    for &id in &fg.outputs {
+        graph.outputs.push(value_of[&class_of(id)]);
+    }
+    let class_names = value_of
+        .iter()
+        .map(|(&class, &v)| (class, graph.value(v).name.clone()))
+        .collect();
+    graph.remove_dead();
+    graph.verify().map_err(|e| e.to_string())?;
+    Ok((graph, class_names))
+}
+
+/// Copies an unchanged layer's tensors under its prefix (or a fresh one if taken).
+fn copy_params(canonical: &Graph, node: &Node, prefix: &str, graph: &mut Graph) -> String {
+    let shapes: Vec<&Shape> = node.inputs.iter().map(|&i| canonical.shape(i)).collect();
+    let specs = node.op.param_specs(&shapes);
+    let tensors = specs
+        .iter()
+        .map(|s| {
+            let t = canonical.params[&format!("{prefix}.{}", s.suffix)].clone();
+            (s.suffix, t)
+        })
+        .collect();
+    graph.add_params(prefix, tensors)
+}

@@ -1,0 +1,301 @@
+//! The local rewrites, saturated freely (design.md §3, "Rules that are safe to saturate"),
+//! each guarded by its exactness condition checked on the actual numbers.
+//!
+//! A rule reads a snapshot of the e-graph and proposes equalities `class = expr`; the
+//! saturation loop adds them all, then rebuilds. Maps are exact and interned, so a rewrite
+//! and its inverse meet on the same e-node and the loop reaches a fixpoint.
+
+use bnc_ir::Op;
+use egg::Id;
+
+use super::FoldGraph;
+use super::exact::{ExactMap, MapId};
+use super::lang::FoldNode;
+
+/// A term to add to the e-graph: existing classes combined with new nodes.
+#[derive(Clone, Debug)]
+pub enum Expr {
+    Class(Id),
+    Aff(MapId, Box<Expr>),
+    Op(u32, Vec<Expr>),
+    Layer {
+        node: u32,
+        pro: MapId,
+        epi: MapId,
+        x: Box<Expr>,
+    },
+}
+
+/// `class = expr`, found by `rule`.
+#[derive(Clone, Debug)]
+pub struct Equality {
+    pub rule: &'static str,
+    pub class: Id,
+    pub expr: Expr,
+}
+
+/// Every rule's name, for firing counts.
+pub const RULES: &[&str] = &[
+    "fold-backward",
+    "fold-forward",
+    "compose",
+    "pool-out",
+    "pool-in",
+    "concat-split",
+    "concat-merge",
+    "relu-scale-out",
+    "relu-scale-in",
+];
+
+/// How a parameterless operator commutes with a per-channel map.
+enum Transparency {
+    /// Any map passes (avgpool without counted padding, global_avgpool, flatten of 1×1).
+    Always,
+    /// Maps with every scale ≥ 0 pass (maxpool: the order of values is kept).
+    NonNegativeScale,
+    /// Maps with every scale ≥ 0 pass (relu, leaky_relu: positively homogeneous), but the
+    /// shift does not; see the relu rules.
+    ScaleOnly,
+    Never,
+}
+
+fn transparency(op: &Op, input_shape: &[usize]) -> Transparency {
+    use bnc_ir::Activation as A;
+    match op {
+        Op::MaxPool(_) => Transparency::NonNegativeScale,
+        Op::AvgPool(p) if !p.count_include_pad || p.pad.iter().all(|&x| x == 0) => {
+            Transparency::Always
+        }
+        Op::GlobalAvgPool => Transparency::Always,
+        Op::Flatten if input_shape.len() == 2 || input_shape[2..].iter().all(|&d| d == 1) => {
+            Transparency::Always
+        }
+        Op::Activation(A::Relu | A::LeakyRelu { .. }) => Transparency::ScaleOnly,
+        _ => Transparency::Never,
+    }
+}
+
+impl FoldGraph {
+    fn scales_all(&self, map: MapId, pred: impl Fn(f64) -> bool) -> bool {
+        self.maps.value(map).scale.iter().all(|&s| pred(s))
+    }
+
+    /// `Aff(map, x)`, or `x` itself when the map is the identity (never build `aff(x, 1, 0)`).
+    pub fn aff_expr(&self, map: MapId, x: Expr) -> Expr {
+        if self.maps.get(map).is_identity() {
+            x
+        } else {
+            Expr::Aff(map, Box::new(x))
+        }
+    }
+
+    fn intern(&mut self, map: ExactMap) -> MapId {
+        self.maps.intern(map)
+    }
+
+    /// All equalities the local rules find in the current e-graph.
+    pub fn local_equalities(&mut self) -> Vec<Equality> {
+        let mut found = Vec::new();
+        let classes: Vec<(Id, Vec<FoldNode>)> = self
+            .egraph
+            .classes()
+            .map(|c| (c.id, c.nodes.clone()))
+            .collect();
+        for (class, nodes) in &classes {
+            for node in nodes {
+                self.rules_at(*class, node, &mut found);
+            }
+        }
+        found
+    }
+
+    fn nodes_of(&self, class: Id) -> Vec<FoldNode> {
+        self.egraph[class].nodes.clone()
+    }
+
+    fn rules_at(&mut self, class: Id, node: &FoldNode, found: &mut Vec<Equality>) {
+        let mut push = |rule, expr| found.push(Equality { rule, class, expr });
+        match node {
+            FoldNode::Aff { map, x } => {
+                let (map, x) = (*map, x[0]);
+                for inner in self.nodes_of(x) {
+                    match inner {
+                        // aff(layer) = layer with the map merged into its epilogue: always exact.
+                        FoldNode::Layer {
+                            node,
+                            pro,
+                            epi,
+                            x: y,
+                        } => {
+                            let epi = self.intern(self.maps.get(epi).then(self.maps.get(map)));
+                            push(
+                                "fold-backward",
+                                Expr::Layer {
+                                    node,
+                                    pro,
+                                    epi,
+                                    x: Box::new(Expr::Class(y[0])),
+                                },
+                            );
+                        }
+                        // aff(aff(y)) = aff(y) with the composed map.
+                        FoldNode::Aff { map: first, x: y } => {
+                            let composed =
+                                self.intern(self.maps.get(first).then(self.maps.get(map)));
+                            push("compose", self.aff_expr(composed, Expr::Class(y[0])));
+                        }
+                        // aff(concat(a, b, ..)) = concat(aff(a, m|a), aff(b, m|b), ..).
+                        FoldNode::Op { node, ref args }
+                            if self.egraph.analysis.ops[node as usize] == Op::Concat =>
+                        {
+                            let m = self.maps.get(map).clone();
+                            let mut start = 0;
+                            let mut parts = Vec::with_capacity(args.len());
+                            for &a in args.iter() {
+                                let channels = self.egraph[a].data[1];
+                                let slice = self.intern(m.slice(start, channels));
+                                parts.push(self.aff_expr(slice, Expr::Class(a)));
+                                start += channels;
+                            }
+                            push("concat-split", Expr::Op(node, parts));
+                        }
+                        FoldNode::Op { node, ref args } if args.len() == 1 => {
+                            let y = args[0];
+                            let op = &self.egraph.analysis.ops[node as usize];
+                            match transparency(op, &self.egraph[y].data) {
+                                Transparency::Always => {
+                                    push(
+                                        "pool-in",
+                                        Expr::Op(node, vec![self.aff_expr(map, Expr::Class(y))]),
+                                    );
+                                }
+                                Transparency::NonNegativeScale
+                                    if self.scales_all(map, |s| s >= 0.0) =>
+                                {
+                                    push(
+                                        "pool-in",
+                                        Expr::Op(node, vec![self.aff_expr(map, Expr::Class(y))]),
+                                    );
+                                }
+                                // s·relu(y) + t = relu(s·y) + t for s ≥ 0: the scale goes back
+                                // towards a producer (this is how a zero γ still folds).
+                                Transparency::ScaleOnly
+                                    if self.scales_all(map, |s| s >= 0.0)
+                                        && !self.maps.get(map).is_shift_only() =>
+                                {
+                                    let m = self.maps.get(map).clone();
+                                    let (scale, shift) =
+                                        (self.intern(m.scale_part()), self.intern(m.shift_part()));
+                                    let inner =
+                                        Expr::Op(node, vec![self.aff_expr(scale, Expr::Class(y))]);
+                                    push("relu-scale-in", self.aff_expr(shift, inner));
+                                }
+                                _ => {}
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            FoldNode::Layer { node, pro, epi, x } => {
+                let (layer, pro, epi, x) = (*node, *pro, *epi, x[0]);
+                let pads = match &self.egraph.analysis.ops[layer as usize] {
+                    Op::Conv2d(c) => c.pad.iter().any(|&p| p > 0),
+                    _ => false,
+                };
+                for inner in self.nodes_of(x) {
+                    // layer(aff(y)) = layer with the map merged into its prologue; when the conv
+                    // pads, exact only if every scale is non-zero (the fill becomes (f − t)/s).
+                    if let FoldNode::Aff { map, x: y } = inner {
+                        let merged = self.intern(self.maps.get(map).then(self.maps.get(pro)));
+                        if !pads || self.scales_all(merged, |s| s != 0.0) {
+                            push(
+                                "fold-forward",
+                                Expr::Layer {
+                                    node: layer,
+                                    pro: merged,
+                                    epi,
+                                    x: Box::new(Expr::Class(y[0])),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            FoldNode::Op { node, args } => {
+                let op = self.egraph.analysis.ops[*node as usize].clone();
+                if op == Op::Concat {
+                    self.concat_merge(*node, args, &mut push);
+                    return;
+                }
+                if args.len() != 1 {
+                    return;
+                }
+                let y = args[0];
+                let transparency = transparency(&op, &self.egraph[y].data);
+                for inner in self.nodes_of(y) {
+                    let FoldNode::Aff { map, x: z } = inner else {
+                        continue;
+                    };
+                    let z = Expr::Class(z[0]);
+                    match transparency {
+                        Transparency::Always => {
+                            push("pool-out", self.aff_expr(map, Expr::Op(*node, vec![z])));
+                        }
+                        Transparency::NonNegativeScale if self.scales_all(map, |s| s >= 0.0) => {
+                            push("pool-out", self.aff_expr(map, Expr::Op(*node, vec![z])));
+                        }
+                        // relu(s·z + t) = s·relu(z + t/s) for s > 0: the scale moves on towards
+                        // the next layer, the shift stays behind as a bias add.
+                        Transparency::ScaleOnly
+                            if self.scales_all(map, |s| s > 0.0)
+                                && !self.maps.get(map).is_shift_only() =>
+                        {
+                            let m = self.maps.get(map).clone();
+                            let Some(before) = m.shift_before_scale() else {
+                                continue;
+                            };
+                            let (scale, before) =
+                                (self.intern(m.scale_part()), self.intern(before));
+                            let inner = Expr::Op(*node, vec![self.aff_expr(before, z)]);
+                            push("relu-scale-out", self.aff_expr(scale, inner));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            FoldNode::Input { .. } => {}
+        }
+    }
+
+    /// concat(aff(a, m₁), b, ..) = aff(concat(a, b, ..), m₁ ⊕ 1 ⊕ ..): the maps of the inputs
+    /// that have one (their first) move out together.
+    fn concat_merge(&mut self, node: u32, args: &[Id], push: &mut impl FnMut(&'static str, Expr)) {
+        let mut maps = Vec::with_capacity(args.len());
+        let mut inner = Vec::with_capacity(args.len());
+        let mut any = false;
+        for &a in args {
+            let channels = self.egraph[a].data[1];
+            let first_aff = self.egraph[a].nodes.iter().find_map(|n| match n {
+                FoldNode::Aff { map, x } => Some((*map, x[0])),
+                _ => None,
+            });
+            match first_aff {
+                Some((map, x)) => {
+                    any = true;
+                    maps.push(self.maps.get(map).clone());
+                    inner.push(Expr::Class(x));
+                }
+                None => {
+                    maps.push(ExactMap::identity(channels));
+                    inner.push(Expr::Class(a));
+                }
+            }
+        }
+        if any {
+            let refs: Vec<&ExactMap> = maps.iter().collect();
+            let merged = self.intern(ExactMap::concat(&refs));
+            push("concat-merge", self.aff_expr(merged, Expr::Op(node, inner)));
+        }
+    }
+}

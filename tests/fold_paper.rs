@@ -1,0 +1,968 @@
+//! The `fold-paper` pass: which batch-norms fold (backward, forward, with compensation), which
+//! must not, and that every folded model computes what the unfolded one computes (reference
+//! interpreter, random inputs).
+
+mod common;
+
+use std::time::Instant;
+
+use bnc::ir::{Graph, Op, Tensor, interp};
+use bnc::passes::affine::{Absorbed, ChannelMap, absorb, apply_absorbed};
+use bnc::passes::{self, Fate, PassContext, PrintAfter};
+
+/// Largest error allowed, relative to the largest output magnitude.
+const REL_TOLERANCE: f32 = 1e-5;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn load(source: &str) -> Graph {
+    bnc::load_str(source, "t.nn", &common::root()).unwrap_or_else(|e| panic!("{}", e.render(false)))
+}
+
+/// Runs the named passes on a copy of `graph`.
+fn run_passes(graph: &Graph, names: &[&str]) -> (Graph, PassContext) {
+    let mut g = graph.clone();
+    let pipeline = passes::resolve(names).unwrap();
+    let mut ctx = PassContext::default();
+    passes::run_pipeline(
+        &mut g,
+        &pipeline,
+        &mut ctx,
+        &PrintAfter::Never,
+        &mut |_, _| {},
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    g.verify().unwrap();
+    (g, ctx)
+}
+
+fn paper(graph: &Graph) -> (Graph, PassContext) {
+    run_passes(graph, &["canonicalize", "fold-paper", "dce"])
+}
+
+fn adjacent(graph: &Graph) -> (Graph, PassContext) {
+    run_passes(graph, &["canonicalize", "fold-adjacent", "dce"])
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+fn random_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
+    let mut rng = Rng::new(seed);
+    g.inputs
+        .iter()
+        .map(|&i| {
+            let shape = g.shape(i).clone();
+            let n = shape.iter().product();
+            Tensor::new(shape, (0..n).map(|_| rng.unit()).collect())
+        })
+        .collect()
+}
+
+/// The largest error of `got` against `want`, relative to the largest |output| of `want`.
+fn relative_error(want: &Graph, got: &Graph, seed: u64) -> f32 {
+    let inputs = random_inputs(want, seed);
+    let a = interp::run(want, &inputs).unwrap();
+    let b = interp::run(got, &inputs).unwrap();
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| x.max_abs_diff(y) / x.max_abs().max(1e-6))
+        .fold(0.0, f32::max)
+}
+
+fn assert_same_outputs(want: &Graph, got: &Graph) {
+    for seed in [1, 2] {
+        let err = relative_error(want, got, seed);
+        assert!(
+            err <= REL_TOLERANCE,
+            "folded output differs by {err} (relative), tolerance {REL_TOLERANCE}"
+        );
+    }
+}
+
+fn affines(g: &Graph) -> usize {
+    g.count_ops(|op| matches!(op, Op::Affine | Op::BatchNorm { .. }))
+}
+
+fn convs(g: &Graph) -> usize {
+    g.count_ops(|op| matches!(op, Op::Conv2d(_)))
+}
+
+fn fate<'a>(ctx: &'a PassContext, bn: &str) -> &'a Fate {
+    ctx.report
+        .fate(bn)
+        .unwrap_or_else(|| panic!("no record for `{bn}`"))
+}
+
+fn set_param(g: &mut Graph, name: &str, channel: usize, value: f32) {
+    g.params
+        .get_mut(name)
+        .unwrap_or_else(|| panic!("no `{name}`"))
+        .data[channel] = value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward folds
+
+#[test]
+fn conv_then_bn_folds_backward() {
+    let g = load(
+        "model m { weights random(seed = 1)
+           input x: f32[1, 3, 6, 6]
+           c = conv2d(x, out = 8, kernel = 3, pad = 1)
+           b = batchnorm(c)
+           r = relu(b)
+           output r }",
+    );
+    let (f, ctx) = paper(&g);
+    assert_eq!(
+        fate(&ctx, "b"),
+        &Fate::FoldedBackward {
+            into: vec!["c".into()],
+            compensated: vec![]
+        }
+    );
+    assert_eq!(affines(&f), 0);
+    assert_same_outputs(&g, &f);
+}
+
+#[test]
+fn conv_with_a_second_conv_reader_is_compensated() {
+    let g = load(
+        "model m { weights random(seed = 2)
+           input x: f32[1, 3, 6, 6]
+           c = conv2d(x, out = 8, kernel = 3, pad = 1)
+           b = batchnorm(c)
+           r = relu(b)
+           d = conv2d(c, out = 8, kernel = 3, pad = 1)
+           s = add(r, d)
+           output s }",
+    );
+    let (a, actx) = adjacent(&g);
+    assert_eq!(
+        actx.report.folded(),
+        0,
+        "adjacency cannot fold a shared conv"
+    );
+    assert_eq!(affines(&a), 1);
+    let (f, ctx) = paper(&g);
+    assert_eq!(
+        fate(&ctx, "b"),
+        &Fate::FoldedBackward {
+            into: vec!["c".into()],
+            compensated: vec!["d".into()]
+        }
+    );
+    assert_eq!(affines(&f), 0);
+    assert_eq!(convs(&f), 2, "the shared conv is still computed once");
+    // `d` pads: it now pads with the BN's image of 0 (its shift), per channel.
+    let d = f
+        .nodes
+        .iter()
+        .find(|n| f.value(n.output).name == "d")
+        .unwrap();
+    assert!(matches!(&d.op, Op::Conv2d(c) if c.pad_fill));
+    assert_same_outputs(&g, &f);
+}
+
+#[test]
+fn one_conv_read_by_two_batchnorms() {
+    // b2 feeds a relu: it cannot fold after b1 has, and is compensated instead.
+    let g = load(
+        "model m { weights random(seed = 3)
+           input x: f32[1, 3, 6, 6]
+           c = conv2d(x, out = 8, kernel = 3, pad = 1)
+           b1 = batchnorm(c)
+           r1 = relu(b1)
+           b2 = batchnorm(c)
+           r2 = relu(b2)
+           s = add(r1, r2)
+           output s }",
+    );
+    let (f, ctx) = paper(&g);
+    assert_eq!(
+        fate(&ctx, "b1"),
+        &Fate::FoldedBackward {
+            into: vec!["c".into()],
+            compensated: vec!["b2".into()]
+        }
+    );
+    assert!(matches!(fate(&ctx, "b2"), Fate::Kept { .. }));
+    assert_eq!(affines(&f), 1);
+    assert_eq!(convs(&f), 1);
+    assert_same_outputs(&g, &f);
+
+    // b2 feeds a conv: it folds forward into it after b1 folded backward.
+    let g = load(
+        "model m { weights random(seed = 4)
+           input x: f32[1, 3, 6, 6]
+           c = conv2d(x, out = 8, kernel = 3, pad = 1)
+           b1 = batchnorm(c)
+           r1 = relu(b1)
+           b2 = batchnorm(c)
+           e = conv2d(b2, out = 8, kernel = 1)
+           s = add(r1, e)
+           output s }",
+    );
+    let (f, ctx) = paper(&g);
+    assert!(matches!(fate(&ctx, "b1"), Fate::FoldedBackward { .. }));
+    assert_eq!(
+        fate(&ctx, "b2"),
+        &Fate::FoldedForward {
+            into: vec!["e".into()],
+            pad_fill: false,
+            compensated: vec![]
+        }
+    );
+    assert_eq!(affines(&f), 0);
+    assert_eq!(convs(&f), 2);
+    assert_same_outputs(&g, &f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Residual connections
+
+#[test]
+fn bn_after_add_of_two_convs_folds_into_both() {
+    let g = load(
+        "model m { weights random(seed = 5)
+           input x: f32[1, 4, 6, 6]
+           a = conv2d(x, out = 8, kernel = 3, pad = 1)
+           b = conv2d(x, out = 8, kernel = 1)
+           s = add(a, b)
+           n = batchnorm(s)
+           r = relu(n)
+           output r }",
+    );
+    let (f, ctx) = paper(&g);
+    assert_eq!(
+        fate(&ctx, "n"),
+        &Fate::FoldedBackward {
+            into: vec!["a".into(), "b".into()],
+            compensated: vec![]
+        }
+    );
+    assert_eq!(affines(&f), 0);
+    assert_same_outputs(&g, &f);
+}
+
+#[test]
+fn bn_after_add_with_an_identity_branch_from_a_relu_is_kept() {
+    let g = load(
+        "model m { weights random(seed = 6)
+           input x: f32[1, 8, 6, 6]
+           c0 = conv2d(x, out = 8, kernel = 3, pad = 1)
+           r0 = relu(c0)
+           a = conv2d(r0, out = 8, kernel = 3, pad = 1)
+           s = add(a, r0)
+           n = batchnorm(s)
+           r = relu(n)
+           output r }",
+    );
+    let (f, ctx) = paper(&g);
+    match fate(&ctx, "n") {
+        Fate::Kept { reason, blocking } => {
+            assert_eq!(blocking.as_deref(), Some("r0"), "{reason}");
+            assert!(
+                reason.contains("backward: blocked at `r0` (relu)"),
+                "{reason}"
+            );
+            assert!(
+                reason.contains("forward: blocked at `r` (relu)"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Kept, got {other:?}"),
+    }
+    assert_eq!(affines(&f), 1);
+    assert_same_outputs(&g, &f);
+}
+
+#[test]
+fn preact_style_block_folds_with_compensation() {
+    // The stream `s1` is read by the next block's BN and by the next add.
+    let g = load(
+        "model m { weights random(seed = 7)
+           input x: f32[1, 3, 8, 8]
+           s0 = conv2d(x, out = 8, kernel = 3, pad = 1, bias = false)
+           b1 = batchnorm(s0)
+           r1 = relu(b1)
+           c1 = conv2d(r1, out = 8, kernel = 3, pad = 1, bias = false)
+           s1 = add(c1, s0)
+           b2 = batchnorm(s1)
+           r2 = relu(b2)
+           c2 = conv2d(r2, out = 8, kernel = 3, pad = 1, bias = false)
+           s2 = add(c2, s1)
+           b3 = batchnorm(s2)
+           r3 = relu(b3)
+           output r3 }",
+    );
+    let (a, actx) = adjacent(&g);
+    assert_eq!(actx.report.folded(), 0);
+    assert_eq!(affines(&a), 3);
+    let (f, ctx) = paper(&g);
+    assert_eq!(
+        fate(&ctx, "b1"),
+        &Fate::FoldedBackward {
+            into: vec!["s0".into(), "c1".into(), "c2".into()],
+            compensated: vec!["b2".into(), "b3".into()]
+        }
+    );
+    // Once b1 has folded, r1 reads the changed stream `s0` directly: b2 and b3 would change
+    // `s0` again (through the adds), which r1 must not see.
+    for bn in ["b2", "b3"] {
+        match fate(&ctx, bn) {
+            Fate::Kept { reason, blocking } => {
+                assert_eq!(blocking.as_deref(), Some("r1"), "{bn}: {reason}");
+            }
+            other => panic!("{bn}: expected Kept, got {other:?}"),
+        }
+    }
+    assert_eq!(affines(&f), 2);
+    assert_eq!(convs(&f), 3);
+    assert_same_outputs(&g, &f);
+}
+
+#[test]
+fn a_shift_reaching_the_start_twice_is_refused() {
+    // The conv's output reaches the BN along two paths: giving it the BN's shift would add
+    // it twice, so the plan must fail rather than be wrong.
+    for (pooled, sum) in [
+        (
+            "p = maxpool(c, kernel = 3, stride = 1, pad = 1)",
+            "s = add(c, p)",
+        ),
+        ("p = relu(x)", "s = add(c, c)"),
+    ] {
+        let g = load(&format!(
+            "model m {{ weights random(seed = 14)
+               input x: f32[1, 4, 6, 6]
+               c = conv2d(x, out = 4, kernel = 3, pad = 1)
+               {pooled}
+               {sum}
+               b = batchnorm(s)
+               r = relu(b)
+               output r }}"
+        ));
+        let (f, ctx) = paper(&g);
+        match fate(&ctx, "b") {
+            Fate::Kept { reason, .. } => {
+                assert!(
+                    reason.contains("backward: blocked at `s` (shift reaches the start twice)"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected Kept, got {other:?}"),
+        }
+        assert_same_outputs(&g, &f);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concat
+
+#[test]
+fn bn_after_concat_splits_by_channel_slices() {
+    let g = load(
+        "model m { weights random(seed = 8)
+           input x: f32[1, 3, 6, 6]
+           a = conv2d(x, out = 4, kernel = 3, pad = 1)
+           b = conv2d(x, out = 6, kernel = 1)
+           k = concat(a, b)
+           n = batchnorm(k)
+           r = relu(n)
+           output r }",
+    );
+    let (f, ctx) = paper(&g);
+    assert_eq!(
+        fate(&ctx, "n"),
+        &Fate::FoldedBackward {
+            into: vec!["a".into(), "b".into()],
+            compensated: vec![]
+        }
+    );
+    // Each conv got its own slice: a's 4 output channels took the BN's first 4 scales.
+    let canon = run_passes(&g, &["canonicalize"]).0;
+    let scale = &canon.params["n.scale"].data;
+    let (wa, fa) = (&g.params["a.weight"].data, &f.params["a.weight"].data);
+    let (wb, fb) = (&g.params["b.weight"].data, &f.params["b.weight"].data);
+    let per_a = wa.len() / 4;
+    let per_b = wb.len() / 6;
+    assert!((fa[0] / wa[0] - scale[0]).abs() < 1e-5);
+    assert!((fa[3 * per_a] / wa[3 * per_a] - scale[3]).abs() < 1e-5);
+    assert!((fb[0] / wb[0] - scale[4]).abs() < 1e-5);
+    assert!((fb[5 * per_b] / wb[5 * per_b] - scale[9]).abs() < 1e-5);
+    assert_eq!(affines(&f), 0);
+    assert_same_outputs(&g, &f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward folds, pad fill, and the zero-scale condition
+
+const POST_BN: &str = "model m { weights random(seed = 9)
+   input x: f32[1, 3, 5, 5]
+   c = conv2d(x, out = 6, kernel = 3, pad = 1)
+   r = relu(c)
+   b = batchnorm(r)
+   d = conv2d(b, out = 4, kernel = 3, pad = 1)
+   output d }";
+
+#[test]
+fn forward_fold_into_padded_conv_uses_pad_fill() {
+    let g = load(POST_BN);
+    let (f, ctx) = paper(&g);
+    assert_eq!(
+        fate(&ctx, "b"),
+        &Fate::FoldedForward {
+            into: vec!["d".into()],
+            pad_fill: true,
+            compensated: vec![]
+        }
+    );
+    assert_eq!(affines(&f), 0);
+    // 5×5 with a 3×3 kernel: 16 of 25 outputs touch the border.
+    assert_same_outputs(&g, &f);
+}
+
+/// The fold of `b` into `d` with the zero-scale condition ignored: weights from `absorb` with
+/// `d` seen as unpadded, and a hand-made fill `-t/s` (0 where s = 0).
+fn naive_forward_fold(canon: &Graph) -> Graph {
+    let mut g = canon.clone();
+    let bi = g
+        .nodes
+        .iter()
+        .position(|n| g.value(n.output).name == "b")
+        .unwrap();
+    let di = g
+        .nodes
+        .iter()
+        .position(|n| g.value(n.output).name == "d")
+        .unwrap();
+    let map = ChannelMap::of_affine(&g, &g.nodes[bi]);
+    let mut unpadded = g.nodes[di].clone();
+    if let Op::Conv2d(c) = &mut unpadded.op {
+        c.pad = [0; 4];
+    }
+    let weights = absorb(&g, &unpadded, Some(&map), None).unwrap();
+    let fill: Vec<f32> = (0..map.len())
+        .map(|i| {
+            if map.scale[i] == 0.0 {
+                0.0
+            } else {
+                (-map.shift[i] / map.scale[i]) as f32
+            }
+        })
+        .collect();
+    let n = fill.len();
+    apply_absorbed(
+        &mut g,
+        di,
+        Absorbed {
+            pad_fill: Some(Tensor::new(vec![n], fill)),
+            ..weights
+        },
+    );
+    let (y, x) = (g.nodes[bi].output, g.nodes[bi].inputs[0]);
+    g.forward_value(y, x);
+    g.remove_dead();
+    g.verify().unwrap();
+    g
+}
+
+#[test]
+fn zero_gamma_blocks_the_forward_fold_into_a_padded_conv() {
+    let mut g = load(POST_BN);
+    set_param(&mut g, "b.weight", 2, 0.0);
+    let (f, ctx) = paper(&g);
+    match fate(&ctx, "b") {
+        Fate::Kept { reason, .. } => {
+            assert!(reason.contains("forward: blocked at `d`"), "{reason}");
+            assert!(reason.contains("scale 0"), "{reason}");
+        }
+        other => panic!("expected Kept, got {other:?}"),
+    }
+    assert_eq!(affines(&f), 1);
+    assert_same_outputs(&g, &f);
+
+    // The condition matters: the same fold with it dropped is wrong at the borders.
+    let canon = run_passes(&g, &["canonicalize"]).0;
+    let naive = naive_forward_fold(&canon);
+    let err = relative_error(&g, &naive, 1);
+    assert!(
+        err > 10.0 * REL_TOLERANCE,
+        "the naive fold should be visibly wrong, error {err}"
+    );
+    // ...while with every γ non-zero the same hand-made fold is right (so the test above
+    // fails for the reason it claims).
+    let g = load(POST_BN);
+    let canon = run_passes(&g, &["canonicalize"]).0;
+    assert!(relative_error(&g, &naive_forward_fold(&canon), 1) <= REL_TOLERANCE);
+}
+
+#[test]
+fn zero_gamma_still_folds_forward_into_an_unpadded_conv() {
+    let source = POST_BN.replace(
+        "d = conv2d(b, out = 4, kernel = 3, pad = 1)",
+        "d = conv2d(b, out = 4, kernel = 1)",
+    );
+    let mut g = load(&source);
+    set_param(&mut g, "b.weight", 2, 0.0);
+    let (f, ctx) = paper(&g);
+    assert_eq!(
+        fate(&ctx, "b"),
+        &Fate::FoldedForward {
+            into: vec!["d".into()],
+            pad_fill: false,
+            compensated: vec![]
+        }
+    );
+    assert_eq!(affines(&f), 0);
+    assert_same_outputs(&g, &f);
+}
+
+#[test]
+fn negative_gamma_does_not_fold_through_maxpool() {
+    let source = |gamma_negative: bool| {
+        let mut g = load(
+            "model m { weights random(seed = 10)
+               input x: f32[1, 3, 6, 6]
+               c = conv2d(x, out = 6, kernel = 3, pad = 1)
+               r = relu(c)
+               b = batchnorm(r)
+               p = maxpool(b, kernel = 2)
+               d = conv2d(p, out = 4, kernel = 3, pad = 1)
+               output d }",
+        );
+        if gamma_negative {
+            set_param(&mut g, "b.weight", 4, -0.7);
+        }
+        g
+    };
+    // All γ > 0: folds forward through the maxpool.
+    let g = source(false);
+    let (f, ctx) = paper(&g);
+    assert!(
+        matches!(fate(&ctx, "b"), Fate::FoldedForward { into, pad_fill: true, .. } if into == &["d"])
+    );
+    assert_same_outputs(&g, &f);
+    // One γ < 0: max does not commute with a negative scale.
+    let g = source(true);
+    let (f, ctx) = paper(&g);
+    match fate(&ctx, "b") {
+        Fate::Kept { reason, .. } => {
+            assert!(
+                reason.contains("forward: blocked at `p` (maxpool"),
+                "{reason}"
+            );
+            assert!(reason.contains("channel 4"), "{reason}");
+        }
+        other => panic!("expected Kept, got {other:?}"),
+    }
+    assert_eq!(affines(&f), 1);
+    assert_same_outputs(&g, &f);
+
+    // Backward through a maxpool, same condition.
+    let mut g = load(
+        "model m { weights random(seed = 11)
+           input x: f32[1, 3, 6, 6]
+           c = conv2d(x, out = 6, kernel = 3, pad = 1)
+           p = maxpool(c, kernel = 3, stride = 1, pad = 1)
+           b = batchnorm(p)
+           r = relu(b)
+           output r }",
+    );
+    let (f, ctx) = paper(&g);
+    assert!(matches!(fate(&ctx, "b"), Fate::FoldedBackward { into, .. } if into == &["c"]));
+    assert_same_outputs(&g, &f);
+    set_param(&mut g, "b.weight", 1, -1.2);
+    let (f, ctx) = paper(&g);
+    assert!(matches!(fate(&ctx, "b"), Fate::Kept { blocking: Some(p), .. } if p == "p"));
+    assert_same_outputs(&g, &f);
+}
+
+#[test]
+fn avgpool_counting_padding_is_not_folded_through() {
+    let source = |count: bool| {
+        load(&format!(
+            "model m {{ weights random(seed = 12)
+               input x: f32[1, 3, 6, 6]
+               c = conv2d(x, out = 6, kernel = 3, pad = 1)
+               p = avgpool(c, kernel = 3, stride = 1, pad = 1, count_include_pad = {count})
+               b = batchnorm(p)
+               r = relu(b)
+               output r }}"
+        ))
+    };
+    let g = source(true);
+    let (f, ctx) = paper(&g);
+    match fate(&ctx, "b") {
+        Fate::Kept { reason, blocking } => {
+            assert_eq!(blocking.as_deref(), Some("p"));
+            assert!(
+                reason.contains("avgpool counting its zero padding"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Kept, got {other:?}"),
+    }
+    assert_same_outputs(&g, &f);
+    let g = source(false);
+    let (f, ctx) = paper(&g);
+    assert!(matches!(fate(&ctx, "b"), Fate::FoldedBackward { into, .. } if into == &["c"]));
+    assert_eq!(affines(&f), 0);
+    assert_same_outputs(&g, &f);
+}
+
+#[test]
+fn bn_before_global_pool_and_dense_folds_forward() {
+    let g = load(
+        "model m { weights random(seed = 13)
+           input x: f32[1, 3, 6, 6]
+           c = conv2d(x, out = 6, kernel = 3, pad = 1)
+           r = relu(c)
+           b = batchnorm(r)
+           g = global_avgpool(b)
+           f = flatten(g)
+           y = dense(f, out = 5)
+           output y }",
+    );
+    let (f, ctx) = paper(&g);
+    assert!(
+        matches!(fate(&ctx, "b"), Fate::FoldedForward { into, pad_fill: false, .. } if into == &["y"])
+    );
+    assert_eq!(affines(&f), 0);
+    assert_same_outputs(&g, &f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The example models
+
+/// (model, most BNs `fold-paper` may leave, all forward)
+const EXAMPLE_TARGETS: &[(&str, usize, bool)] = &[
+    ("tiny.nn", 0, false),
+    ("resnet18.nn", 0, false),
+    ("resnet50.nn", 0, false),
+    ("mobilenet_v2.nn", 0, false),
+    ("efficientnet_b0.nn", 0, false),
+    ("densenet121.nn", 59, false),
+    ("preact_resnet18.nn", 5, false),
+    ("vgg11_bn.nn", 0, false),
+    ("vgg_post_bn.nn", 0, true),
+];
+
+#[test]
+fn example_models_fold_at_least_as_much_as_adjacency() {
+    let mut table = String::new();
+    for &(file, most_left, all_forward) in EXAMPLE_TARGETS {
+        let g = common::load(&common::example(file));
+        let total = affines(&g);
+        let (a, _) = adjacent(&g);
+        let start = Instant::now();
+        let (p, ctx) = paper(&g);
+        let time = start.elapsed();
+        let (left_a, left_p) = (affines(&a), affines(&p));
+        table += &format!(
+            "{file:<20} BNs {total:>3}  adjacent leaves {left_a:>3}  paper leaves {left_p:>3}  ({time:.2?})\n"
+        );
+        assert!(
+            left_p <= left_a,
+            "{file}: paper left {left_p}, adjacent {left_a}"
+        );
+        assert!(
+            left_p <= most_left,
+            "{file}: paper left {left_p} > {most_left}\n{}",
+            ctx.report.to_text()
+        );
+        assert_eq!(
+            ctx.report.batchnorms.len() - ctx.report.folded(),
+            left_p,
+            "{file}"
+        );
+        assert_eq!(convs(&p), convs(&a), "{file}: no conv duplicated or lost");
+        if all_forward {
+            assert!(
+                ctx.report
+                    .batchnorms
+                    .iter()
+                    .all(|r| matches!(r.fate, Fate::FoldedForward { .. })),
+                "{file}: {}",
+                ctx.report.to_text()
+            );
+        }
+    }
+    eprintln!("{table}");
+}
+
+/// Numerical check on the big models (slow in a dev build: each model runs twice in the
+/// reference interpreter).
+#[test]
+fn example_models_compute_the_same_after_fold_paper() {
+    for file in [
+        "tiny.nn",
+        "resnet18.nn",
+        "preact_resnet18.nn",
+        "densenet121.nn",
+        "vgg_post_bn.nn",
+    ] {
+        let g = common::load(&common::example(file));
+        let (p, _) = paper(&g);
+        let err = relative_error(&g, &p, 3);
+        assert!(err <= REL_TOLERANCE, "{file}: relative error {err}");
+    }
+}
+
+/// Time of the pass alone on the two largest graphs (meaningful in release:
+/// `cargo test --release --test fold_paper timing -- --nocapture`).
+#[test]
+fn timing_of_fold_paper_on_large_models() {
+    for file in ["resnet50.nn", "densenet121.nn"] {
+        let g = common::load(&common::example(file));
+        let (mut canon, mut ctx) = run_passes(&g, &["canonicalize"]);
+        let pass = passes::resolve(&["fold-paper"]).unwrap();
+        let start = Instant::now();
+        passes::run_pipeline(
+            &mut canon,
+            &pass,
+            &mut ctx,
+            &PrintAfter::Never,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let time = start.elapsed();
+        eprintln!("fold-paper on {file}: {time:.2?}");
+        if !cfg!(debug_assertions) {
+            assert!(time.as_secs_f64() < 1.0, "{file}: fold-paper took {time:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random DAGs
+
+/// A random model of convs (some padded, some grouped), BNs, adds, concats, pools and relus
+/// with shared values, as `.nn` text; and the names of its BNs.
+fn random_model(rng: &mut Rng, seed: u64) -> (String, Vec<(String, usize)>) {
+    let size = 4 + rng.below(3);
+    let c0 = [2, 3, 4][rng.below(3)];
+    let mut text = format!(
+        "model r {{\n weights random(seed = {seed})\n input x: f32[1, {c0}, {size}, {size}]\n"
+    );
+    // (name, channels, spatial size)
+    let mut values: Vec<(String, usize, usize)> = vec![("x".into(), c0, size)];
+    let mut bns = Vec::new();
+    let steps = 6 + rng.below(9);
+    let pick = |rng: &mut Rng, values: &[(String, usize, usize)]| {
+        // Prefer recent values; sometimes reuse an old one (sharing).
+        let n = values.len();
+        if rng.chance(0.7) {
+            n - 1 - rng.below(n.min(3))
+        } else {
+            rng.below(n)
+        }
+    };
+    for k in 0..steps {
+        let name = format!("v{k}");
+        let i = pick(rng, &values);
+        let (src, ch, sz) = values[i].clone();
+        let (line, out_ch, out_sz) = match rng.below(10) {
+            0..=2 => {
+                let out = [2, 4, 6][rng.below(3)];
+                let groups = if ch % 2 == 0 && out % 2 == 0 && rng.chance(0.3) {
+                    2
+                } else {
+                    1
+                };
+                let (kernel, pad) = if rng.chance(0.5) { (3, 1) } else { (1, 0) };
+                let bias = rng.chance(0.5);
+                (
+                    format!(
+                        "conv2d({src}, out = {out}, kernel = {kernel}, pad = {pad}, groups = {groups}, bias = {bias})"
+                    ),
+                    out,
+                    sz,
+                )
+            }
+            3..=4 => {
+                bns.push((name.clone(), ch));
+                (format!("batchnorm({src})"), ch, sz)
+            }
+            5 => (format!("relu({src})"), ch, sz),
+            6 => {
+                match values
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .find(|(j, v)| *j != i && v.1 == ch && v.2 == sz)
+                    .map(|(j, _)| j)
+                {
+                    Some(j) => (format!("add({src}, {})", values[j].0), ch, sz),
+                    None => (format!("add({src}, {src})"), ch, sz),
+                }
+            }
+            7 => {
+                let others: Vec<usize> = (0..values.len())
+                    .filter(|&j| j != i && values[j].2 == sz)
+                    .collect();
+                if others.is_empty() {
+                    (format!("relu({src})"), ch, sz)
+                } else {
+                    let j = others[rng.below(others.len())];
+                    (
+                        format!("concat({src}, {})", values[j].0),
+                        ch + values[j].1,
+                        sz,
+                    )
+                }
+            }
+            8 => {
+                if sz >= 4 && rng.chance(0.3) {
+                    (format!("maxpool({src}, kernel = 2)"), ch, sz / 2)
+                } else {
+                    (
+                        format!("maxpool({src}, kernel = 3, stride = 1, pad = 1)"),
+                        ch,
+                        sz,
+                    )
+                }
+            }
+            _ => {
+                let count = rng.chance(0.5);
+                (
+                    format!(
+                        "avgpool({src}, kernel = 3, stride = 1, pad = 1, count_include_pad = {count})"
+                    ),
+                    ch,
+                    sz,
+                )
+            }
+        };
+        text += &format!(" {name} = {line}\n");
+        values.push((name, out_ch, out_sz));
+        // Often a BN right after a conv.
+        if line.starts_with("conv2d") && rng.chance(0.5) {
+            let bn = format!("v{k}_bn");
+            text += &format!(" {bn} = batchnorm(v{k})\n");
+            bns.push((bn.clone(), out_ch));
+            values.push((bn, out_ch, out_sz));
+        }
+    }
+    // Every value nobody reads becomes an output: mostly through a 1×1 conv (a BN can fold
+    // forward into it), sometimes through a relu or directly (a graph output blocks).
+    let mut outputs = Vec::new();
+    for (k, (v, _, _)) in values.iter().enumerate().skip(1) {
+        let read = text.lines().any(|l| {
+            l.contains(&format!("({v},"))
+                || l.contains(&format!("({v})"))
+                || l.contains(&format!(", {v})"))
+        });
+        if read {
+            continue;
+        }
+        let roll = rng.below(10);
+        if roll < 7 || k + 1 == values.len() && outputs.is_empty() {
+            text += &format!(" y{k} = conv2d({v}, out = 3, kernel = 1)\n");
+            outputs.push(format!("y{k}"));
+        } else if roll < 9 {
+            text += &format!(" y{k} = relu({v})\n");
+            outputs.push(format!("y{k}"));
+        } else {
+            outputs.push(v.clone());
+        }
+    }
+    text += &format!(" output {}\n}}\n", outputs.join(", "));
+    (text, bns)
+}
+
+#[test]
+fn random_dags_fold_exactly_and_at_least_as_much_as_adjacency() {
+    let mut rng = Rng::new(2024);
+    let (mut folded_paper, mut folded_adjacent, mut total) = (0, 0, 0);
+    let (mut forward, mut with_fill, mut with_compensation) = (0, 0, 0);
+    let mut kept = std::collections::BTreeMap::new();
+    for case in 0..120u64 {
+        let (text, bns) = random_model(&mut rng, case + 100);
+        let mut g = load(&text);
+        // Some γ negative, some zero.
+        for (bn, ch) in &bns {
+            for c in 0..*ch {
+                if rng.chance(0.15) {
+                    set_param(&mut g, &format!("{bn}.weight"), c, -0.8);
+                } else if rng.chance(0.08) {
+                    set_param(&mut g, &format!("{bn}.weight"), c, 0.0);
+                }
+            }
+        }
+        let (a, actx) = adjacent(&g);
+        let (p, pctx) = paper(&g);
+        let err = relative_error(&g, &p, case);
+        assert!(
+            err <= REL_TOLERANCE,
+            "case {case}: relative error {err}\n{text}\n{}",
+            pctx.report.to_text()
+        );
+        assert!(relative_error(&g, &a, case) <= REL_TOLERANCE);
+        assert!(
+            pctx.report.folded() >= actx.report.folded(),
+            "case {case}: paper folded {} < adjacent {}\n{text}",
+            pctx.report.folded(),
+            actx.report.folded()
+        );
+        assert_eq!(convs(&p), convs(&a), "case {case}");
+        for r in &pctx.report.batchnorms {
+            match &r.fate {
+                Fate::FoldedForward { pad_fill, .. } => {
+                    forward += 1;
+                    with_fill += usize::from(*pad_fill);
+                }
+                Fate::FoldedBackward { compensated, .. } => {
+                    with_compensation += usize::from(!compensated.is_empty());
+                }
+                Fate::Kept { reason, .. } => {
+                    let why = reason.split("; forward").next().unwrap_or_default();
+                    let why = why.rsplit_once('(').map_or(why, |(_, w)| w);
+                    let why: String = why
+                        .chars()
+                        .take_while(|c| c.is_alphabetic() || *c == ' ' || *c == '_')
+                        .collect();
+                    *kept.entry(why).or_insert(0usize) += 1;
+                }
+                Fate::Partial { .. } => {}
+            }
+        }
+        folded_paper += pctx.report.folded();
+        folded_adjacent += actx.report.folded();
+        total += bns.len();
+    }
+    eprintln!(
+        "random DAGs: {total} BNs, adjacent folded {folded_adjacent}, paper folded {folded_paper} \
+         ({forward} forward, {with_fill} with pad fill, {with_compensation} backward with \
+         compensation); kept, by backward reason: {kept:?}"
+    );
+    assert!(
+        folded_paper > folded_adjacent,
+        "the closure should beat adjacency on random DAGs"
+    );
+}
