@@ -5,16 +5,22 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+use bnc::codegen;
 use bnc::ir::{Graph, Tensor, WeightsSource, interp, printer};
-use bnc::passes::{self, FoldMode, FoldReport, PassContext, PrintAfter};
+use bnc::passes::{FoldMode, FoldReport, PrintAfter};
 
 const AFTER_HELP: &str = "\
 Examples:
-  bnc examples/resnet18.nn --emit=ir            print the checked model as IR
-  bnc run examples/tiny.nn                      run on a seeded random input
+  bnc examples/resnet18.nn                      print the folded model as IR
+  bnc examples/resnet18.nn -o resnet18.o        compile to an object file + resnet18.h
+  cc main.c resnet18.o -o app                   ...and link it into a C program
+  bnc examples/tiny.nn --emit=asm               show the generated machine code
+  bnc run examples/tiny.nn                      compile, run on a seeded random input
   bnc run m.nn --input x.npy --output y.npy     run on your own tensors
+  bnc run m.nn --threads 4 --timings            split each kernel over 4 threads, time it
+  bnc run m.nn --interpret                      use the reference interpreter instead
 
 Exit status:
   0  success
@@ -25,7 +31,10 @@ Exit status:
 /// layer that can be folded away exactly.
 ///
 /// A model is a `.nn` file (see docs/language.md): layers, shapes and where the weights
-/// come from. Without a subcommand, bnc checks MODEL and emits it in the form --emit asks for.
+/// come from. Without a subcommand, bnc checks and folds MODEL, then emits what --emit asks
+/// for: the folded model as IR (the default), or code compiled with Cranelift: an object file
+/// and its C header, the Cranelift IR, or the machine code. `bnc run` compiles the model and
+/// runs it in-process.
 #[derive(Parser)]
 #[command(
     name = "bnc",
@@ -53,30 +62,55 @@ struct CompileArgs {
     #[arg(value_name = "MODEL", required = true)]
     model: Option<PathBuf>,
 
-    /// What to produce. `ir`: the model after the pass pipeline, printed in the `.nn`
-    /// language (it parses again), every attribute explicit, each value's shape in a comment.
-    /// When folding changed the weights and -o is given, they are written beside it as
-    /// `.safetensors`.
-    #[arg(long, value_enum, default_value_t = Emit::Ir)]
-    emit: Emit,
+    /// What to produce. Without --emit, the extension of -o decides: `.o` obj, `.h` header,
+    /// `.clif` clif, `.s` or `.asm` asm, anything else (and standard output) ir. An explicit
+    /// --emit wins over the extension.
+    #[arg(long, value_enum, value_name = "KIND")]
+    emit: Option<Emit>,
 
-    /// Write the result to FILE instead of standard output.
+    /// Write the result to FILE instead of standard output (required for obj).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
+
+    /// Prefix of the C symbols of obj and header (`PREFIX_forward`,
+    /// `PREFIX_workspace_size`). Default: the model's name as a C identifier (characters
+    /// other than letters, digits and `_` become `_`).
+    #[arg(long, value_name = "PREFIX", value_parser = parse_symbol_prefix)]
+    symbol_prefix: Option<String>,
+}
+
+fn parse_symbol_prefix(s: &str) -> Result<String, String> {
+    if bnc::is_c_identifier(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a C identifier (letters, digits and `_`, not starting with a digit)"
+        ))
+    }
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a thread count (a whole number >= 1)")),
+    }
 }
 
 /// Which passes run before code is emitted.
 #[derive(Args, Clone)]
 struct PipelineArgs {
-    /// How to fold batch-norms. `adjacent`: only into the conv/dense right before, when it
+    /// How to fold batch-norms. `egraph` (default): equality saturation over exact rewrites,
+    /// guarded by the foldability condition, with DAG-aware extraction; removes the most.
+    /// `paper`: the roots/leaves closure of Yvinec et al. (IJCAI 2022), backward then
+    /// forward, with compensation. `adjacent`: only into the conv/dense right before, when it
     /// has no other user (what PyTorch and ONNX Runtime do). `none`: keep every BN (as a
-    /// per-channel affine map).
-    #[arg(long, value_enum, default_value_t = Fold::Adjacent)]
+    /// per-channel affine map). Every mode is exact.
+    #[arg(long, value_enum, default_value_t = Fold::Egraph)]
     fold: Fold,
 
     /// Run these passes (comma-separated) instead of the default pipeline
     /// `canonicalize,<fold pass>,dce`. An empty list (`--passes=`) leaves the model as parsed.
-    /// Passes: canonicalize, fold-adjacent, dce.
+    /// Passes: canonicalize, fold-adjacent, fold-paper, fold-egraph, dce.
     #[arg(long, value_name = "PASS,...", value_delimiter = ',', num_args = 0..)]
     passes: Option<Vec<String>>,
 
@@ -98,6 +132,19 @@ struct PipelineArgs {
 enum Fold {
     None,
     Adjacent,
+    Paper,
+    Egraph,
+}
+
+impl Fold {
+    fn mode(self) -> FoldMode {
+        match self {
+            Fold::None => FoldMode::None,
+            Fold::Adjacent => FoldMode::Adjacent,
+            Fold::Paper => FoldMode::Paper,
+            Fold::Egraph => FoldMode::Egraph,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -161,18 +208,51 @@ struct RunArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
 
-    /// Use the reference interpreter (plain loops, f64 accumulation). It is currently the
-    /// only engine; compiled code becomes the default when code generation lands.
+    /// Use the reference interpreter (plain loops, f64 accumulation) instead of compiling
+    /// the model to native code with Cranelift (the default). Slow, but the yardstick the
+    /// compiled code is tested against.
     #[arg(long)]
     interpret: bool,
+
+    /// Split the work of every compiled kernel over N threads. Any N gives bit-identical
+    /// outputs. Ignored by --interpret.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = parse_threads)]
+    threads: usize,
 
     #[command(flatten)]
     pipeline: PipelineArgs,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
 enum Emit {
+    /// The model after the pass pipeline, printed in the `.nn` language (it parses again),
+    /// every attribute explicit, each value's shape in a comment. When folding changed the
+    /// weights and -o is given, they are written beside it as `.safetensors`.
     Ir,
+    /// An ELF object file for this machine (needs -o): the compiled kernels, the folded
+    /// weights in read-only data, and `PREFIX_forward` / `PREFIX_workspace_size`. The C
+    /// header declaring them is written beside it (`m.o` -> `m.h`). Links with `cc` alone.
+    Obj,
+    /// The C header of obj alone: tensor sizes and the two functions.
+    Header,
+    /// The Cranelift IR of every generated function.
+    Clif,
+    /// The machine code of every generated function, as Cranelift prints it after register
+    /// allocation.
+    Asm,
+}
+
+impl Emit {
+    /// What `-o path` implies when --emit is not given.
+    fn from_output(path: Option<&Path>) -> Emit {
+        match path.and_then(|p| p.extension()).and_then(|e| e.to_str()) {
+            Some("o") => Emit::Obj,
+            Some("h") => Emit::Header,
+            Some("clif") => Emit::Clif,
+            Some("s" | "asm") => Emit::Asm,
+            _ => Emit::Ir,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -239,54 +319,31 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the pass pipeline the options ask for; returns the new graph and the fold report.
+/// Runs the pass pipeline the options ask for (through [`bnc::transform`], the one place
+/// passes run); returns the new graph, the fold report and the pass timings.
 fn transform(
     ctx: &Context,
     graph: &Graph,
     args: &PipelineArgs,
-) -> Result<(Graph, FoldReport), Reported> {
-    let names: Vec<&str> = match &args.passes {
-        Some(list) => list
-            .iter()
-            .map(String::as_str)
-            .filter(|n| !n.is_empty())
-            .collect(),
-        None => passes::default_pipeline(match args.fold {
-            Fold::None => FoldMode::None,
-            Fold::Adjacent => FoldMode::Adjacent,
-        }),
+) -> Result<bnc::Transformed, Reported> {
+    let mut pipeline = match &args.passes {
+        Some(list) => bnc::Pipeline::from_names(list),
+        None => bnc::Pipeline::default_for(args.fold.mode()),
     };
-    let pipeline = passes::resolve(&names).map_err(|e| ctx.fail(e))?;
-    for name in &args.print_ir_after {
-        if !names.contains(&name.as_str()) {
-            return Err(ctx.fail(format!(
-                "--print-ir-after={name}: `{name}` is not in the pipeline ({})",
-                names.join(",")
-            )));
-        }
-    }
-    let print_after = if args.print_ir_after_all {
+    pipeline.print_after = if args.print_ir_after_all {
         PrintAfter::All
     } else if !args.print_ir_after.is_empty() {
         PrintAfter::Passes(args.print_ir_after.clone())
     } else {
         PrintAfter::Never
     };
-    let mut out = graph.clone();
-    let mut pass_ctx = PassContext::default();
-    let timings = passes::run_pipeline(
-        &mut out,
-        &pipeline,
-        &mut pass_ctx,
-        &print_after,
-        &mut |pass, g| {
-            eprintln!("// ----- IR after {pass} -----");
-            eprint!("{}", printer::print(g));
-        },
-    )
-    .map_err(|e| ctx.fail(format!("internal error: {e}")))?;
+    let transformed = bnc::transform(graph, &pipeline, &mut |pass, g| {
+        eprintln!("// ----- IR after {pass} -----");
+        eprint!("{}", printer::print(g));
+    })
+    .map_err(|e| ctx.fail(e))?;
     if ctx.common.timings {
-        for t in &timings {
+        for t in &transformed.timings {
             eprintln!(
                 "timing: {:<24} {:>10.3} ms",
                 format!("pass {}", t.pass),
@@ -294,8 +351,7 @@ fn transform(
             );
         }
     }
-    pass_ctx.report.measure(graph, &out);
-    Ok((out, pass_ctx.report))
+    Ok(transformed)
 }
 
 fn render_report(report: &FoldReport, format: ReportFormat) -> String {
@@ -331,12 +387,27 @@ fn compile(ctx: &Context, args: &CompileArgs, pipeline: &PipelineArgs) -> Result
     let Some(model) = &args.model else {
         return Err(ctx.fail("no model given"));
     };
-    let original = ctx.load(model)?;
-    let (mut graph, report) = transform(ctx, &original, pipeline)?;
-    if let Some(format) = pipeline.report {
-        eprint!("{}", render_report(&report, format));
+    let emit = args
+        .emit
+        .unwrap_or_else(|| Emit::from_output(args.output.as_deref()));
+    if emit == Emit::Obj && args.output.is_none() {
+        // A command-line problem: exit status 2, like clap's own errors.
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--emit=obj writes a binary file: name it with -o FILE.o",
+            )
+            .exit();
     }
-    match args.emit {
+    let original = ctx.load(model)?;
+    let transformed = transform(ctx, &original, pipeline)?;
+    if let Some(format) = pipeline.report {
+        eprint!("{}", render_report(&transformed.report, format));
+    }
+    let mut graph = transformed.graph;
+    let options = codegen::Options::default();
+    let codegen_failed = |e: codegen::CodegenError| ctx.fail(format!("{}: {e}", model.display()));
+    match emit {
         Emit::Ir => match &args.output {
             Some(path) => write_model(ctx, &original, &mut graph, path),
             None => {
@@ -354,12 +425,69 @@ fn compile(ctx: &Context, args: &CompileArgs, pipeline: &PipelineArgs) -> Result
                 Ok(())
             }
         },
+        Emit::Obj | Emit::Header => {
+            let prefix = args
+                .symbol_prefix
+                .clone()
+                .unwrap_or_else(|| bnc::c_identifier(&graph.name));
+            let (object, header) = ctx
+                .phase("codegen (object)", || {
+                    codegen::emit_object(&graph, &options, &prefix)
+                })
+                .map_err(codegen_failed)?;
+            if emit == Emit::Header {
+                return write_or_print(ctx, args.output.as_deref(), header.as_bytes());
+            }
+            let path = args.output.as_deref().expect("checked above");
+            let header_path = path.with_extension("h");
+            if header_path == path {
+                return Err(ctx.fail(format!(
+                    "{}: the object would overwrite its own header; name the object `.o`",
+                    path.display()
+                )));
+            }
+            write_file(ctx, path, &object)?;
+            write_file(ctx, &header_path, header.as_bytes())
+        }
+        Emit::Clif => {
+            let text = ctx
+                .phase("codegen (clif)", || codegen::clif_text(&graph, &options))
+                .map_err(codegen_failed)?;
+            write_or_print(ctx, args.output.as_deref(), text.as_bytes())
+        }
+        Emit::Asm => {
+            let text = ctx
+                .phase("codegen (asm)", || codegen::asm_text(&graph, &options))
+                .map_err(codegen_failed)?;
+            write_or_print(ctx, args.output.as_deref(), text.as_bytes())
+        }
+    }
+}
+
+fn write_file(ctx: &Context, path: &Path, bytes: &[u8]) -> Result<(), Reported> {
+    std::fs::write(path, bytes)
+        .map_err(|e| ctx.fail(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Writes to `path`, or to standard output without one.
+fn write_or_print(ctx: &Context, path: Option<&Path>, bytes: &[u8]) -> Result<(), Reported> {
+    match path {
+        Some(path) => write_file(ctx, path, bytes),
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes)
+                .and_then(|()| out.flush())
+                .map_err(|e| ctx.fail(format!("cannot write to standard output: {e}")))
+        }
     }
 }
 
 fn fold(ctx: &Context, args: &FoldArgs) -> Result<(), Reported> {
     let original = ctx.load(&args.model)?;
-    let (mut graph, report) = transform(ctx, &original, &args.pipeline)?;
+    let bnc::Transformed {
+        mut graph, report, ..
+    } = transform(ctx, &original, &args.pipeline)?;
     if let Some(path) = &args.output {
         write_model(ctx, &original, &mut graph, path)?;
     }
@@ -419,13 +547,34 @@ fn bind<'a>(
     Ok(files)
 }
 
+/// What `bnc run` runs the model with.
+enum Engine {
+    Compiled(Box<bnc::Model>),
+    Interpreted(Graph),
+}
+
 fn run(ctx: &Context, args: &RunArgs) -> Result<(), Reported> {
     let original = ctx.load(&args.model)?;
-    let (graph, report) = transform(ctx, &original, &args.pipeline)?;
+    let transformed = transform(ctx, &original, &args.pipeline)?;
     if let Some(format) = args.pipeline.report {
-        eprint!("{}", render_report(&report, format));
+        eprint!("{}", render_report(&transformed.report, format));
     }
-    let input_files = bind(ctx, &graph, &graph.inputs, "input", &args.inputs)?;
+    // Compile before reading the inputs, so a model the code generator rejects fails early.
+    let engine = if args.interpret {
+        Engine::Interpreted(transformed.graph)
+    } else {
+        let model = ctx
+            .phase("compile", || {
+                bnc::Model::from_transformed(transformed, args.threads)
+            })
+            .map_err(|e| ctx.fail(format!("{}: {e}", args.model.display())))?;
+        Engine::Compiled(Box::new(model))
+    };
+    let graph = match &engine {
+        Engine::Compiled(model) => model.graph(),
+        Engine::Interpreted(graph) => graph,
+    };
+    let input_files = bind(ctx, graph, &graph.inputs, "input", &args.inputs)?;
     let mut inputs = Vec::new();
     for (&id, file) in graph.inputs.iter().zip(&input_files) {
         let value = graph.value(id);
@@ -454,10 +603,15 @@ fn run(ctx: &Context, args: &RunArgs) -> Result<(), Reported> {
             args.seed
         );
     }
-    let outputs = ctx
-        .phase("interpret", || interp::run(&graph, &inputs))
-        .map_err(|e| ctx.fail(e))?;
-    let output_files = bind(ctx, &graph, &graph.outputs, "output", &args.outputs)?;
+    let outputs = match &engine {
+        Engine::Compiled(model) => ctx
+            .phase("run", || model.run_tensors(&inputs))
+            .map_err(|e| ctx.fail(e))?,
+        Engine::Interpreted(graph) => ctx
+            .phase("interpret", || interp::run(graph, &inputs))
+            .map_err(|e| ctx.fail(e))?,
+    };
+    let output_files = bind(ctx, graph, &graph.outputs, "output", &args.outputs)?;
     for ((&id, tensor), file) in graph.outputs.iter().zip(&outputs).zip(&output_files) {
         let name = &graph.value(id).name;
         match file {

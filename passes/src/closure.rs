@@ -87,7 +87,15 @@ pub struct Plan {
     /// Index of the folded `affine` node.
     pub target: usize,
     pub edits: Vec<Edit>,
+    /// Every value the plan changes, in topological order, with where each channel's scale
+    /// and shift come from: a channel of the start map (the target's map backward, its
+    /// inverse forward), or `None` for scale 1 / shift 0. `None` when some map is not a plain
+    /// copy of start channels (the plan is still exact, but has no traced form).
+    pub trace: Option<Vec<(ValueId, Trace)>>,
 }
+
+/// Per channel: the start channel its scale and its shift are copied from.
+pub type Trace = Vec<(Option<usize>, Option<usize>)>;
 
 impl Plan {
     /// Layers absorbing a map on their output (roots), by name.
@@ -178,10 +186,16 @@ fn kind(graph: &Graph, node: &Node) -> Kind {
 struct Req {
     scale: Vec<Option<f64>>,
     shift: Vec<Option<f64>>,
+    /// The start channel each known scale and shift was copied from.
+    scale_src: Vec<usize>,
+    shift_src: Vec<usize>,
 }
 
 /// One known channel: (channel, scale, shift if routed here).
-type Entry = (usize, f64, Option<f64>);
+/// One known channel: (channel, scale, shift if routed here, the start channel both come
+/// from). Every scale and shift the closure sets is a copy of one start channel's, which is
+/// what lets the e-graph rebuild the same maps exactly.
+type Entry = (usize, f64, Option<f64>, usize);
 
 struct Engine<'g> {
     graph: &'g Graph,
@@ -196,6 +210,8 @@ struct Engine<'g> {
     reqs: Vec<Option<Req>>,
     queued: Vec<bool>,
     work: VecDeque<ValueId>,
+    /// Whether every map can be traced to start channels (see [`Entry`]).
+    traceable: bool,
 }
 
 impl<'g> Engine<'g> {
@@ -227,6 +243,7 @@ impl<'g> Engine<'g> {
             reqs: vec![None; n],
             queued: vec![false; n],
             work: VecDeque::new(),
+            traceable: true,
         }
     }
 
@@ -251,7 +268,7 @@ impl<'g> Engine<'g> {
 
     fn entries(map: &ChannelMap, with_shift: bool) -> Vec<Entry> {
         (0..map.len())
-            .map(|c| (c, map.scale[c], with_shift.then_some(map.shift[c])))
+            .map(|c| (c, map.scale[c], with_shift.then_some(map.shift[c]), c))
             .collect()
     }
 
@@ -265,9 +282,17 @@ impl<'g> Engine<'g> {
         let req = self.reqs[v.0].get_or_insert_with(|| Req {
             scale: vec![None; channels],
             shift: vec![None; channels],
+            scale_src: vec![0; channels],
+            shift_src: vec![0; channels],
         });
         let mut learnt = false;
-        for &(c, s, t) in entries {
+        let mut traceable = true;
+        for &(c, s, t, src) in entries {
+            if req.scale[c].is_some() && req.scale_src[c] != src {
+                // Equal values from different start channels: fine numerically, but the
+                // exact form is ambiguous.
+                traceable = false;
+            }
             match req.scale[c] {
                 Some(old) if old != s => {
                     return Err(Blocked {
@@ -278,14 +303,18 @@ impl<'g> Engine<'g> {
                 Some(_) => {}
                 None => {
                     req.scale[c] = Some(s);
+                    req.scale_src[c] = src;
                     learnt = true;
                 }
             }
             if let (Some(t), None) = (t, req.shift[c]) {
                 req.shift[c] = Some(t);
+                req.shift_src[c] = src;
+                traceable &= req.scale_src[c] == src;
                 learnt = true;
             }
         }
+        self.traceable &= traceable;
         if learnt && !self.queued[v.0] {
             self.queued[v.0] = true;
             self.work.push_back(v);
@@ -301,7 +330,7 @@ impl<'g> Engine<'g> {
             .iter()
             .zip(&req.shift)
             .enumerate()
-            .filter_map(|(c, (s, t))| s.map(|s| (c, s, *t)))
+            .filter_map(|(c, (s, t))| s.map(|s| (c, s, *t, req.scale_src[c])))
             .collect()
     }
 
@@ -352,7 +381,7 @@ impl<'g> Engine<'g> {
         let known = self.known(v);
         let changes = known
             .iter()
-            .any(|&(_, s, t)| s != 1.0 || t.is_some_and(|t| t != 0.0));
+            .any(|&(_, s, t, _)| s != 1.0 || t.is_some_and(|t| t != 0.0));
         if changes && self.is_output[v.0] {
             return Err(Blocked {
                 node: self.name(v),
@@ -366,7 +395,10 @@ impl<'g> Engine<'g> {
         if changes && pinned {
             return Err(self.block(self.target, "the folded map itself would have to change"));
         }
-        let scale_only: Vec<Entry> = known.iter().map(|&(c, s, _)| (c, s, None)).collect();
+        let scale_only: Vec<Entry> = known
+            .iter()
+            .map(|&(c, s, _, src)| (c, s, None, src))
+            .collect();
 
         // Producer side: make the change where v is computed.
         let is_start_of_forward = self.direction == Direction::Forward && v == self.y;
@@ -395,7 +427,7 @@ impl<'g> Engine<'g> {
                                 let slice: Vec<Entry> = known
                                     .iter()
                                     .filter(|e| (offset..offset + n).contains(&e.0))
-                                    .map(|&(c, s, t)| (c - offset, s, t))
+                                    .map(|&(c, s, t, src)| (c - offset, s, t, src))
                                     .collect();
                                 self.request(input, &slice)?;
                                 offset += n;
@@ -424,7 +456,7 @@ impl<'g> Engine<'g> {
             match kind(graph, node) {
                 Kind::Absorber => {
                     if !is_start_of_forward
-                        && let Some(&(c, _, _)) = known.iter().find(|e| e.1 == 0.0)
+                        && let Some(&(c, _, _, _)) = known.iter().find(|e| e.1 == 0.0)
                     {
                         return Err(self.block(
                             r.0,
@@ -450,7 +482,7 @@ impl<'g> Engine<'g> {
                         if input == v {
                             let moved: Vec<Entry> = scale_only
                                 .iter()
-                                .map(|&(c, s, t)| (c + offset, s, t))
+                                .map(|&(c, s, t, src)| (c + offset, s, t, src))
                                 .collect();
                             self.request(node.output, &moved)?;
                         }
@@ -471,7 +503,7 @@ impl<'g> Engine<'g> {
 
     fn check_sign(&self, pool: usize, v: ValueId, known: &[Entry]) -> Result<(), Blocked> {
         match known.iter().find(|e| e.1 < 0.0) {
-            Some(&(c, s, _)) => Err(self.block(
+            Some(&(c, s, _, _)) => Err(self.block(
                 pool,
                 format!(
                     "maxpool: channel {c} of `{}` has negative scale {s}",
@@ -480,6 +512,21 @@ impl<'g> Engine<'g> {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Where the channels of a root's chosen map come from.
+    fn chosen_trace(&self, v: ValueId) -> Trace {
+        let req = self.reqs[v.0]
+            .as_ref()
+            .expect("a root's output was requested");
+        (0..req.scale.len())
+            .map(|c| {
+                (
+                    req.scale[c].map(|_| req.scale_src[c]),
+                    req.shift[c].map(|_| req.shift_src[c]),
+                )
+            })
+            .collect()
     }
 
     /// The map a root gives its output: what the closure chose, identity where it chose
@@ -501,6 +548,8 @@ impl<'g> Engine<'g> {
         let inverse = self.map.inverse();
         // None: unchanged.
         let mut actual: Vec<Option<ChannelMap>> = vec![None; graph.values.len()];
+        let mut trace: Vec<Option<Trace>> = vec![None; graph.values.len()];
+        let mut traceable = self.traceable;
         let mut edits = Vec::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             let out = node.output;
@@ -527,6 +576,8 @@ impl<'g> Engine<'g> {
                             return Err(self.block(i, "its own input would change"));
                         }
                         actual[out.0] = inverse.as_ref().ok().cloned();
+                        trace[out.0] =
+                            Some((0..self.map.len()).map(|c| (Some(c), Some(c))).collect());
                     }
                 }
                 continue;
@@ -560,6 +611,9 @@ impl<'g> Engine<'g> {
                         epilogue: after.is_some(),
                     });
                 }
+                if after.is_some() {
+                    trace[out.0] = Some(self.chosen_trace(out));
+                }
                 actual[out.0] = after;
                 continue;
             }
@@ -574,6 +628,30 @@ impl<'g> Engine<'g> {
                 actual[u.0]
                     .clone()
                     .unwrap_or_else(|| ChannelMap::identity(self.channels(u)))
+            };
+            let input_trace = |u: ValueId| {
+                trace[u.0]
+                    .clone()
+                    .unwrap_or_else(|| vec![(None, None); self.channels(u)])
+            };
+            let result_trace: Trace = match kind {
+                Kind::Add => {
+                    let traces: Vec<Trace> = node.inputs.iter().map(|&u| input_trace(u)).collect();
+                    (0..traces[0].len())
+                        .map(|c| {
+                            if traces.iter().any(|t| t[c].0 != traces[0][c].0) {
+                                traceable = false;
+                            }
+                            let shifts: Vec<usize> = traces.iter().filter_map(|t| t[c].1).collect();
+                            if shifts.len() > 1 {
+                                traceable = false;
+                            }
+                            (traces[0][c].0, shifts.first().copied())
+                        })
+                        .collect()
+                }
+                Kind::Concat => node.inputs.iter().flat_map(|&u| input_trace(u)).collect(),
+                _ => input_trace(node.inputs[0]),
             };
             let result = match kind {
                 Kind::Absorber => unreachable!("handled above"),
@@ -627,6 +705,9 @@ impl<'g> Engine<'g> {
                 Kind::SameMap => input(node.inputs[0]),
                 Kind::Blocking(what) => return Err(self.block(i, what)),
             };
+            if !result.is_identity() {
+                trace[out.0] = Some(result_trace);
+            }
             actual[out.0] = (!result.is_identity()).then_some(result);
         }
         for &o in &graph.outputs {
@@ -637,10 +718,16 @@ impl<'g> Engine<'g> {
                 });
             }
         }
+        let trace = traceable.then(|| {
+            (0..graph.values.len())
+                .filter_map(|v| trace[v].take().map(|t| (ValueId(v), t)))
+                .collect()
+        });
         Ok(Plan {
             direction: self.direction,
             target: self.target,
             edits,
+            trace,
         })
     }
 }

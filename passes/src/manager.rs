@@ -43,8 +43,10 @@ pub enum FoldMode {
     /// (what PyTorch's fuser and ONNX Runtime do).
     Adjacent,
     /// Fold backward or forward through the roots/leaves closure, with compensation.
-    #[default]
     Paper,
+    /// Equality saturation: local rewrites plus the closure plans, DAG-aware extraction.
+    #[default]
+    Egraph,
 }
 
 impl FoldMode {
@@ -53,7 +55,19 @@ impl FoldMode {
             FoldMode::None => None,
             FoldMode::Adjacent => Some("fold-adjacent"),
             FoldMode::Paper => Some("fold-paper"),
+            FoldMode::Egraph => Some("fold-egraph"),
         }
+    }
+
+    /// The mode called `name` (`none`, `adjacent`, `paper`, `egraph`).
+    pub fn from_name(name: &str) -> Option<FoldMode> {
+        Some(match name {
+            "none" => FoldMode::None,
+            "adjacent" => FoldMode::Adjacent,
+            "paper" => FoldMode::Paper,
+            "egraph" => FoldMode::Egraph,
+            _ => return None,
+        })
     }
 }
 
@@ -72,6 +86,10 @@ pub const PASSES: &[(&str, &str)] = &[
         "fold each affine backward or forward through the roots/leaves closure, with compensation",
     ),
     (
+        "fold-egraph",
+        "fold by equality saturation (egg): local rewrites, closure plans, DAG-aware extraction",
+    ),
+    (
         "dce",
         "remove nodes nothing reads and parameters nothing uses",
     ),
@@ -83,6 +101,7 @@ pub fn lookup(name: &str) -> Option<Box<dyn Pass>> {
         "canonicalize" => Box::new(crate::canonicalize::Canonicalize),
         "fold-adjacent" => Box::new(crate::adjacent::FoldAdjacent),
         "fold-paper" => Box::new(crate::paper::FoldPaper),
+        "fold-egraph" => Box::new(crate::egraph::FoldEGraphPass::default()),
         "dce" => Box::new(crate::dce::DeadCode),
         _ => return None,
     })

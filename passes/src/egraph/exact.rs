@@ -8,7 +8,7 @@
 //! near-copy, and saturation terminates. f64 values are only computed to check conditions
 //! (signs, zeros) and to build weights after extraction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::affine::ChannelMap;
 
@@ -57,6 +57,10 @@ impl Mono {
 
     pub fn inverse(&self) -> Mono {
         Mono(self.0.iter().map(|&(a, e)| (a, -e)).collect())
+    }
+
+    pub fn atoms(&self) -> impl Iterator<Item = Atom> + '_ {
+        self.0.iter().map(|&(a, _)| a)
     }
 
     fn value(&self, numbers: &Numbers) -> f64 {
@@ -307,19 +311,45 @@ impl ExactMap {
         }
     }
 
-    /// Every atom the map mentions, with the sign of its exponent, `in_scale` telling
-    /// whether it appears in a scale (else in a shift).
-    pub fn atoms(&self) -> impl Iterator<Item = (Atom, i32, bool)> + '_ {
-        let scales = self
-            .scale
-            .iter()
-            .flat_map(|t| t.mono.0.iter().map(|&(a, e)| (a, e.signum(), true)));
+    /// Every atom the map mentions.
+    pub fn atoms_all(&self) -> impl Iterator<Item = Atom> + '_ {
+        let scales = self.scale.iter().flat_map(|t| t.mono.atoms());
         let shifts = self
             .shift
             .iter()
             .flat_map(|p| p.0.iter())
-            .flat_map(|t| t.mono.0.iter().map(|&(a, e)| (a, e.signum(), false)));
+            .flat_map(|t| t.mono.atoms());
         scales.chain(shifts)
+    }
+
+    /// How the map carries a batch-norm whose scale atoms are `scales` and whose atoms
+    /// (scales and shifts) are `all`: its scale (`Direct`), the inverse of its scale
+    /// (`Inverse`, a compensation), only something of its shift (`ShiftOnly`), or nothing.
+    pub fn presence(&self, scales: &HashSet<Atom>, all: &HashSet<Atom>) -> Presence {
+        let mut inverse = false;
+        for term in &self.scale {
+            for &(a, e) in &term.mono.0 {
+                if scales.contains(&a) {
+                    if e > 0 {
+                        return Presence::Direct;
+                    }
+                    inverse = true;
+                }
+            }
+        }
+        if inverse {
+            return Presence::Inverse;
+        }
+        let in_shift = self
+            .shift
+            .iter()
+            .flat_map(|p| p.0.iter())
+            .any(|t| t.mono.0.iter().any(|(a, _)| all.contains(a)));
+        if in_shift {
+            Presence::ShiftOnly
+        } else {
+            Presence::Absent
+        }
     }
 
     pub fn evaluate(&self, numbers: &Numbers) -> ChannelMap {
@@ -328,6 +358,15 @@ impl ExactMap {
             shift: self.shift.iter().map(|t| t.value(numbers)).collect(),
         }
     }
+}
+
+/// See [`ExactMap::presence`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    Direct,
+    Inverse,
+    ShiftOnly,
+    Absent,
 }
 
 /// Index of an interned map.

@@ -79,31 +79,15 @@ impl Frozen {
         self.ids.is_empty()
     }
 
-    /// Bottom-up tree costs to a fixpoint; the argmin per class.
+    /// Bottom-up tree costs to a fixpoint; the argmin per class (the default node of a
+    /// class nothing has chosen yet).
     fn tree_costs(&self) -> Vec<usize> {
-        self.marginal_tree_best(&vec![0; self.len()], &[])
-    }
-
-    /// Tree costs where the classes in `paid` cost nothing more (they keep their node in
-    /// `choice`): the cheapest way to compute each other class given what is already
-    /// computed. This is the default for classes a switch brings in, so a new class reuses
-    /// tensors the graph already has instead of recomputing them.
-    fn marginal_tree_best(&self, choice: &Choice, paid: &[usize]) -> Vec<usize> {
         let n = self.len();
         let mut best = vec![f64::INFINITY; n];
         let mut arg = vec![0; n];
-        let mut fixed = vec![false; n];
-        for &c in paid {
-            best[c] = 0.0;
-            arg[c] = choice[c];
-            fixed[c] = true;
-        }
         loop {
             let mut changed = false;
             for c in 0..n {
-                if fixed[c] {
-                    continue;
-                }
                 for (k, kids) in self.children[c].iter().enumerate() {
                     let total = self.cost[c][k] + kids.iter().map(|&k| best[k]).sum::<f64>();
                     if total < best[c] {
@@ -122,6 +106,11 @@ impl Frozen {
     /// The classes needed under `choice`, in post-order (children first), or `None` if the
     /// choice has a cycle.
     pub fn needed(&self, choice: &Choice) -> Option<Vec<usize>> {
+        self.needed_cut(choice, None)
+    }
+
+    /// Like [`Frozen::needed`], but not looking below the classes marked in `cut`.
+    fn needed_cut(&self, choice: &Choice, cut: Option<&[bool]>) -> Option<Vec<usize>> {
         // 0 = unvisited, 1 = on the stack, 2 = done.
         let mut state = vec![0u8; self.len()];
         let mut order = Vec::new();
@@ -133,7 +122,11 @@ impl Frozen {
             state[root] = 1;
             stack.push((root, 0));
             while let Some(&mut (class, ref mut next)) = stack.last_mut() {
-                let kids = &self.children[class][choice[class]];
+                let kids: &[usize] = if cut.is_some_and(|cut| cut[class]) {
+                    &[]
+                } else {
+                    &self.children[class][choice[class]]
+                };
                 if *next < kids.len() {
                     let child = kids[*next];
                     *next += 1;
@@ -163,49 +156,106 @@ impl Frozen {
         }
     }
 
-    /// Switches single classes to other nodes while that lowers the DAG cost. Classes in
-    /// `pinned` keep their node. Returns the number of switches made.
-    pub fn local_search(
-        &self,
-        choice: &mut Choice,
-        cost: &mut f64,
-        pinned: &[bool],
-        max_rounds: usize,
-    ) -> usize {
+    /// A move: the classes in `set` take the given nodes, the classes in `cut` (and in
+    /// `set`) have what is below them re-chosen, and everything else stays. Re-chosen classes
+    /// take their cheapest node given what the rest of the graph already computes (tensors
+    /// computed anyway cost nothing more), so a fold that makes a conv unnecessary is costed
+    /// without it. Classes that read a moved class are not free to read back (no cycles).
+    pub fn apply_move(&self, choice: &Choice, set: &[(usize, usize)], cut: &[usize]) -> Choice {
+        let n = self.len();
+        let mut trial = choice.clone();
+        let mut is_cut = vec![false; n];
+        let mut pinned = vec![false; n];
+        for &(c, k) in set {
+            trial[c] = k;
+            is_cut[c] = true;
+            pinned[c] = true;
+        }
+        for &c in cut {
+            is_cut[c] = true;
+        }
+        let Some(needed) = self.needed_cut(&trial, Some(&is_cut)) else {
+            return trial;
+        };
+        let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
+        for &c in &needed {
+            if !is_cut[c] {
+                for &k in &self.children[c][trial[c]] {
+                    readers.entry(k).or_default().push(c);
+                }
+            }
+        }
+        let mut above = vec![false; n];
+        let mut stack: Vec<usize> = (0..n).filter(|&c| is_cut[c]).collect();
+        while let Some(c) = stack.pop() {
+            for &r in readers.get(&c).into_iter().flatten() {
+                if !above[r] {
+                    above[r] = true;
+                    stack.push(r);
+                }
+            }
+        }
+        let mut paid = vec![false; n];
+        for &c in &needed {
+            paid[c] = !is_cut[c] && !above[c];
+        }
+        let mut search = Marginal {
+            frozen: self,
+            paid: &paid,
+            pinned: &pinned,
+            trial: &trial,
+            memo: HashMap::new(),
+            on_stack: vec![false; n],
+        };
+        let roots: Vec<usize> = (0..n).filter(|&c| is_cut[c]).collect();
+        for &c in &roots {
+            search.best(c);
+        }
+        let memo = search.memo;
+        // Assign the re-chosen classes, top-down from the moved ones.
+        let mut assigned = vec![false; n];
+        let mut todo = roots;
+        while let Some(c) = todo.pop() {
+            if assigned[c] || paid[c] {
+                continue;
+            }
+            assigned[c] = true;
+            if !pinned[c]
+                && let Some(&(_, k)) = memo.get(&c)
+            {
+                trial[c] = k;
+            }
+            todo.extend(self.children[c][trial[c]].iter().copied());
+        }
+        trial
+    }
+
+    /// Single switches (each with its re-chosen subtree) while the DAG cost drops. Returns
+    /// the number of switches made.
+    pub fn local_search(&self, choice: &mut Choice, cost: &mut f64, max_rounds: usize) -> usize {
         let mut switches = 0;
         for _ in 0..max_rounds {
             let Some(needed) = self.needed(choice) else {
                 return switches;
             };
-            let defaults = self.marginal_tree_best(choice, &needed);
-            let mut is_needed = vec![false; self.len()];
-            for &c in &needed {
-                is_needed[c] = true;
-            }
-            for c in 0..self.len() {
-                if !is_needed[c] && !pinned[c] {
-                    choice[c] = defaults[c];
-                }
-            }
             let mut improved = false;
             for &class in &needed {
-                if pinned[class] || self.nodes[class].len() < 2 {
+                if self.nodes[class].len() < 2 {
                     continue;
                 }
-                let current = choice[class];
                 for alt in 0..self.nodes[class].len() {
-                    if alt == current {
+                    if alt == choice[class] {
                         continue;
                     }
-                    choice[class] = alt;
-                    let alt_cost = self.dag_cost(choice);
-                    if alt_cost < *cost * (1.0 - 1e-12) {
-                        *cost = alt_cost;
+                    let trial = self.apply_move(choice, &[(class, alt)], &[]);
+                    let trial_cost = self.dag_cost(&trial);
+                    if trial_cost < *cost * (1.0 - 1e-12) {
+                        *cost = trial_cost;
+                        *choice = trial;
                         improved = true;
                         switches += 1;
                         break;
                     }
-                    choice[class] = current;
                 }
             }
             if !improved {
@@ -213,5 +263,231 @@ impl Frozen {
             }
         }
         switches
+    }
+}
+
+/// Memoised cheapest-completion search for [`Frozen::apply_move`].
+struct Marginal<'a> {
+    frozen: &'a Frozen,
+    paid: &'a [bool],
+    pinned: &'a [bool],
+    trial: &'a Choice,
+    memo: HashMap<usize, (f64, usize)>,
+    on_stack: Vec<bool>,
+}
+
+impl Marginal<'_> {
+    /// The cheapest way to compute class `c` on top of the paid classes (tree cost of the
+    /// rest), and which node achieves it; infinite on a cycle.
+    fn best(&mut self, c: usize) -> f64 {
+        if self.paid[c] {
+            return 0.0;
+        }
+        if let Some(&(cost, _)) = self.memo.get(&c) {
+            return cost;
+        }
+        if self.on_stack[c] {
+            return f64::INFINITY;
+        }
+        self.on_stack[c] = true;
+        let candidates: Vec<usize> = if self.pinned[c] {
+            vec![self.trial[c]]
+        } else {
+            (0..self.frozen.nodes[c].len()).collect()
+        };
+        let mut best = (f64::INFINITY, self.trial[c]);
+        for k in candidates {
+            let mut total = self.frozen.cost[c][k];
+            for &child in &self.frozen.children[c][k] {
+                total += self.best(child);
+                if total >= best.0 {
+                    break;
+                }
+            }
+            if total < best.0 {
+                best = (total, k);
+            }
+        }
+        self.on_stack[c] = false;
+        // A value found while a cycle was open may be too pessimistic; it is only a guide,
+        // the move is costed exactly afterwards.
+        self.memo.insert(c, best);
+        best.0
+    }
+}
+
+/// What the plan search did.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PlanSearch {
+    pub plans: usize,
+    pub regions: usize,
+    pub largest_region: usize,
+    pub subsets_evaluated: usize,
+    /// Regions whose subsets were not all evaluated (the cap was hit): the result there is
+    /// the best found, still exact, not proven optimal.
+    pub capped_regions: usize,
+    pub plans_applied: usize,
+}
+
+/// A plan in frozen indices: `(class, node)` pairs it forces, and classes (its roots'
+/// outputs) that take their cheapest node given what is computed.
+#[derive(Clone, Debug)]
+pub struct ResolvedPlan {
+    pub forced: Vec<(usize, usize)>,
+    pub flexible: Vec<usize>,
+}
+
+/// Most subsets tried in one region.
+const SUBSET_CAP: usize = 4096;
+
+impl Frozen {
+    /// Branch and bound over which plans to apply, region by region. `plans[i]` lists the
+    /// `(class, node)` pairs plan i forces. Two plans conflict when they force one class to
+    /// different nodes; plans interact (share a region) when they force a common class.
+    pub fn choose_plans(
+        &self,
+        plans: &[ResolvedPlan],
+        choice: &mut Choice,
+        cost: &mut f64,
+    ) -> PlanSearch {
+        let mut search = PlanSearch {
+            plans: plans.len(),
+            ..Default::default()
+        };
+        // Regions: union-find over plans sharing a forced class.
+        let mut parent: Vec<usize> = (0..plans.len()).collect();
+        fn root(parent: &mut [usize], mut i: usize) -> usize {
+            while parent[i] != i {
+                parent[i] = parent[parent[i]];
+                i = parent[i];
+            }
+            i
+        }
+        let mut owner: HashMap<usize, usize> = HashMap::new();
+        for (i, plan) in plans.iter().enumerate() {
+            let classes = plan
+                .forced
+                .iter()
+                .map(|&(c, _)| c)
+                .chain(plan.flexible.iter().copied());
+            for class in classes {
+                if let Some(&j) = owner.get(&class) {
+                    let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                    parent[a] = b;
+                } else {
+                    owner.insert(class, i);
+                }
+            }
+        }
+        let mut regions: HashMap<usize, Vec<usize>> = HashMap::new();
+        for i in 0..plans.len() {
+            regions.entry(root(&mut parent, i)).or_default().push(i);
+        }
+        let mut regions: Vec<Vec<usize>> = regions.into_values().collect();
+        regions.sort();
+        search.regions = regions.len();
+
+        let conflict = |a: usize, b: usize| {
+            plans[a]
+                .forced
+                .iter()
+                .any(|&(c, k)| plans[b].forced.iter().any(|&(c2, k2)| c == c2 && k != k2))
+        };
+        for region in regions {
+            search.largest_region = search.largest_region.max(region.len());
+            let base = choice.clone();
+            let mut best: Option<(f64, Choice, usize)> = None;
+            let mut evaluated = 0;
+            let mut chosen: Vec<usize> = Vec::new();
+            let mut capped = false;
+            // Depth-first over include/exclude, only ever including compatible plans; each
+            // leaf is one subset, costed with its forced nodes pinned.
+            #[allow(clippy::too_many_arguments)]
+            fn visit(
+                frozen: &Frozen,
+                region: &[usize],
+                plans: &[ResolvedPlan],
+                conflict: &dyn Fn(usize, usize) -> bool,
+                at: usize,
+                chosen: &mut Vec<usize>,
+                base: &Choice,
+                best: &mut Option<(f64, Choice, usize)>,
+                evaluated: &mut usize,
+                capped: &mut bool,
+            ) {
+                if *evaluated >= SUBSET_CAP {
+                    *capped = true;
+                    return;
+                }
+                if at == region.len() {
+                    *evaluated += 1;
+                    let set: Vec<(usize, usize)> = chosen
+                        .iter()
+                        .flat_map(|&p| plans[p].forced.iter().copied())
+                        .collect();
+                    let cut: Vec<usize> = chosen
+                        .iter()
+                        .flat_map(|&p| plans[p].flexible.iter().copied())
+                        .collect();
+                    let trial = frozen.apply_move(base, &set, &cut);
+                    let cost = frozen.dag_cost(&trial);
+                    if best.as_ref().is_none_or(|b| cost < b.0) {
+                        *best = Some((cost, trial, chosen.len()));
+                    }
+                    return;
+                }
+                let plan = region[at];
+                if chosen.iter().all(|&q| !conflict(plan, q)) {
+                    chosen.push(plan);
+                    visit(
+                        frozen,
+                        region,
+                        plans,
+                        conflict,
+                        at + 1,
+                        chosen,
+                        base,
+                        best,
+                        evaluated,
+                        capped,
+                    );
+                    chosen.pop();
+                }
+                visit(
+                    frozen,
+                    region,
+                    plans,
+                    conflict,
+                    at + 1,
+                    chosen,
+                    base,
+                    best,
+                    evaluated,
+                    capped,
+                );
+            }
+            visit(
+                self,
+                &region,
+                plans,
+                &conflict,
+                0,
+                &mut chosen,
+                &base,
+                &mut best,
+                &mut evaluated,
+                &mut capped,
+            );
+            search.subsets_evaluated += evaluated;
+            search.capped_regions += usize::from(capped);
+            if let Some((region_cost, trial, applied)) = best
+                && region_cost < *cost
+            {
+                *cost = region_cost;
+                *choice = trial;
+                search.plans_applied += applied;
+            }
+        }
+        search
     }
 }

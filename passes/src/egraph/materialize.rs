@@ -85,7 +85,15 @@ pub fn materialize(
                 .value(canonical.nodes[*node as usize].output)
                 .name
                 .clone(),
-            (None, _) => "shift".to_string(),
+            // A map the extraction introduced: named after what it reads.
+            (None, FoldNode::Aff { .. }) => {
+                let input = frozen.children[class][choice[class]][0];
+                format!(
+                    "{}.affine",
+                    names.get(&input).cloned().unwrap_or_else(|| "map".into())
+                )
+            }
+            (None, FoldNode::Input { .. }) => unreachable!("handled above"),
         };
         let name = fresh(&base_name, &mut used_names);
         let (op, params) = match node {

@@ -64,6 +64,8 @@ pub struct SaturationStats {
     pub cost_before: f64,
     pub cost_after: f64,
     pub local_search_switches: usize,
+    /// The search over closure plans (design.md: "the real decisions").
+    pub plans: extract::PlanSearch,
 }
 
 /// A batch-norm (now an affine) the pass tries to remove.
@@ -258,26 +260,30 @@ impl FoldGraph {
     /// absorbed (its weights are precomputed).
     pub fn node_cost(&self, graph: &Graph, node: &FoldNode, out_shape: &Shape) -> f64 {
         let numel = out_shape.iter().product::<usize>() as f64;
-        match node {
-            FoldNode::Input { .. } => 0.0,
-            FoldNode::Aff { map, .. } => {
-                let per_element = if self.maps.get(*map).is_shift_only() {
-                    1.0
-                } else {
-                    2.0
-                };
-                per_element * numel + numel
+        // Every kernel has a fixed cost (launch, a pass over its output's cache lines), so
+        // of two graphs doing the same arithmetic the one with fewer nodes wins.
+        const PER_NODE: f64 = 2048.0;
+        PER_NODE
+            + match node {
+                FoldNode::Input { .. } => -PER_NODE,
+                FoldNode::Aff { map, .. } => {
+                    let per_element = if self.maps.get(*map).is_shift_only() {
+                        1.0
+                    } else {
+                        2.0
+                    };
+                    per_element * numel + numel
+                }
+                FoldNode::Layer { node: index, .. } | FoldNode::Op { node: index, .. } => {
+                    let input_shapes: Vec<&Shape> = egg::Language::children(node)
+                        .iter()
+                        .map(|&c| self.shape(c))
+                        .collect();
+                    let op = &graph.nodes[*index as usize].op;
+                    let writes = if *op == Op::Flatten { 0.0 } else { numel };
+                    op.flops(&input_shapes, out_shape) as f64 + writes
+                }
             }
-            FoldNode::Layer { node: index, .. } | FoldNode::Op { node: index, .. } => {
-                let input_shapes: Vec<&Shape> = egg::Language::children(node)
-                    .iter()
-                    .map(|&c| self.shape(c))
-                    .collect();
-                let op = &graph.nodes[*index as usize].op;
-                let writes = if *op == Op::Flatten { 0.0 } else { numel };
-                op.flops(&input_shapes, out_shape) as f64 + writes
-            }
-        }
     }
 }
 
@@ -303,6 +309,24 @@ impl FoldGraph {
             nodes.push(class_nodes);
         }
         extract::Frozen::new(ids, nodes, costs, &self.outputs, |id| self.egraph.find(id))
+    }
+
+    /// A plan's forced nodes as `(class index, node index)` in the frozen e-graph; `None`
+    /// if one is not there (it cannot be: every forced node was added).
+    pub fn resolve_forced(
+        &self,
+        frozen: &extract::Frozen,
+        forced: &[(Id, FoldNode)],
+    ) -> Option<Vec<(usize, usize)>> {
+        forced
+            .iter()
+            .map(|(class, node)| {
+                let class = *frozen.index.get(&self.egraph.find(*class))?;
+                let node = egg::Language::map_children(node.clone(), |c| self.egraph.find(c));
+                let k = frozen.nodes[class].iter().position(|n| *n == node)?;
+                Some((class, k))
+            })
+            .collect()
     }
 
     /// The choice that rebuilds the original graph (classes it does not cover take their
@@ -335,39 +359,121 @@ impl Pass for FoldEGraphPass {
     }
 
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<(), String> {
+        // Seed: the closure baseline's folds, applied one at a time on the current graph
+        // (exact plans). The e-graph then works on what is left, and its extraction starts
+        // from that graph, so it never folds less than the baseline and never costs more.
+        let original = graph.clone();
+        crate::paper::FoldPaper.run(graph, ctx)?;
+        graph.remove_dead();
         let bn_names: Vec<String> = ctx
             .report
             .batchnorms
             .iter()
+            .filter(|r| !r.fate.is_gone())
             .map(|r| r.name.clone())
             .collect();
         let mut fg = FoldGraph::build(graph, &bn_names)?;
         let mut stats = SaturationStats::default();
+        // The local rules saturate on the model; the closure plans are added after, with
+        // every node they need (pushed-through producers, compensated readers), and are not
+        // saturated further: the local rules applied to every plan's compensation maps
+        // multiply (each plan times each concat slice times each layer) without adding
+        // anything a plan does not already say.
         fg.saturate(&self.limits, &mut stats);
+        let start = Instant::now();
+        let plans = fg.add_plans(graph);
+        stats.saturation_ms += start.elapsed().as_secs_f64() * 1e3;
+        stats.enodes = fg.egraph.total_size();
+        stats.eclasses = fg.egraph.number_of_classes();
 
         let start = Instant::now();
         let frozen = fg.freeze(graph);
         let mut choice = fg.original_choice(&frozen);
         stats.cost_before = frozen.dag_cost(&choice);
         let mut cost = stats.cost_before;
-        let pinned = vec![false; frozen.len()];
-        stats.local_search_switches = frozen.local_search(&mut choice, &mut cost, &pinned, 50);
+        let resolved: Vec<extract::ResolvedPlan> = plans
+            .iter()
+            .filter_map(|p| {
+                Some(extract::ResolvedPlan {
+                    forced: fg.resolve_forced(&frozen, &p.forced)?,
+                    flexible: p
+                        .flexible
+                        .iter()
+                        .map(|&c| frozen.index[&fg.egraph.find(c)])
+                        .collect(),
+                })
+            })
+            .collect();
+        // Single switches first (every local fold), then the plans on top, then single
+        // switches again around whatever the plans changed.
+        // Plans from the original graph first (a local move can lead away from a plan's
+        // basin), then single switches, then plans and switches again on top.
+        stats.plans = frozen.choose_plans(&resolved, &mut choice, &mut cost);
+        stats.local_search_switches = frozen.local_search(&mut choice, &mut cost, 50);
+        let again = frozen.choose_plans(&resolved, &mut choice, &mut cost);
+        stats.plans.plans_applied += again.plans_applied;
+        stats.plans.subsets_evaluated += again.subsets_evaluated;
+        stats.plans.capped_regions = stats.plans.capped_regions.max(again.capped_regions);
+        stats.local_search_switches += frozen.local_search(&mut choice, &mut cost, 50);
         stats.cost_after = cost;
         let (folded, names) = materialize::materialize(&fg, &frozen, &choice, graph)?;
         stats.extraction_ms = start.elapsed().as_secs_f64() * 1e3;
         for (name, fate) in fates(&fg, &frozen, &choice, &names, graph) {
-            ctx.report.set_fate(&name, fate);
+            // A BN still there keeps the closure's reason (which node blocks it).
+            let still_blocked = matches!(fate, crate::report::Fate::Kept { .. })
+                && matches!(
+                    ctx.report.fate(&name),
+                    Some(crate::report::Fate::Kept { .. })
+                );
+            if !still_blocked {
+                ctx.report.set_fate(&name, fate);
+            }
         }
         ctx.report.saturation = Some(stats);
+        if cfg!(debug_assertions) {
+            check_same_function(&original, &folded)?;
+        }
         *graph = folded;
         Ok(())
     }
 }
 
+/// Debug builds: the extracted graph must compute what the input graph computes (reference
+/// interpreter, a fixed input). Skipped on big models to keep debug test runs short; the
+/// tests check those explicitly.
+fn check_same_function(before: &Graph, after: &Graph) -> Result<(), String> {
+    if crate::report::GraphCost::of(before).flops > 2_000_000_000 {
+        return Ok(());
+    }
+    let inputs: Vec<bnc_ir::Tensor> = before
+        .inputs
+        .iter()
+        .map(|&i| {
+            let shape = before.shape(i).clone();
+            let n = shape.iter().product::<usize>();
+            let data = (0..n)
+                .map(|k| ((k * 7919 % 2003) as f32 / 1001.5) - 1.0)
+                .collect();
+            bnc_ir::Tensor::new(shape, data)
+        })
+        .collect();
+    let run = |g: &Graph| bnc_ir::interp::run(g, &inputs).map_err(|e| e.to_string());
+    for (want, got) in run(before)?.iter().zip(&run(after)?) {
+        let err = want.max_abs_diff(got);
+        if err > 1e-4 * want.max_abs().max(1e-6) {
+            return Err(format!(
+                "internal error: the folded graph differs from the original by {err} (max |y| = {})",
+                want.max_abs()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Where each batch-norm's atoms ended up in the extracted graph, which says what became of
-/// it: in a layer's epilogue (folded backward), prologue (forward), in a remaining map's scale
-/// (kept) or only in a remaining shift (scale folded, shift kept). Layers holding an atom's
-/// inverse are the compensated readers.
+/// it: its scale in a layer's epilogue (folded backward) or prologue (forward), in a remaining
+/// map's scale (kept), or only a shift left in a remaining map (scale folded, shift kept).
+/// Layers and maps holding the inverse of its scale are the compensated readers.
 pub fn fates(
     fg: &FoldGraph,
     frozen: &extract::Frozen,
@@ -376,116 +482,264 @@ pub fn fates(
     canonical: &Graph,
 ) -> Vec<(String, crate::report::Fate)> {
     use crate::report::Fate;
+    use exact::Presence;
     use std::collections::HashSet;
 
-    struct Seen {
-        backward: Vec<String>,
-        forward: Vec<String>,
-        compensated: Vec<String>,
-        kept_scale: Option<String>,
-        kept_shift: Option<String>,
-        pad_fill: bool,
-    }
     let needed = frozen.needed(choice).unwrap_or_default();
     let mut fates = Vec::new();
     for target in &fg.targets {
-        let own: HashSet<exact::Atom> =
-            fg.maps.get(target.map).atoms().map(|(a, _, _)| a).collect();
-        let mut seen = Seen {
-            backward: Vec::new(),
-            forward: Vec::new(),
-            compensated: Vec::new(),
-            kept_scale: None,
-            kept_shift: None,
-            pad_fill: false,
-        };
-        let push = |list: &mut Vec<String>, name: &String| {
-            if !list.contains(name) {
-                list.push(name.clone());
+        let map = fg.maps.get(target.map);
+        let scales: HashSet<exact::Atom> = map.scale.iter().flat_map(|t| t.mono.atoms()).collect();
+        let all: HashSet<exact::Atom> = map.atoms_all().collect();
+        let (mut backward, mut forward, mut compensated) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut kept, mut shift_kept, mut pad_fill) = (None, None, false);
+        let push = |list: &mut Vec<String>, name: String| {
+            if !list.contains(&name) {
+                list.push(name);
             }
         };
         for &class in &needed {
-            let name = &names[&class];
             match &frozen.nodes[class][choice[class]] {
                 FoldNode::Layer { node, pro, epi, .. } => {
-                    for (_, sign, _) in fg
-                        .maps
-                        .get(*epi)
-                        .atoms()
-                        .filter(|(a, _, _)| own.contains(a))
-                    {
-                        push(
-                            if sign > 0 {
-                                &mut seen.backward
-                            } else {
-                                &mut seen.compensated
-                            },
-                            name,
-                        );
+                    // Name the layer as in the source, not the value it now computes.
+                    let name = canonical
+                        .value(canonical.nodes[*node as usize].output)
+                        .name
+                        .clone();
+                    match fg.maps.get(*epi).presence(&scales, &all) {
+                        Presence::Direct | Presence::ShiftOnly => push(&mut backward, name.clone()),
+                        Presence::Inverse => push(&mut compensated, name.clone()),
+                        Presence::Absent => {}
                     }
-                    for (_, sign, _) in fg
-                        .maps
-                        .get(*pro)
-                        .atoms()
-                        .filter(|(a, _, _)| own.contains(a))
-                    {
-                        if sign > 0 {
-                            push(&mut seen.forward, name);
-                            let pads = matches!(&canonical.nodes[*node as usize].op, Op::Conv2d(c) if c.pad.iter().any(|&p| p > 0));
-                            seen.pad_fill |= pads;
-                        } else {
-                            push(&mut seen.compensated, name);
+                    match fg.maps.get(*pro).presence(&scales, &all) {
+                        Presence::Direct | Presence::ShiftOnly => {
+                            push(&mut forward, name);
+                            pad_fill |= matches!(&canonical.nodes[*node as usize].op,
+                                Op::Conv2d(c) if c.pad.iter().any(|&p| p > 0));
                         }
+                        Presence::Inverse => push(&mut compensated, name),
+                        Presence::Absent => {}
                     }
                 }
-                FoldNode::Aff { map, .. } => {
-                    for (_, sign, in_scale) in fg
-                        .maps
-                        .get(*map)
-                        .atoms()
-                        .filter(|(a, _, _)| own.contains(a))
-                    {
-                        match (in_scale, sign > 0) {
-                            (true, true) => {
-                                seen.kept_scale.get_or_insert_with(|| name.clone());
-                            }
-                            (true, false) => push(&mut seen.compensated, name),
-                            (false, _) => {
-                                seen.kept_shift.get_or_insert_with(|| name.clone());
-                            }
-                        }
+                FoldNode::Aff { map, .. } => match fg.maps.get(*map).presence(&scales, &all) {
+                    Presence::Direct => {
+                        kept.get_or_insert_with(|| names[&class].clone());
                     }
-                }
+                    Presence::Inverse => push(&mut compensated, names[&class].clone()),
+                    Presence::ShiftOnly => {
+                        shift_kept.get_or_insert_with(|| names[&class].clone());
+                    }
+                    Presence::Absent => {}
+                },
                 _ => {}
             }
         }
-        let fate = if let Some(at) = seen.kept_scale {
+        let fate = if let Some(at) = kept {
             Fate::Kept {
-                reason: format!("no exact fold is cheaper; it remains as `{at}`"),
+                reason: format!("no exact fold is cheaper; it remains as the map `{at}`"),
                 blocking: None,
             }
-        } else if let (Some(at), true) = (seen.kept_shift, seen.compensated.is_empty()) {
-            let mut into = seen.backward.clone();
-            into.extend(seen.forward.iter().cloned());
+        } else if let Some(at) = shift_kept {
+            backward.extend(forward);
             Fate::Partial {
-                scale_into: into,
+                scale_into: backward,
                 shift_kept_as: at,
             }
-        } else if !seen.forward.is_empty() && seen.backward.is_empty() {
+        } else if !forward.is_empty() && backward.is_empty() {
             Fate::FoldedForward {
-                into: seen.forward,
-                pad_fill: seen.pad_fill,
-                compensated: seen.compensated,
+                into: forward,
+                pad_fill,
+                compensated,
             }
         } else {
-            let mut into = seen.backward;
-            into.extend(seen.forward);
+            backward.extend(forward);
             Fate::FoldedBackward {
-                into,
-                compensated: seen.compensated,
+                into: backward,
+                compensated,
             }
         };
         fates.push((target.name.clone(), fate));
     }
     fates
+}
+
+/// A closure plan added to the e-graph: the nodes it makes every touched class use.
+#[derive(Clone, Debug)]
+pub struct PlanNodes {
+    pub target: usize,
+    pub direction: crate::closure::Direction,
+    /// `(class, node)`: the class must select this node when the plan is applied.
+    pub forced: Vec<(Id, FoldNode)>,
+    /// Classes of the changed values its roots produce: when the plan is applied they take
+    /// their cheapest node given what is computed (a root may absorb other maps too).
+    pub flexible: Vec<Id>,
+}
+
+impl FoldGraph {
+    /// Adds, for every target and direction where the closure engine finds an exact fold,
+    /// the equalities of that fold: each changed value `v` gets the class `aff(v, E_v)`,
+    /// equal to its producer rebuilt on changed inputs (distribution over `add`, concat
+    /// slices, pools), and each absorbing reader gets its compensated form `L ∘ E_v⁻¹` (at the
+    /// consumer: no inverse map enters a shared tensor's class). Nothing else distributes
+    /// maps over `add`, so the e-graph stays the size of the model.
+    pub fn add_plans(&mut self, graph: &Graph) -> Vec<PlanNodes> {
+        use crate::closure::{Direction, plan};
+        let mut plans = Vec::new();
+        for t in 0..self.targets.len() {
+            let target = self.targets[t].clone();
+            for direction in [Direction::Backward, Direction::Forward] {
+                let Ok(p) = plan(graph, target.node, direction) else {
+                    continue;
+                };
+                let Some(trace) = p.trace else { continue };
+                let start = match direction {
+                    Direction::Backward => self.maps.get(target.map).clone(),
+                    Direction::Forward => {
+                        if self.maps.value(target.map).scale.contains(&0.0) {
+                            continue;
+                        }
+                        match self.maps.get(target.map).inverse() {
+                            Some(inv) => inv,
+                            None => continue,
+                        }
+                    }
+                };
+                let mut changed: HashMap<usize, MapId> = HashMap::new();
+                for (v, channels) in &trace {
+                    let map = ExactMap {
+                        scale: channels
+                            .iter()
+                            .map(|(s, _)| s.map_or(exact::Term::one(), |c| start.scale[c].clone()))
+                            .collect(),
+                        shift: channels
+                            .iter()
+                            .map(|(_, t)| t.map_or(exact::Poly::zero(), |c| start.shift[c].clone()))
+                            .collect(),
+                    };
+                    let id = self.maps.intern(map);
+                    changed.insert(v.0, id);
+                }
+                let (forced, flexible) = self.plan_equalities(graph, &changed);
+                plans.push(PlanNodes {
+                    target: t,
+                    direction,
+                    forced,
+                    flexible,
+                });
+            }
+        }
+        self.egraph.rebuild();
+        plans
+    }
+
+    /// The class standing for value `v` after the plan: `aff(v, E_v)` or `v` itself.
+    fn changed_class(&mut self, v: usize, changed: &HashMap<usize, MapId>) -> Id {
+        let class = self.value_class[v];
+        match changed.get(&v) {
+            Some(&map) if !self.maps.get(map).is_identity() => {
+                self.egraph.add(FoldNode::aff(map, class))
+            }
+            _ => class,
+        }
+    }
+
+    fn plan_equalities(
+        &mut self,
+        graph: &Graph,
+        changed: &HashMap<usize, MapId>,
+    ) -> (Vec<(Id, FoldNode)>, Vec<Id>) {
+        let mut forced = Vec::new();
+        let mut flexible = Vec::new();
+        for (index, node) in graph.nodes.iter().enumerate() {
+            let out = node.output.0;
+            let out_changed = changed.contains_key(&out);
+            let in_changed = node.inputs.iter().any(|i| changed.contains_key(&i.0));
+            if !out_changed && !in_changed {
+                continue;
+            }
+            let inputs: Vec<Id> = node
+                .inputs
+                .iter()
+                .map(|i| self.changed_class(i.0, changed))
+                .collect();
+            let undo = |fg: &mut FoldGraph, u: usize| -> Option<ExactMap> {
+                changed.get(&u).map(|&m| {
+                    fg.maps
+                        .get(m)
+                        .inverse()
+                        .expect("plan maps are invertible where undone")
+                })
+            };
+            let redo = |fg: &FoldGraph| changed.get(&out).map(|&m| fg.maps.get(m).clone());
+            let rebuilt = match (&node.op, &self.original[index]) {
+                (
+                    Op::Conv2d(_) | Op::Dense { .. },
+                    Some(FoldNode::Layer {
+                        node: n, pro, epi, ..
+                    }),
+                ) => {
+                    let (n, mut pro, mut epi) = (*n, *pro, *epi);
+                    if let Some(u) = undo(self, node.inputs[0].0) {
+                        pro = self.maps.intern(u.then(self.maps.get(pro)));
+                    }
+                    if let Some(e) = redo(self) {
+                        epi = self.maps.intern(self.maps.get(epi).then(&e));
+                    }
+                    Some(FoldNode::Layer {
+                        node: n,
+                        pro,
+                        epi,
+                        x: [inputs[0]],
+                    })
+                }
+                (Op::Affine, _) => {
+                    let own = ChannelMap::of_affine(graph, node);
+                    let mut map = match &self.original[index] {
+                        Some(FoldNode::Aff { map, .. }) => self.maps.get(*map).clone(),
+                        _ => ExactMap::identity(own.len()),
+                    };
+                    if let Some(u) = undo(self, node.inputs[0].0) {
+                        map = u.then(&map);
+                    }
+                    if let Some(e) = redo(self) {
+                        map = map.then(&e);
+                    }
+                    if map.is_identity() {
+                        // The folded map itself: its class is its (changed) input.
+                        let target = if out_changed {
+                            self.changed_class(out, changed)
+                        } else {
+                            self.value_class[out]
+                        };
+                        self.egraph.union(target, inputs[0]);
+                        None
+                    } else {
+                        let map = self.maps.intern(map);
+                        Some(FoldNode::aff(map, inputs[0]))
+                    }
+                }
+                _ => Some(FoldNode::Op {
+                    node: index as u32,
+                    args: inputs.into_boxed_slice(),
+                }),
+            };
+            if let Some(rebuilt) = rebuilt {
+                let class = if out_changed {
+                    self.changed_class(out, changed)
+                } else {
+                    self.value_class[out]
+                };
+                let id = self.egraph.add(rebuilt.clone());
+                self.egraph.union(class, id);
+                let root_only =
+                    !in_changed && matches!(rebuilt, FoldNode::Layer { .. } | FoldNode::Aff { .. });
+                if root_only {
+                    flexible.push(class);
+                } else {
+                    forced.push((class, rebuilt));
+                }
+            }
+        }
+        (forced, flexible)
+    }
 }
