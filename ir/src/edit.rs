@@ -30,12 +30,15 @@ impl Graph {
 
     /// A parameter prefix based on `base` under which no parameter exists yet.
     pub fn fresh_param_prefix(&self, base: &str) -> String {
-        let taken: HashSet<&str> = self
-            .params
-            .keys()
-            .filter_map(|k| k.rsplit_once('.').map(|(p, _)| p))
-            .collect();
-        fresh(base, |n| taken.contains(n))
+        // Parameters are sorted by name: one range query per candidate, not a scan.
+        let taken = |prefix: &str| {
+            let dotted = format!("{prefix}.");
+            self.params
+                .range(dotted.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&dotted))
+        };
+        fresh(base, taken)
     }
 
     /// Adds a value (not yet produced by any node) and returns its id.

@@ -5,6 +5,7 @@
 use bnc_ir::{Graph, Op};
 
 use crate::affine::{ChannelMap, absorb, apply_absorbed};
+use crate::closure::{Index, bypass_indexed};
 use crate::manager::{Pass, PassContext};
 use crate::report::Fate;
 
@@ -16,19 +17,19 @@ impl Pass for FoldAdjacent {
     }
 
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<(), String> {
-        for index in 0..graph.nodes.len() {
-            let node = &graph.nodes[index];
-            if node.op != Op::Affine {
+        let mut index = Index::new(graph);
+        for node in 0..graph.nodes.len() {
+            if graph.nodes[node].op != Op::Affine {
                 continue;
             }
-            let name = graph.value(node.output).name.clone();
-            let input = node.inputs[0];
-            let Some(producer) = graph.producer(input) else {
+            let name = graph.value(graph.nodes[node].output).name.clone();
+            let input = graph.nodes[node].inputs[0];
+            let Some(producer) = index.producer(input) else {
                 ctx.report
                     .set_fate(&name, kept("its input is a graph input", None));
                 continue;
             };
-            let producer_node = &graph.nodes[producer.0];
+            let producer_node = &graph.nodes[producer];
             let producer_name = graph.value(producer_node.output).name.clone();
             if !matches!(producer_node.op, Op::Conv2d(_) | Op::Dense { .. }) {
                 let reason = format!(
@@ -39,20 +40,18 @@ impl Pass for FoldAdjacent {
                     .set_fate(&name, kept(&reason, Some(producer_name)));
                 continue;
             }
-            let readers = graph.users()[input.0].len()
-                + graph.outputs.iter().filter(|&&o| o == input).count();
-            if readers != 1 || !graph.can_forward(node.output, input) {
+            let only_reader = index.users(input).len() == 1 && !index.is_output(input);
+            if !only_reader || !graph.can_forward(graph.nodes[node].output, input) {
                 let reason = "the layer before it has other users";
                 ctx.report
                     .set_fate(&name, kept(reason, Some(producer_name)));
                 continue;
             }
-            let map = ChannelMap::of_affine(graph, node);
+            let map = ChannelMap::of_affine(graph, &graph.nodes[node]);
             let absorbed = absorb(graph, producer_node, None, Some(&map))
                 .expect("folding an output map is always exact");
-            apply_absorbed(graph, producer.0, absorbed);
-            let output = graph.nodes[index].output;
-            graph.forward_value(output, input);
+            apply_absorbed(graph, producer, absorbed);
+            bypass_indexed(graph, &mut index, node);
             ctx.report.set_fate(
                 &name,
                 Fate::FoldedBackward {

@@ -364,10 +364,17 @@ fn replace_params(
         .enumerate()
         .any(|(i, n)| i != node_index && n.params.as_deref() == Some(base.as_str()));
     if !shared {
-        graph.params.retain(|name, _| {
-            name.rsplit_once('.')
-                .is_none_or(|(prefix, _)| prefix != base)
-        });
+        // Free the prefix: drop the tensors this node read under it.
+        let shapes: Vec<&bnc_ir::Shape> = node.inputs.iter().map(|&i| graph.shape(i)).collect();
+        let old: Vec<String> = node
+            .op
+            .param_specs(&shapes)
+            .iter()
+            .map(|spec| format!("{base}.{}", spec.suffix))
+            .collect();
+        for name in old {
+            graph.params.remove(&name);
+        }
     }
     let prefix = graph.add_params(&base, params);
     let node = &mut graph.nodes[node_index];

@@ -25,7 +25,7 @@
 //!    every absorber touched. This step alone decides; the closure only proposes. A plan
 //!    that evaluates is exact by construction (up to f32 rounding of the new parameters).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 
 use bnc_ir::{Graph, Node, NodeId, Op, ValueId};
@@ -126,24 +126,116 @@ impl Plan {
 
 /// Plans folding the `affine` node `target` in `direction`, without changing the graph.
 pub fn plan(graph: &Graph, target: usize, direction: Direction) -> Result<Plan, Blocked> {
+    plan_indexed(graph, &Index::new(graph), target, direction)
+}
+
+/// Who reads and who produces each value, kept up to date by [`apply_indexed`] so that a
+/// pass folding many BNs does not rescan the graph for each (which made folding quadratic
+/// in the model's size).
+#[derive(Clone, Debug)]
+pub struct Index {
+    users: Vec<Vec<NodeId>>,
+    producer: Vec<Option<usize>>,
+    is_output: Vec<bool>,
+    /// Nodes bypassed by an applied plan (removed at the end by `remove_dead`).
+    dead: Vec<bool>,
+}
+
+impl Index {
+    pub fn new(graph: &Graph) -> Index {
+        let n = graph.values.len();
+        let mut producer = vec![None; n];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            producer[node.output.0] = Some(i);
+        }
+        let mut is_output = vec![false; n];
+        for &o in &graph.outputs {
+            is_output[o.0] = true;
+        }
+        let mut users = graph.users();
+        for list in &mut users {
+            list.dedup();
+        }
+        Index {
+            users,
+            producer,
+            is_output,
+            dead: vec![false; graph.nodes.len()],
+        }
+    }
+}
+
+/// [`plan`] with a prebuilt index of `graph`.
+pub fn plan_indexed(
+    graph: &Graph,
+    index: &Index,
+    target: usize,
+    direction: Direction,
+) -> Result<Plan, Blocked> {
     let node = &graph.nodes[target];
     assert_eq!(node.op, Op::Affine, "only affine nodes are folded");
     let map = ChannelMap::of_affine(graph, node);
-    let mut engine = Engine::new(graph, target, direction, map);
+    let mut engine = Engine::new(graph, index, target, direction, map);
     engine.close()?;
     engine.evaluate()
 }
 
-/// Applies a plan made by [`plan`] on this same graph: absorbers get their new parameters,
-/// the target is bypassed (graph-output names are kept) and dead nodes are removed.
-pub fn apply(graph: &mut Graph, plan: Plan) {
-    let target = &graph.nodes[plan.target];
-    let (x, y) = (target.inputs[0], target.output);
+/// Applies a plan made by [`plan_indexed`] with this index, keeping the index valid. The
+/// bypassed target stays in `graph.nodes` (dead); call `graph.remove_dead()` when done.
+pub fn apply_indexed(graph: &mut Graph, index: &mut Index, plan: Plan) {
     for edit in plan.edits {
         apply_absorption(graph, edit.node, edit.absorption);
     }
-    graph.forward_value(y, x);
-    graph.remove_dead();
+    bypass_indexed(graph, index, plan.target);
+}
+
+/// Makes the readers of one-input node `node`'s output read its input instead (keeping
+/// graph-output names) and marks the node dead, keeping the index valid.
+pub fn bypass_indexed(graph: &mut Graph, index: &mut Index, node: usize) {
+    let target = &graph.nodes[node];
+    let (x, y) = (target.inputs[0], target.output);
+    let target_id = NodeId(node);
+    if index.is_output[y.0] {
+        // Rare: renames values and rewires graph outputs.
+        graph.forward_value(y, x);
+        index.is_output[x.0] = true;
+        index.is_output[y.0] = false;
+    } else {
+        for &reader in &index.users[y.0] {
+            for input in &mut graph.nodes[reader.0].inputs {
+                if *input == y {
+                    *input = x;
+                }
+            }
+        }
+    }
+    // The target no longer reads x; y's readers read x now.
+    graph.nodes[node].inputs.clear();
+    let moved = std::mem::take(&mut index.users[y.0]);
+    let users = &mut index.users[x.0];
+    users.retain(|&u| u != target_id);
+    for u in moved {
+        if !users.contains(&u) {
+            users.push(u);
+        }
+    }
+    index.dead[node] = true;
+}
+
+impl Index {
+    /// The nodes reading value `v` (each once).
+    pub fn users(&self, v: ValueId) -> &[NodeId] {
+        &self.users[v.0]
+    }
+
+    /// The node computing `v`, or `None` for a graph input.
+    pub fn producer(&self, v: ValueId) -> Option<usize> {
+        self.producer[v.0]
+    }
+
+    pub fn is_output(&self, v: ValueId) -> bool {
+        self.is_output[v.0]
+    }
 }
 
 /// How a node treats a per-channel map flowing through it.
@@ -199,49 +291,45 @@ type Entry = (usize, f64, Option<f64>, usize);
 
 struct Engine<'g> {
     graph: &'g Graph,
-    users: Vec<Vec<NodeId>>,
-    producer: Vec<Option<usize>>,
-    is_output: Vec<bool>,
+    users: &'g [Vec<NodeId>],
+    producer: &'g [Option<usize>],
+    is_output: &'g [bool],
+    dead: &'g [bool],
     target: usize,
     direction: Direction,
     x: ValueId,
     y: ValueId,
     map: ChannelMap,
-    reqs: Vec<Option<Req>>,
-    queued: Vec<bool>,
+    // Sparse: a plan touches few values, and allocating per value made each plan O(model).
+    reqs: HashMap<usize, Req>,
+    queued: HashSet<usize>,
     work: VecDeque<ValueId>,
     /// Whether every map can be traced to start channels (see [`Entry`]).
     traceable: bool,
 }
 
 impl<'g> Engine<'g> {
-    fn new(graph: &'g Graph, target: usize, direction: Direction, map: ChannelMap) -> Self {
-        let n = graph.values.len();
-        let mut producer = vec![None; n];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            producer[node.output.0] = Some(i);
-        }
-        let mut is_output = vec![false; n];
-        for &o in &graph.outputs {
-            is_output[o.0] = true;
-        }
-        let mut users = graph.users();
-        for list in &mut users {
-            list.dedup();
-        }
+    fn new(
+        graph: &'g Graph,
+        index: &'g Index,
+        target: usize,
+        direction: Direction,
+        map: ChannelMap,
+    ) -> Self {
         let node = &graph.nodes[target];
         Engine {
             graph,
-            users,
-            producer,
-            is_output,
+            users: &index.users,
+            producer: &index.producer,
+            is_output: &index.is_output,
+            dead: &index.dead,
             target,
             direction,
             x: node.inputs[0],
             y: node.output,
             map,
-            reqs: vec![None; n],
-            queued: vec![false; n],
+            reqs: HashMap::new(),
+            queued: HashSet::new(),
             work: VecDeque::new(),
             traceable: true,
         }
@@ -279,7 +367,7 @@ impl<'g> Engine<'g> {
             return Ok(());
         }
         let channels = self.channels(v);
-        let req = self.reqs[v.0].get_or_insert_with(|| Req {
+        let req = self.reqs.entry(v.0).or_insert_with(|| Req {
             scale: vec![None; channels],
             shift: vec![None; channels],
             scale_src: vec![0; channels],
@@ -315,15 +403,15 @@ impl<'g> Engine<'g> {
             }
         }
         self.traceable &= traceable;
-        if learnt && !self.queued[v.0] {
-            self.queued[v.0] = true;
+        if learnt && !self.queued.contains(&v.0) {
+            self.queued.insert(v.0);
             self.work.push_back(v);
         }
         Ok(())
     }
 
     fn known(&self, v: ValueId) -> Vec<Entry> {
-        let Some(req) = &self.reqs[v.0] else {
+        let Some(req) = self.reqs.get(&v.0) else {
             return Vec::new();
         };
         req.scale
@@ -370,7 +458,7 @@ impl<'g> Engine<'g> {
             },
         }
         while let Some(v) = self.work.pop_front() {
-            self.queued[v.0] = false;
+            self.queued.remove(&v.0);
             self.visit(v)?;
         }
         Ok(())
@@ -516,9 +604,7 @@ impl<'g> Engine<'g> {
 
     /// Where the channels of a root's chosen map come from.
     fn chosen_trace(&self, v: ValueId) -> Trace {
-        let req = self.reqs[v.0]
-            .as_ref()
-            .expect("a root's output was requested");
+        let req = self.reqs.get(&v.0).expect("a root's output was requested");
         (0..req.scale.len())
             .map(|c| {
                 (
@@ -532,7 +618,7 @@ impl<'g> Engine<'g> {
     /// The map a root gives its output: what the closure chose, identity where it chose
     /// nothing.
     fn chosen(&self, v: ValueId) -> Option<ChannelMap> {
-        let req = self.reqs[v.0].as_ref()?;
+        let req = self.reqs.get(&v.0)?;
         let map = ChannelMap {
             scale: req.scale.iter().map(|s| s.unwrap_or(1.0)).collect(),
             shift: req.shift.iter().map(|t| t.unwrap_or(0.0)).collect(),
@@ -547,15 +633,31 @@ impl<'g> Engine<'g> {
         let forward = self.direction == Direction::Forward;
         let inverse = self.map.inverse();
         // None: unchanged.
-        let mut actual: Vec<Option<ChannelMap>> = vec![None; graph.values.len()];
-        let mut trace: Vec<Option<Trace>> = vec![None; graph.values.len()];
+        let mut actual: HashMap<usize, ChannelMap> = HashMap::new();
+        let mut trace: HashMap<usize, Trace> = HashMap::new();
         let mut traceable = self.traceable;
         let mut edits = Vec::new();
-        for (i, node) in graph.nodes.iter().enumerate() {
+        // Only nodes next to a value the closure touched can change (nodes are in
+        // topological order, so sorting their indices keeps it).
+        let mut relevant: Vec<usize> = vec![self.target];
+        for &v in self.reqs.keys() {
+            {
+                relevant.extend(self.producer[v]);
+                relevant.extend(self.users[v].iter().map(|u| u.0));
+            }
+        }
+        relevant.extend(self.users[self.y.0].iter().map(|u| u.0));
+        relevant.sort_unstable();
+        relevant.dedup();
+        for i in relevant {
+            if self.dead[i] {
+                continue;
+            }
+            let node = &graph.nodes[i];
             let out = node.output;
             if i == self.target {
                 match self.direction {
-                    Direction::Backward => match &actual[self.x.0] {
+                    Direction::Backward => match actual.get(&self.x.0) {
                         Some(m) if *m == self.map => {}
                         Some(m) if m.scale == self.map.scale => {
                             return Err(Blocked {
@@ -572,12 +674,16 @@ impl<'g> Engine<'g> {
                         }
                     },
                     Direction::Forward => {
-                        if actual[self.x.0].is_some() {
+                        if actual.contains_key(&self.x.0) {
                             return Err(self.block(i, "its own input would change"));
                         }
-                        actual[out.0] = inverse.as_ref().ok().cloned();
-                        trace[out.0] =
-                            Some((0..self.map.len()).map(|c| (Some(c), Some(c))).collect());
+                        if let Ok(inverse) = &inverse {
+                            actual.insert(out.0, inverse.clone());
+                        }
+                        trace.insert(
+                            out.0,
+                            (0..self.map.len()).map(|c| (Some(c), Some(c))).collect(),
+                        );
                     }
                 }
                 continue;
@@ -589,7 +695,7 @@ impl<'g> Engine<'g> {
                 let before = if reads_y {
                     Some(self.map.clone())
                 } else {
-                    match &actual[u.0] {
+                    match actual.get(&u.0) {
                         Some(m) => Some(m.inverse().map_err(|e| {
                             self.block(
                                 i,
@@ -612,26 +718,30 @@ impl<'g> Engine<'g> {
                     });
                 }
                 if after.is_some() {
-                    trace[out.0] = Some(self.chosen_trace(out));
+                    trace.insert(out.0, self.chosen_trace(out));
                 }
-                actual[out.0] = after;
+                if let Some(after) = after {
+                    actual.insert(out.0, after);
+                }
                 continue;
             }
             if let (true, Err(e)) = (reads_y, &inverse) {
                 // y changes, but M has no inverse to describe how: only absorbers may read it.
                 return Err(self.block(i, format!("{}: {e}", node.op.name())));
             }
-            if !node.inputs.iter().any(|u| actual[u.0].is_some()) {
+            if !node.inputs.iter().any(|u| actual.contains_key(&u.0)) {
                 continue;
             }
             let input = |u: ValueId| {
-                actual[u.0]
-                    .clone()
+                actual
+                    .get(&u.0)
+                    .cloned()
                     .unwrap_or_else(|| ChannelMap::identity(self.channels(u)))
             };
             let input_trace = |u: ValueId| {
-                trace[u.0]
-                    .clone()
+                trace
+                    .get(&u.0)
+                    .cloned()
                     .unwrap_or_else(|| vec![(None, None); self.channels(u)])
             };
             let result_trace: Trace = match kind {
@@ -706,12 +816,14 @@ impl<'g> Engine<'g> {
                 Kind::Blocking(what) => return Err(self.block(i, what)),
             };
             if !result.is_identity() {
-                trace[out.0] = Some(result_trace);
+                trace.insert(out.0, result_trace);
             }
-            actual[out.0] = (!result.is_identity()).then_some(result);
+            if !result.is_identity() {
+                actual.insert(out.0, result);
+            }
         }
         for &o in &graph.outputs {
-            if actual[o.0].is_some() {
+            if actual.contains_key(&o.0) {
                 return Err(Blocked {
                     node: self.name(o),
                     what: "graph output".into(),
@@ -719,9 +831,10 @@ impl<'g> Engine<'g> {
             }
         }
         let trace = traceable.then(|| {
-            (0..graph.values.len())
-                .filter_map(|v| trace[v].take().map(|t| (ValueId(v), t)))
-                .collect()
+            let mut list: Vec<(ValueId, Trace)> =
+                trace.into_iter().map(|(v, t)| (ValueId(v), t)).collect();
+            list.sort_by_key(|(v, _)| *v);
+            list
         });
         Ok(Plan {
             direction: self.direction,

@@ -17,34 +17,28 @@ impl Pass for FoldPaper {
     }
 
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<(), String> {
-        // (batch-norm name, name of the value its affine computes now)
-        let mut pending: Vec<(String, String)> = graph
+        // Node indices stay valid: bypassed targets are only marked dead until the end.
+        let pending: Vec<(usize, String)> = graph
             .nodes
             .iter()
-            .filter(|n| n.op == Op::Affine)
-            .map(|n| graph.value(n.output).name.clone())
-            .filter(|name| ctx.report.fate(name).is_some())
-            .map(|name| (name.clone(), name))
+            .enumerate()
+            .filter(|(_, n)| n.op == Op::Affine)
+            .map(|(i, n)| (i, graph.value(n.output).name.clone()))
+            .filter(|(_, name)| ctx.report.fate(name).is_some())
             .collect();
-        for k in 0..pending.len() {
-            let (bn, current) = pending[k].clone();
-            let Some(index) = graph
-                .nodes
-                .iter()
-                .position(|n| n.op == Op::Affine && graph.value(n.output).name == current)
-            else {
-                continue;
-            };
-            let fate = fold_one(graph, index, &mut pending);
+        let mut index = closure::Index::new(graph);
+        for (node, bn) in pending {
+            let fate = fold_one(graph, &mut index, node);
             ctx.report.set_fate(&bn, fate);
         }
+        graph.remove_dead();
         Ok(())
     }
 }
 
-/// Folds the affine at `index` if a plan evaluates, and says what became of it.
-fn fold_one(graph: &mut Graph, index: usize, pending: &mut [(String, String)]) -> Fate {
-    let (plan, fate) = match closure::plan(graph, index, Direction::Backward) {
+/// Folds the affine at `node` if a plan evaluates, and says what became of it.
+fn fold_one(graph: &mut Graph, index: &mut closure::Index, node: usize) -> Fate {
+    let (plan, fate) = match closure::plan_indexed(graph, index, node, Direction::Backward) {
         Ok(plan) => {
             let fate = Fate::FoldedBackward {
                 into: plan.roots(),
@@ -52,7 +46,7 @@ fn fold_one(graph: &mut Graph, index: usize, pending: &mut [(String, String)]) -
             };
             (plan, fate)
         }
-        Err(backward) => match closure::plan(graph, index, Direction::Forward) {
+        Err(backward) => match closure::plan_indexed(graph, index, node, Direction::Forward) {
             Ok(plan) => {
                 let into = plan.leaves();
                 let compensated = plan
@@ -75,18 +69,6 @@ fn fold_one(graph: &mut Graph, index: usize, pending: &mut [(String, String)]) -
             }
         },
     };
-    // Bypassing a graph output renames the value that takes its place; keep track of it.
-    let node = &graph.nodes[index];
-    let (x, y) = (node.inputs[0], node.output);
-    let renamed = graph
-        .outputs
-        .contains(&y)
-        .then(|| (graph.value(x).name.clone(), graph.value(y).name.clone()));
-    closure::apply(graph, plan);
-    if let Some((old, new)) = renamed {
-        for entry in pending.iter_mut().filter(|e| e.1 == old) {
-            entry.1 = new.clone();
-        }
-    }
+    closure::apply_indexed(graph, index, plan);
     fate
 }

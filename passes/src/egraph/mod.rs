@@ -583,12 +583,13 @@ impl FoldGraph {
     /// consumer: no inverse map enters a shared tensor's class). Nothing else distributes
     /// maps over `add`, so the e-graph stays the size of the model.
     pub fn add_plans(&mut self, graph: &Graph) -> Vec<PlanNodes> {
-        use crate::closure::{Direction, plan};
+        use crate::closure::{Direction, Index, plan_indexed};
+        let index = Index::new(graph);
         let mut plans = Vec::new();
         for t in 0..self.targets.len() {
             let target = self.targets[t].clone();
             for direction in [Direction::Backward, Direction::Forward] {
-                let Ok(p) = plan(graph, target.node, direction) else {
+                let Ok(p) = plan_indexed(graph, &index, target.node, direction) else {
                     continue;
                 };
                 let Some(trace) = p.trace else { continue };
