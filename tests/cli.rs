@@ -469,3 +469,48 @@ fn emit_obj_links_into_a_c_program_that_matches_the_interpreter() {
         );
     }
 }
+
+#[test]
+fn fold_writes_a_model_and_weights_that_load_and_compute_the_same() {
+    // A model where folding compensates another reader and folds forward with pad fill.
+    for model in [
+        "tests/golden/paper_residual.nn",
+        "tests/golden/egraph_forward_pad_fill.nn",
+    ] {
+        let dir =
+            std::env::temp_dir().join(format!("bnc-fold-{}-{}", std::process::id(), model.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("folded.nn");
+        let run = bnc(&["fold", model, "-o", out.to_str().unwrap()]);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        assert!(
+            text(&run.stdout).contains("folded away"),
+            "{}",
+            text(&run.stdout)
+        );
+        let printed = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            printed.contains("weights \"folded.safetensors\""),
+            "{printed}"
+        );
+        assert!(dir.join("folded.safetensors").exists());
+
+        let original = common::load(&common::root().join(model));
+        let folded = common::load(&out);
+        assert!(
+            folded
+                .count_ops(|op| matches!(op, bnc::ir::Op::BatchNorm { .. } | bnc::ir::Op::Affine))
+                < original.count_ops(|op| matches!(op, bnc::ir::Op::BatchNorm { .. }))
+        );
+        let shape = original.shape(original.inputs[0]).clone();
+        let x = bnc::frontend::random_normal(1, "x", &shape);
+        let want = interp::run(&original, std::slice::from_ref(&x)).unwrap();
+        let got = interp::run(&folded, &[x]).unwrap();
+        for (w, g) in want.iter().zip(&got) {
+            assert!(
+                w.max_abs_diff(g) <= 1e-5 * w.max_abs(),
+                "{model}: folded model differs"
+            );
+        }
+    }
+}
