@@ -6,24 +6,41 @@
 //! (workspace, graph inputs, graph outputs), `scratch` this thread's private scratch, and
 //! the call computes work units `[lo, hi)`. All shapes are compile-time constants.
 //!
-//! The GEMM path calls one microkernel function, [`emit_ukernel`], whose contract is
-//! documented there; it is the boundary a hand-assembled kernel can later replace.
+//! The GEMM path (`emit_gemm`) packs a block of input pixels into panels `[panel][K][nr]`
+//! (im2col for non-pointwise convs; 4-pixel groups, zero lanes past the image) and then
+//! either calls the fallback microkernel [`emit_ukernel`] (8x4, tile in scratch, epilogue
+//! by the caller) or, on the wide path (`wide_multiply`), the assembled microkernels of
+//! `crate::asm`, which write straight into the output (row stride = pixels) and apply the
+//! fusable epilogue prefix themselves; Cranelift code applies the rest in place.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::Ieee32;
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
-use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value};
+use cranelift_codegen::ir::{
+    AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, Signature, StackSlotData,
+    StackSlotKind, Value,
+};
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use bnc_ir::Activation;
 
+use crate::asm::{EpOp, Isa, Spec};
 use crate::plan::{ConvGeom, Epi, Kernel, KernelKind, MR, NR, View, depthwise_qw};
 
 /// The kernel signature (see the module documentation).
 pub(crate) fn kernel_signature(cc: CallConv) -> Signature {
     let mut sig = Signature::new(cc);
     for _ in 0..5 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    sig
+}
+
+/// The assembled microkernels' signature: `(w, x, c, k, ldc, ep)`, all i64 (see `asm`).
+pub(crate) fn wide_ukernel_signature(cc: CallConv) -> Signature {
+    let mut sig = Signature::new(cc);
+    for _ in 0..6 {
         sig.params.push(AbiParam::new(I64));
     }
     sig
@@ -503,6 +520,7 @@ pub(crate) fn emit_kernel(
     k: &Kernel,
     fma: bool,
     ukernel: Option<FuncRef>,
+    wide: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
 ) {
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
@@ -526,6 +544,8 @@ pub(crate) fn emit_kernel(
             wpack,
             nb,
             mchunks,
+            wide: isa,
+            kc,
         } => emit_gemm(
             &mut em,
             x,
@@ -533,11 +553,16 @@ pub(crate) fn emit_kernel(
             *wpack,
             *nb,
             *mchunks,
+            *isa,
+            *kc,
             &out,
             epi,
             lo,
             hi,
-            ukernel.expect("GEMM kernel needs the microkernel"),
+            &mut Micro {
+                fallback: ukernel,
+                wide,
+            },
         ),
         KernelKind::Depthwise { x, g, w } => emit_depthwise(&mut em, x, g, *w, &out, epi, lo, hi),
         KernelKind::Dense { x, k: kd, m, w } => {
@@ -596,6 +621,13 @@ fn emit_elementwise(em: &mut Em, x: &View, out: &View, epi: &[Epi], lo: Value, h
     });
 }
 
+/// How a GEMM kernel gets its microkernels: the fallback function, or the assembled
+/// variants (declared on demand through `wide`).
+pub(crate) struct Micro<'a> {
+    pub fallback: Option<FuncRef>,
+    pub wide: &'a mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn emit_gemm(
     em: &mut Em,
@@ -604,18 +636,26 @@ fn emit_gemm(
     wpack: usize,
     nb: usize,
     mchunks: usize,
+    wide: Option<Isa>,
+    kc: usize,
     out: &View,
     epi: &[Epi],
     lo: Value,
     hi: Value,
-    ukernel: FuncRef,
+    micro: &mut Micro,
 ) {
     let k = g.kdim();
     let p_total = g.pixels();
     let pblocks = p_total.div_ceil(nb);
     let cin_g = g.cin_g();
     let cout_g = g.cout_g();
-    let mtiles = cout_g.div_ceil(MR);
+    let (mr, nr) = match wide {
+        Some(isa) => (isa.mr(), isa.nr()),
+        None => (MR, NR),
+    };
+    // 4-pixel groups per panel of `nr` pixels.
+    let gpp = nr / 4;
+    let mtiles = cout_g.div_ceil(mr);
     let mper = mtiles.div_ceil(mchunks);
     let [kh, kw] = g.kernel;
     let (h, w) = (g.h, g.w);
@@ -629,21 +669,40 @@ fn emit_gemm(
         let rem = em.b.ins().isub(rem, p0);
         let nbv = em.ic(nb as i64);
         let npix = em.b.ins().smin(rem, nbv);
-        let np3 = em.add_i(npix, 3);
-        let nsub = em.b.ins().ushr_imm_u(np3, 2);
+        // Groups of 4 pixels to pack: whole panels, so no lane of a panel is stale.
+        let npr = em.add_i(npix, nr as i64 - 1);
+        let npanels = em.b.ins().udiv_imm_u(npr, nr as i64);
+        let nsub = em.mul_i(npanels, gpp as i64);
         let xb = em.vbase(x, n);
         let gofs = em.mul_i(gi, (cin_g * h * w) as i64);
         let xb = em.ea(xb, gofs);
-        let scratch = em.scratch;
+        let scratch = if wide.is_some() {
+            // 64-byte aligned panels (the scratch slot has 16 floats of slack).
+            let a = em.add_i(em.scratch, 63);
+            em.b.ins().band_imm_s(a, !63i64)
+        } else {
+            em.scratch
+        };
         let ptot = em.ic(p_total as i64);
+        // Start of 4-pixel group `q`: panel q / gpp, columns 4 * (q % gpp).., k-rows of nr.
+        let group_base = |em: &mut Em, q: Value| -> Value {
+            if gpp == 1 {
+                let o = em.mul_i(q, (k * nr * 4) as i64);
+                return em.b.ins().iadd(scratch, o);
+            }
+            let (pi, gq) = em.divmod(q, gpp);
+            let o = em.mul_i(pi, (k * nr * 4) as i64);
+            let o2 = em.mul_i(gq, 16);
+            let o = em.b.ins().iadd(o, o2);
+            em.b.ins().iadd(scratch, o)
+        };
         // ---- pack the input block: panel `sub` holds pixels p0+4*sub.. as [k][4] ----
         if g.is_pointwise() {
             let z = em.ic(0);
             em.lp(z, nsub, 1, |em, sub| {
                 let sub4 = em.mul_i(sub, 4);
                 let p = em.b.ins().iadd(p0, sub4);
-                let poff = em.mul_i(sub, (k * NR * 4) as i64);
-                let panel = em.b.ins().iadd(scratch, poff);
+                let panel = group_base(em, sub);
                 let p4 = em.add_i(p, 4);
                 let full = em.b.ins().icmp(IntCC::SignedLessThanOrEqual, p4, ptot);
                 let xp = em.ea(xb, p);
@@ -654,7 +713,7 @@ fn emit_gemm(
                             let o = em.mul_i(ci, (h * w * 4) as i64);
                             let a = em.b.ins().iadd(xp, o);
                             let v = em.ld4(a, 0);
-                            let o2 = em.mul_i(ci, 16);
+                            let o2 = em.mul_i(ci, (nr * 4) as i64);
                             let d = em.b.ins().iadd(panel, o2);
                             em.st(v, d, 0);
                         });
@@ -664,7 +723,7 @@ fn emit_gemm(
                         em.lpc(0, k, 1, |em, ci| {
                             let o = em.mul_i(ci, (h * w * 4) as i64);
                             let a = em.b.ins().iadd(xp, o);
-                            let o2 = em.mul_i(ci, 16);
+                            let o2 = em.mul_i(ci, (nr * 4) as i64);
                             let d = em.b.ins().iadd(panel, o2);
                             for lane in 0..4i64 {
                                 let pl = em.add_i(p, lane);
@@ -718,8 +777,7 @@ fn emit_gemm(
                 let c = em.b.ins().band(c5, c6);
                 let ab = em.b.ins().band(a, b_);
                 let fast = em.b.ins().band(ab, c);
-                let so = em.mul_i(sub, (k * NR) as i64);
-                let panel = em.ea(scratch, so);
+                let panel = group_base(em, sub);
                 em.if_else(
                     fast,
                     |em| {
@@ -729,12 +787,12 @@ fn emit_gemm(
                         em.lpc(0, cin_g, 1, |em, ci| {
                             let cho = em.mul_i(ci, (h * w * 4) as i64);
                             let chb = em.b.ins().iadd(base, cho);
-                            let dk = em.mul_i(ci, (kh * kw * NR * 4) as i64);
+                            let dk = em.mul_i(ci, (kh * kw * nr * 4) as i64);
                             let dci = em.b.ins().iadd(panel, dk);
                             for ky in 0..kh {
                                 for kx in 0..kw {
                                     let src = ((ky * dh * w + kx * dw) * 4) as i32;
-                                    let dst = (((ky * kw + kx) * NR) * 4) as i32;
+                                    let dst = (((ky * kw + kx) * nr) * 4) as i32;
                                     if sw == 1 {
                                         let v = em.ld4(chb, src);
                                         em.st(v, dci, dst);
@@ -782,7 +840,7 @@ fn emit_gemm(
                                 };
                                 let cho = em.mul_i(ci, (h * w) as i64);
                                 let chb = em.ea(xb, cho);
-                                let dk = em.mul_i(ci, (kh * kw * NR * 4) as i64);
+                                let dk = em.mul_i(ci, (kh * kw * nr * 4) as i64);
                                 let dci = em.b.ins().iadd(dst0, dk);
                                 for ky in 0..kh {
                                     let iy = em.add_i(iy0, (ky * dh) as i64);
@@ -795,7 +853,7 @@ fn emit_gemm(
                                         let a = em.b.ins().select(inb, a, xb);
                                         let v = em.ld1(a, 0);
                                         let v = em.b.ins().select(inb, v, fillv);
-                                        em.st(v, dci, (((ky * kw + kx) * NR) * 4) as i32);
+                                        em.st(v, dci, (((ky * kw + kx) * nr) * 4) as i32);
                                     }
                                 }
                             });
@@ -809,6 +867,26 @@ fn emit_gemm(
         let m_hi = em.add_i(m_lo, mper as i64);
         let mt_n = em.ic(mtiles as i64);
         let m_hi = em.b.ins().smin(m_hi, mt_n);
+        if let Some(isa) = wide {
+            let t = WideTile {
+                isa,
+                k,
+                kc,
+                cout_g,
+                p_total,
+                wpack,
+                out,
+                epi,
+                n,
+                gi,
+                p0,
+                npix,
+                panels: scratch,
+            };
+            wide_multiply(em, &t, m_lo, m_hi, micro.wide);
+            return;
+        }
+        let ukernel = micro.fallback.expect("fallback GEMM needs the microkernel");
         let tile = em.add_i(scratch, tile_off);
         let kv = em.ic(k as i64);
         let ob = em.vbase(out, n);
@@ -860,6 +938,329 @@ fn emit_gemm(
             });
         });
     });
+}
+
+/// One GEMM unit's state for the wide path (see [`wide_multiply`]).
+struct WideTile<'a> {
+    isa: Isa,
+    k: usize,
+    kc: usize,
+    cout_g: usize,
+    p_total: usize,
+    wpack: usize,
+    out: &'a View,
+    epi: &'a [Epi],
+    n: Value,
+    gi: Value,
+    /// First pixel of the block, pixels in it, and the packed panels `[panel][k][nr]`.
+    p0: Value,
+    npix: Value,
+    panels: Value,
+}
+
+/// Where an epilogue pointer slot of an assembled kernel points.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// A per-channel vector in the blob (row r of the tile reads element `co + r`).
+    Chan(usize),
+    /// The residual tensor, at the tile's origin.
+    Res(View),
+}
+
+/// The longest prefix of `epi` the assembled kernels apply themselves: affine steps, one
+/// residual add, relu/relu6/clip. Returns the ops, their pointer slots, and the prefix
+/// length; the rest is applied by Cranelift code on the stored tile.
+fn fuse_prefix(epi: &[Epi], p_total: usize) -> (Vec<EpOp>, Vec<Slot>, usize) {
+    let mut ops = Vec::new();
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut used = 0;
+    let mut res = false;
+    let slot = |slots: &mut Vec<Slot>, s: Slot| -> u8 {
+        slots.push(s);
+        (slots.len() - 1) as u8
+    };
+    for e in epi {
+        match e {
+            Epi::Affine { scale, shift } => match (scale, shift) {
+                (Some(a), Some(b)) => {
+                    let sa = slot(&mut slots, Slot::Chan(*a));
+                    let sb = slot(&mut slots, Slot::Chan(*b));
+                    ops.push(EpOp::ScaleShift(sa, sb));
+                }
+                (Some(a), None) => ops.push(EpOp::Scale(slot(&mut slots, Slot::Chan(*a)))),
+                (None, Some(b)) => ops.push(EpOp::Shift(slot(&mut slots, Slot::Chan(*b)))),
+                (None, None) => {}
+            },
+            Epi::Add(v) if !res && v.s == p_total => {
+                res = true;
+                ops.push(EpOp::AddRows(slot(&mut slots, Slot::Res(*v))));
+            }
+            Epi::Act(Activation::Relu) => ops.push(EpOp::Max(0)),
+            Epi::Act(Activation::Relu6) => {
+                ops.push(EpOp::Max(0));
+                ops.push(EpOp::Min(6.0f32.to_bits()));
+            }
+            Epi::Act(Activation::Clip { min, max }) => {
+                if *min > f64::NEG_INFINITY {
+                    ops.push(EpOp::Max((*min as f32).to_bits()));
+                }
+                if *max < f64::INFINITY {
+                    ops.push(EpOp::Min((*max as f32).to_bits()));
+                }
+            }
+            _ => break,
+        }
+        used += 1;
+    }
+    (ops, slots, used)
+}
+
+/// Column count of a tile for [`post_epi`].
+#[derive(Clone, Copy)]
+enum Cols {
+    Const(usize),
+    Dyn(Value),
+}
+
+/// Applies `epi` in place to a stored tile: `rows` channels from `co`, pixels `p..p+cols`.
+#[allow(clippy::too_many_arguments)]
+fn post_epi(
+    em: &mut Em,
+    epi: &[Epi],
+    ob: Value,
+    n: Value,
+    co: Value,
+    rows: usize,
+    p: Value,
+    p_total: usize,
+    cols: Cols,
+) {
+    em.lpc(0, rows, 1, |em, r| {
+        let c = em.b.ins().iadd(co, r);
+        let cp = em.mul_i(c, p_total as i64);
+        let idx = em.b.ins().iadd(cp, p);
+        let rowa = em.ea(ob, idx);
+        let vec = |em: &mut Em, j: Value| {
+            let a = em.ea(rowa, j);
+            let v = em.ld4(a, 0);
+            let s = em.b.ins().iadd(p, j);
+            let y = em.epi(epi, v, n, c, s, true);
+            em.st(y, a, 0);
+        };
+        match cols {
+            Cols::Const(nc) => {
+                em.lpc(0, nc / 4 * 4, 4, vec);
+                for j in nc / 4 * 4..nc {
+                    let jv = em.ic(j as i64);
+                    scalar_epi(em, epi, rowa, jv, n, c, p);
+                }
+            }
+            Cols::Dyn(cnt) => {
+                let c4 = em.b.ins().band_imm_s(cnt, !3i64);
+                let z = em.ic(0);
+                em.lp(z, c4, 4, vec);
+                for lane in 0..3 {
+                    let j = em.add_i(c4, lane);
+                    let ok = em.b.ins().icmp(IntCC::SignedLessThan, j, cnt);
+                    em.if_(ok, |em| scalar_epi(em, epi, rowa, j, n, c, p));
+                }
+            }
+        }
+    });
+}
+
+fn scalar_epi(em: &mut Em, epi: &[Epi], rowa: Value, j: Value, n: Value, c: Value, p: Value) {
+    let a = em.ea(rowa, j);
+    let x = em.ld1(a, 0);
+    let xv = em.splat(x);
+    let s = em.b.ins().iadd(p, j);
+    let y = em.epi(epi, xv, n, c, s, false);
+    let y = em.lane0(y);
+    em.st(y, a, 0);
+}
+
+/// Pointers and constants shared by every tile of one wide GEMM unit.
+struct WideCtx {
+    ops: Vec<EpOp>,
+    slots: Vec<Slot>,
+    fused: usize,
+    ss: cranelift_codegen::ir::StackSlot,
+    ep: Value,
+    ldc: Value,
+    ob: Value,
+    nfull: Value,
+    rem: Value,
+}
+
+/// The multiply of one wide GEMM unit: for each K chunk, for each m-tile of this unit's
+/// range, for each pixel panel of the block, one assembled microkernel call writing its
+/// tile straight into the output (the first chunk from zero, later chunks accumulating;
+/// the last one applies the fused epilogue, then Cranelift code the unfused rest).
+fn wide_multiply(
+    em: &mut Em,
+    t: &WideTile,
+    m_lo: Value,
+    m_hi: Value,
+    get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
+) {
+    let isa = t.isa;
+    let (mr, nr) = (isa.mr(), isa.nr());
+    let (ops, slots, fused) = fuse_prefix(t.epi, t.p_total);
+    let ss = em.b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        ((1 + slots.len()) * 8) as u32,
+        3,
+    ));
+    let ep = em.b.ins().stack_addr(I64, ss, 0);
+    let ldc = em.ic((t.p_total * 4) as i64);
+    let ob = em.vbase(t.out, t.n);
+    let nfull = em.b.ins().udiv_imm_u(t.npix, nr as i64);
+    let nfr = em.mul_i(nfull, nr as i64);
+    let rem = em.b.ins().isub(t.npix, nfr);
+    let cx = WideCtx {
+        ops,
+        slots,
+        fused,
+        ss,
+        ep,
+        ldc,
+        ob,
+        nfull,
+        rem,
+    };
+    let mfull = t.cout_g / mr;
+    let medge = t.cout_g % mr;
+    let chunks = t.k.div_ceil(t.kc);
+    let klast = t.k - (chunks - 1) * t.kc;
+    let mut phase = |em: &mut Em, kc0: Value, klen: usize, acc: bool, last: bool| {
+        if mfull > 0 {
+            let mf = em.ic(mfull as i64);
+            let hi = em.b.ins().smin(m_hi, mf);
+            em.lp(m_lo, hi, 1, |em, mt| {
+                wide_tile(em, t, &cx, &mut *get, mt, mr, kc0, klen, acc, last)
+            });
+        }
+        if medge > 0 {
+            let has =
+                em.b.ins()
+                    .icmp_imm_s(IntCC::SignedGreaterThan, m_hi, mfull as i64);
+            em.if_(has, |em| {
+                let mt = em.ic(mfull as i64);
+                wide_tile(em, t, &cx, &mut *get, mt, medge, kc0, klen, acc, last)
+            });
+        }
+    };
+    let z = em.ic(0);
+    if chunks == 1 {
+        phase(em, z, t.k, false, true);
+    } else {
+        phase(em, z, t.kc, false, false);
+        if chunks > 2 {
+            em.lpc(1, chunks - 1, 1, |em, c| {
+                let kc0 = em.mul_i(c, t.kc as i64);
+                phase(em, kc0, t.kc, true, false);
+            });
+        }
+        let kc0 = em.ic(((chunks - 1) * t.kc) as i64);
+        phase(em, kc0, klast, true, true);
+    }
+}
+
+/// One m-tile (`rows` output channels from tile `mt`) against every panel of the block.
+#[allow(clippy::too_many_arguments)]
+fn wide_tile(
+    em: &mut Em,
+    t: &WideTile,
+    cx: &WideCtx,
+    get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
+    mt: Value,
+    rows: usize,
+    kc0: Value,
+    klen: usize,
+    acc: bool,
+    last: bool,
+) {
+    let isa = t.isa;
+    let (mr, nr, vl) = (isa.mr(), isa.nr(), isa.vl());
+    let cog = em.mul_i(mt, mr as i64);
+    let gco = em.mul_i(t.gi, t.cout_g as i64);
+    let co = em.b.ins().iadd(gco, cog);
+    // Weight micro-panel: [k][rows] from tile start, chunk offset kc0 * rows.
+    let wo = em.mul_i(t.gi, (t.cout_g * t.k) as i64);
+    let wo2 = em.mul_i(mt, (mr * t.k) as i64);
+    let wo = em.b.ins().iadd(wo, wo2);
+    let wo3 = em.mul_i(kc0, rows as i64);
+    let wo = em.b.ins().iadd(wo, wo3);
+    let wb = em.wptr(t.wpack);
+    let wpanel = em.ea(wb, wo);
+    let xo = em.mul_i(kc0, nr as i64);
+    let xbase = em.ea(t.panels, xo);
+    let cpix = em.mul_i(co, t.p_total as i64);
+    let cpix = em.b.ins().iadd(cpix, t.p0);
+    let crow = em.ea(cx.ob, cpix);
+    let ops = if last { cx.ops.clone() } else { Vec::new() };
+    let mut res = None;
+    if last {
+        for (i, s) in cx.slots.iter().enumerate() {
+            match s {
+                Slot::Chan(off) => {
+                    let b = em.wptr(*off);
+                    let a = em.ea(b, co);
+                    em.b.ins().stack_store(I64, a, cx.ss, (8 * (1 + i)) as i32);
+                }
+                Slot::Res(v) => {
+                    let base = em.vbase(v, t.n);
+                    let a = em.ea(base, cpix);
+                    res = Some((a, (8 * (1 + i)) as i32));
+                }
+            }
+        }
+    }
+    let rest = if last { &t.epi[cx.fused..] } else { &[][..] };
+    let kv = em.ic(klen as i64);
+    let call = |em: &mut Em, f: FuncRef, j: Value, cols: Cols| {
+        let xo = em.mul_i(j, (t.k * nr * 4) as i64);
+        let xp = em.b.ins().iadd(xbase, xo);
+        let co_ = em.mul_i(j, (nr * 4) as i64);
+        let c = em.b.ins().iadd(crow, co_);
+        if let Some((ra, off)) = res {
+            let r = em.b.ins().iadd(ra, co_);
+            em.b.ins().stack_store(I64, r, cx.ss, off);
+        }
+        em.b.ins().call(f, &[wpanel, xp, c, kv, cx.ldc, cx.ep]);
+        if !rest.is_empty() {
+            let jn = em.mul_i(j, nr as i64);
+            let p = em.b.ins().iadd(t.p0, jn);
+            post_epi(em, rest, cx.ob, t.n, co, rows, p, t.p_total, cols);
+        }
+    };
+    let spec = |nv: usize, masked: bool| Spec {
+        isa,
+        mr: rows,
+        nv,
+        masked,
+        accumulate: acc,
+        xstride: nr,
+        ops: ops.clone(),
+    };
+    let full = get(&spec(isa.nv(), false), em.b.func);
+    let z = em.ic(0);
+    em.lp(z, cx.nfull, 1, |em, j| call(em, full, j, Cols::Const(nr)));
+    // The partial panel: the narrowest masked variant covering `rem` columns.
+    for nv in 1..=isa.nv() {
+        let f = get(&spec(nv, true), em.b.func);
+        let gt =
+            em.b.ins()
+                .icmp_imm_s(IntCC::SignedGreaterThan, cx.rem, ((nv - 1) * vl) as i64);
+        let le =
+            em.b.ins()
+                .icmp_imm_s(IntCC::SignedLessThanOrEqual, cx.rem, (nv * vl) as i64);
+        let ok = em.b.ins().band(gt, le);
+        em.if_(ok, |em| {
+            em.b.ins().stack_store(I64, cx.rem, cx.ss, 0);
+            call(em, f, cx.nfull, Cols::Dyn(cx.rem));
+        });
+    }
 }
 
 /// Copies one input plane into scratch with its padding, split into `sw` column phases:

@@ -12,17 +12,23 @@
 //!    become prefixes of one buffer); the remaining buffers are laid out in one workspace by
 //!    liveness (greedy first fit, largest first). Weights are packed at compile time.
 //! 3. **Kernels** (`emit.rs`): each group is one Cranelift function specialised to its
-//!    shapes; convs run as GEMM on packed panels through one 8x4 f32x4 microkernel
-//!    function (the replaceable boundary, see `emit::emit_ukernel`), depthwise convs on a
-//!    padded phase-split copy, everything else with f32x4 loops and scalar tails.
-//! 4. **Runtime**: kernels run in order; each splits its work units into `threads`
+//!    shapes; convs run as GEMM on packed panels through a microkernel: with AVX2+FMA or
+//!    AVX-512 (see [`TargetCpu`]) hand-assembled 4x24 / 12x32 kernels (`asm.rs`, emitted
+//!    with iced-x86 and defined with `define_function_bytes`; edge tiles, K-blocking and
+//!    the common epilogues are kernel variants), otherwise one 8x4 f32x4 Cranelift
+//!    microkernel (`emit::emit_ukernel`, the fallback). Depthwise convs run on a padded
+//!    phase-split copy, everything else with f32x4 loops and scalar tails.
+//! 4. **Runtime**: kernels run in order; each splits its work units (for a conv: one
+//!    packed pixel block x a range of m-tiles, i.e. a macro-tile) into `threads`
 //!    contiguous ranges on a rayon pool. Every output element is computed by the same code
 //!    in the same order whatever the split, so any thread count gives bit-identical results.
 
+mod asm;
 mod emit;
 mod object;
 mod plan;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -106,13 +112,101 @@ fn backend(e: impl fmt::Display) -> CodegenError {
     CodegenError::Backend(e.to_string())
 }
 
+/// The x86-64 instruction-set level generated code may use.
+///
+/// | level        | Cranelift ISA flags                       | conv/GEMM microkernel        |
+/// |--------------|-------------------------------------------|------------------------------|
+/// | `x86-64-v2`  | SSE4.2, POPCNT (no AVX, no FMA)            | Cranelift f32x4 8x4 (fallback)|
+/// | `x86-64-v3`  | + AVX, AVX2, FMA, BMI1/2, LZCNT            | assembled AVX2+FMA 4x24      |
+/// | `x86-64-v4`  | + AVX-512 F/DQ/VL                          | assembled AVX-512F 12x32     |
+/// | `native`     | whatever the compiling host has            | the widest the host supports |
+///
+/// The JIT ([`compile`]) runs on the host, so a level above the host's is an error there;
+/// [`emit_object`] accepts any level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TargetCpu {
+    X86_64V2,
+    X86_64V3,
+    X86_64V4,
+    #[default]
+    Native,
+}
+
+impl TargetCpu {
+    pub const ALL: [TargetCpu; 4] = [
+        TargetCpu::X86_64V2,
+        TargetCpu::X86_64V3,
+        TargetCpu::X86_64V4,
+        TargetCpu::Native,
+    ];
+    /// The name used on the command line (`x86-64-v3`, `native`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetCpu::X86_64V2 => "x86-64-v2",
+            TargetCpu::X86_64V3 => "x86-64-v3",
+            TargetCpu::X86_64V4 => "x86-64-v4",
+            TargetCpu::Native => "native",
+        }
+    }
+    /// Whether the machine running this code can execute code for this level.
+    pub fn host_supports(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let v2 = has!("sse4.2") && has!("popcnt");
+            let v3 = v2 && has!("avx") && has!("avx2") && has!("fma") && has!("bmi2");
+            match self {
+                TargetCpu::X86_64V2 => v2,
+                TargetCpu::X86_64V3 => v3,
+                TargetCpu::X86_64V4 => {
+                    v3 && has!("avx512f") && has!("avx512dq") && has!("avx512vl")
+                }
+                TargetCpu::Native => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == TargetCpu::Native
+        }
+    }
+}
+
+impl fmt::Display for TargetCpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for TargetCpu {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        TargetCpu::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown target cpu `{s}` (expected x86-64-v2, x86-64-v3, x86-64-v4 or native)"
+                )
+            })
+    }
+}
+
 /// Compilation options.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Threads each kernel's work is split over (1 = run on the calling thread).
     pub threads: usize,
-    /// Use `fma` when the host has AVX and FMA (default true); false forces fmul + fadd.
+    /// Use `fma` when the ISA has AVX and FMA (default true); false forces fmul + fadd
+    /// and, since the assembled microkernels are FMA kernels, the f32x4 fallback GEMM.
     pub allow_fma: bool,
+    /// Instruction-set level (default [`TargetCpu::Native`]: the compiling host). For
+    /// objects meant to run elsewhere pick a level explicitly (`x86-64-v3` is the portable
+    /// choice with wide kernels; see [`emit_object`]).
+    pub target_cpu: TargetCpu,
+    /// Use the assembled wide GEMM microkernels when `target_cpu` allows them (default
+    /// true); false keeps the Cranelift f32x4 fallback with the same ISA flags (for
+    /// before/after comparisons).
+    pub wide_gemm: bool,
 }
 
 impl Default for Options {
@@ -120,6 +214,8 @@ impl Default for Options {
         Options {
             threads: 1,
             allow_fma: true,
+            target_cpu: TargetCpu::Native,
+            wide_gemm: true,
         }
     }
 }
@@ -189,26 +285,56 @@ impl Drop for CompiledModel {
     }
 }
 
-/// The host ISA, with speed optimisation.
-pub(crate) fn host_isa(pic: bool) -> Result<OwnedTargetIsa, CodegenError> {
+/// The ISA for `target` (speed optimisation) and the wide microkernel it allows.
+pub(crate) fn target_isa(
+    target: TargetCpu,
+    pic: bool,
+    allow_fma: bool,
+) -> Result<(OwnedTargetIsa, Option<asm::Isa>), CodegenError> {
     let mut flags = settings::builder();
     flags.set("opt_level", "speed").map_err(backend)?;
     flags
         .set("is_pic", if pic { "true" } else { "false" })
         .map_err(backend)?;
-    let isa = cranelift_native::builder().map_err(backend)?;
-    isa.finish(settings::Flags::new(flags)).map_err(backend)
+    let mut isa = match target {
+        TargetCpu::Native => cranelift_native::builder().map_err(backend)?,
+        _ => cranelift_native::builder_with_options(false).map_err(backend)?,
+    };
+    let extra: &[&str] = match target {
+        TargetCpu::Native => &[],
+        TargetCpu::X86_64V2 => &["x86-64-v2"],
+        // The v3/v4 presets leave `has_avx` (and v4 `has_avx512f`) off; both levels have them.
+        TargetCpu::X86_64V3 => &["x86-64-v3", "has_avx"],
+        TargetCpu::X86_64V4 => &["x86-64-v4", "has_avx", "has_avx512f"],
+    };
+    for e in extra {
+        isa.enable(e).map_err(backend)?;
+    }
+    let isa = isa.finish(settings::Flags::new(flags)).map_err(backend)?;
+    let on = |name: &str| isa_flag(&*isa, name);
+    let sysv = isa.default_call_conv() == CallConv::SystemV;
+    let fma = allow_fma && on("has_avx") && on("has_fma");
+    let wide = if !sysv || !fma || isa.name() != "x64" {
+        None
+    } else if on("has_avx512f") {
+        Some(asm::Isa::Avx512)
+    } else if on("has_avx2") {
+        Some(asm::Isa::Avx2)
+    } else {
+        None
+    };
+    Ok((isa, wide))
+}
+
+fn isa_flag(isa: &dyn cranelift_codegen::isa::TargetIsa, name: &str) -> bool {
+    isa.isa_flags()
+        .iter()
+        .any(|v| v.name == name && v.as_bool().unwrap_or(false))
 }
 
 /// Whether `fma` lowers to a real instruction on this ISA (has_avx and has_fma).
 pub(crate) fn isa_has_fma(isa: &dyn cranelift_codegen::isa::TargetIsa) -> bool {
-    let flags = isa.isa_flags();
-    let on = |name: &str| {
-        flags
-            .iter()
-            .any(|v| v.name == name && v.as_bool().unwrap_or(false))
-    };
-    on("has_avx") && on("has_fma")
+    isa_flag(isa, "has_avx") && isa_flag(isa, "has_fma")
 }
 
 /// Declares and defines the microkernel and every kernel of `plan` in `module`.
@@ -250,19 +376,34 @@ pub(crate) fn define_kernels<M: Module>(
         Ok(())
     };
 
-    // The microkernel.
-    let usig = emit::ukernel_signature(cc);
-    let uid = module
-        .declare_function(&format!("{prefix}ukernel_8x4"), Linkage::Local, &usig)
-        .map_err(backend)?;
-    ctx.func.signature = usig;
-    ctx.func.name = UserFuncName::user(0, uid.as_u32());
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        emit::emit_ukernel(&mut b, fma);
-        b.finalize(module.isa().frontend_config());
-    }
-    finish(module, &mut ctx, uid, &mut texts)?;
+    // The fallback microkernel, if any kernel uses it.
+    let needs_fallback = plan
+        .kernels
+        .iter()
+        .any(|k| matches!(k.kind, plan::KernelKind::Gemm { wide: None, .. }));
+    let uid = if needs_fallback {
+        let usig = emit::ukernel_signature(cc);
+        let uid = module
+            .declare_function(&format!("{prefix}ukernel_8x4"), Linkage::Local, &usig)
+            .map_err(backend)?;
+        ctx.func.signature = usig;
+        ctx.func.name = UserFuncName::user(0, uid.as_u32());
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            emit::emit_ukernel(&mut b, fma);
+            b.finalize(module.isa().frontend_config());
+        }
+        finish(module, &mut ctx, uid, &mut texts)?;
+        Some(uid)
+    } else {
+        None
+    };
+
+    // Assembled microkernels, defined on first use and shared by all kernels.
+    let wsig = emit::wide_ukernel_signature(cc);
+    let mut wide_ids: HashMap<asm::Spec, FuncId> = HashMap::new();
+    let mut wide_err: Option<CodegenError> = None;
+    let mut wide_bytes = 0usize;
 
     let ksig = emit::kernel_signature(cc);
     let mut ids = Vec::new();
@@ -272,20 +413,86 @@ pub(crate) fn define_kernels<M: Module>(
             .map_err(backend)?;
         ctx.func.signature = ksig.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
-        let uref = if matches!(k.kind, plan::KernelKind::Gemm { .. }) {
-            Some(module.declare_func_in_func(uid, &mut ctx.func))
-        } else {
-            None
+        let uref = match (&k.kind, uid) {
+            (plan::KernelKind::Gemm { wide: None, .. }, Some(uid)) => {
+                Some(module.declare_func_in_func(uid, &mut ctx.func))
+            }
+            _ => None,
         };
         {
+            let mut get = |spec: &asm::Spec, func: &mut cranelift_codegen::ir::Function| {
+                let fid = match wide_ids.get(spec) {
+                    Some(&f) => Ok(f),
+                    None => define_wide(module, prefix, spec, &wsig, wide_ids.len()).map(|f| {
+                        wide_ids.insert(spec.clone(), f.0);
+                        wide_bytes += f.1;
+                        f.0
+                    }),
+                };
+                match fid {
+                    Ok(f) => module.declare_func_in_func(f, func),
+                    Err(e) => {
+                        wide_err.get_or_insert(e);
+                        // A placeholder; the error is returned before anything is finalized.
+                        let sig = func.import_signature(wsig.clone());
+                        let name = func.declare_imported_user_function(
+                            cranelift_codegen::ir::UserExternalName {
+                                namespace: 1,
+                                index: 0,
+                            },
+                        );
+                        func.import_function(cranelift_codegen::ir::ExtFuncData {
+                            name: cranelift_codegen::ir::ExternalName::user(name),
+                            signature: sig,
+                            colocated: false,
+                            patchable: false,
+                        })
+                    }
+                }
+            };
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            emit::emit_kernel(&mut b, k, fma, uref);
+            emit::emit_kernel(&mut b, k, fma, uref, &mut get);
             b.finalize(module.isa().frontend_config());
+        }
+        if let Some(e) = wide_err.take() {
+            return Err(e);
         }
         finish(module, &mut ctx, id, &mut texts)?;
         ids.push(id);
     }
+    if let Some(t) = texts {
+        let mut specs: Vec<_> = wide_ids.keys().map(|s| s.name()).collect();
+        specs.sort();
+        t.asm.push_str(&format!(
+            "; {} assembled microkernels ({wide_bytes} bytes of machine code, iced-x86): {}\n",
+            specs.len(),
+            specs.join(", ")
+        ));
+    }
     Ok(ids)
+}
+
+/// Assembles `spec` and defines it in `module` (64-byte aligned); returns its id and size.
+fn define_wide<M: Module>(
+    module: &mut M,
+    prefix: &str,
+    spec: &asm::Spec,
+    sig: &cranelift_codegen::ir::Signature,
+    n: usize,
+) -> Result<(FuncId, usize), CodegenError> {
+    assert_eq!(
+        sig.call_conv,
+        CallConv::SystemV,
+        "assembled microkernels follow the System V ABI"
+    );
+    let bytes = asm::assemble(spec).map_err(CodegenError::Backend)?;
+    let id = module
+        .declare_function(&format!("{prefix}{}_{n}", spec.name()), Linkage::Local, sig)
+        .map_err(backend)?;
+    module
+        .define_function_bytes(id, 64, &bytes, &[])
+        .map_err(backend)?;
+    Ok((id, bytes.len()))
 }
 
 fn compile_inner(
@@ -294,9 +501,16 @@ fn compile_inner(
     want_text: bool,
 ) -> Result<CompiledModel, CodegenError> {
     let threads = options.threads.max(1);
-    let plan = plan::plan(graph, threads)?;
-    let isa = host_isa(false)?;
+    if !options.target_cpu.host_supports() {
+        return Err(CodegenError::Unsupported(format!(
+            "this machine cannot run {} code (the JIT runs on the host)",
+            options.target_cpu
+        )));
+    }
+    let (isa, wide) = target_isa(options.target_cpu, false, options.allow_fma)?;
+    let wide = wide.filter(|_| options.wide_gemm);
     let fma = options.allow_fma && isa_has_fma(&*isa);
+    let plan = plan::plan(graph, threads, wide)?;
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
     let mut texts = Texts::default();
     let ids = define_kernels(
@@ -546,6 +760,70 @@ impl CompiledModel {
             }
         }
         Ok(())
+    }
+}
+
+/// Test hooks for the assembled microkernels (not a stable API).
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+    pub use crate::asm::{EpOp, Isa, Spec, assemble};
+
+    /// Whether this machine can run `isa` kernels.
+    pub fn host_has(isa: Isa) -> bool {
+        match isa {
+            Isa::Avx2 => TargetCpu::X86_64V3.host_supports(),
+            Isa::Avx512 => TargetCpu::X86_64V4.host_supports(),
+        }
+    }
+
+    /// `fn(w, x, c, k, ldc_bytes, ep)`, see the `asm` module.
+    pub type MicroFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, u64, i64, *const u64);
+
+    /// A set of assembled microkernels loaded into executable memory.
+    pub struct Microkernels {
+        module: Option<JITModule>,
+        fns: Vec<MicroFn>,
+    }
+
+    impl Microkernels {
+        pub fn new(specs: &[Spec]) -> Result<Microkernels, CodegenError> {
+            let (isa, _) = target_isa(TargetCpu::Native, false, true)?;
+            let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+            let sig = emit::wide_ukernel_signature(module.isa().default_call_conv());
+            let mut ids = Vec::new();
+            for (i, s) in specs.iter().enumerate() {
+                ids.push(define_wide(&mut module, "t_", s, &sig, i)?.0);
+            }
+            module.finalize_definitions().map_err(backend)?;
+            let fns = ids
+                .iter()
+                .map(|&id| {
+                    let p = module.get_finalized_function(id);
+                    // SAFETY: the bytes at `p` are an assembled microkernel with this ABI.
+                    unsafe { std::mem::transmute::<*const u8, MicroFn>(p) }
+                })
+                .collect();
+            Ok(Microkernels {
+                module: Some(module),
+                fns,
+            })
+        }
+        /// Kernel `i` (the order of `specs`). Calling it is unsafe: the caller must uphold
+        /// the contract of the `asm` module and only call kernels this CPU can run.
+        pub fn get(&self, i: usize) -> MicroFn {
+            self.fns[i]
+        }
+    }
+
+    impl Drop for Microkernels {
+        fn drop(&mut self) {
+            if let Some(m) = self.module.take() {
+                // SAFETY: the function pointers handed out must not outlive `self`
+                // (documented on `get`), so nothing runs in this memory any more.
+                unsafe { m.free_memory() };
+            }
+        }
     }
 }
 

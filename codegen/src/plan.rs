@@ -12,15 +12,19 @@ use std::collections::HashSet;
 use bnc_ir::{Activation, Graph, Op, Pool2d, Shape, ValueId};
 
 use crate::CodegenError;
+use crate::asm::Isa;
 
-/// GEMM tile: `MR` output channels by `NR` pixels (see `emit::emit_ukernel`).
+/// Fallback GEMM tile: `MR` output channels by `NR` pixels (see `emit::emit_ukernel`).
 pub(crate) const MR: usize = 8;
 pub(crate) const NR: usize = 4;
+/// Cache sizes the blocking is derived from (per core): L1 data and L2.
+const L1_BYTES: usize = 32 * 1024;
+const L2_BYTES: usize = 1024 * 1024;
 /// Budget (in floats) for one packed input block of the GEMM path: the block is reused by
-/// every weight panel, so it should stay in L2 (384 KiB).
-const PACK_BUDGET: usize = 96 * 1024;
-/// Larger budget (1 MiB) allowed when it covers the whole image (see `lower_anchor`).
-const WHOLE_BUDGET: usize = 256 * 1024;
+/// every weight panel, so it should stay in L2 next to the streaming weights (half of L2).
+const PACK_BUDGET: usize = L2_BYTES / 2 / 4;
+/// Larger budget (3/4 of L2) allowed when it covers the whole image (see `lower_anchor`).
+const WHOLE_BUDGET: usize = L2_BYTES * 3 / 4 / 4;
 /// Alignment of workspace buffers and blob entries, in floats (64 bytes).
 const ALIGN: usize = 16;
 
@@ -89,15 +93,21 @@ impl ConvGeom {
 
 #[derive(Clone, Debug)]
 pub(crate) enum KernelKind {
-    /// Conv as GEMM on packed panels: weights at `wpack` laid out
-    /// `[group][mtile][k][MR]`; pixels in blocks of `nb`; `mchunks` splits the m-tiles of a
-    /// block across units for parallelism.
+    /// Conv as GEMM on packed panels; pixels in blocks of `nb`; `mchunks` splits the
+    /// m-tiles of a block across units for parallelism.
+    ///
+    /// Fallback (`wide == None`): weights at `wpack` laid out `[group][mtile][k][MR]`, rows
+    /// past `cout_g` zero. Wide: `[group][mtile][k][mr_t]` with `mr_t = min(isa.mr(), rows
+    /// left)` (the M edge tile is packed narrow, not padded), so tile `mt` of group `gi`
+    /// starts at `gi*cout_g*k + mt*isa.mr()*k`; the reduction runs in chunks of `kc`.
     Gemm {
         x: View,
         g: ConvGeom,
         wpack: usize,
         nb: usize,
         mchunks: usize,
+        wide: Option<Isa>,
+        kc: usize,
     },
     /// Conv with one input channel per group (depthwise, any multiplier): weights at `w`
     /// as `[cout][kh*kw]`.
@@ -280,7 +290,9 @@ fn affine_params(graph: &Graph, node: usize) -> Result<(Vec<f32>, Vec<f32>), Cod
     }
 }
 
-pub(crate) fn plan(graph: &Graph, threads: usize) -> Result<Plan, CodegenError> {
+/// Plans `graph` for `threads` threads; `wide` selects the assembled GEMM microkernels
+/// (their tile shape drives weight packing and blocking), `None` the f32x4 fallback.
+pub(crate) fn plan(graph: &Graph, threads: usize, wide: Option<Isa>) -> Result<Plan, CodegenError> {
     graph
         .verify()
         .map_err(|e| CodegenError::Invalid(e.to_string()))?;
@@ -667,7 +679,9 @@ pub(crate) fn plan(graph: &Graph, threads: usize) -> Result<Plan, CodegenError> 
                     kernels.len(),
                     graph.value(node.output).name.replace(['.', '-'], "_")
                 );
-                let k = lower_anchor(graph, g, node, &mut blob, &view, out, epi, name, threads)?;
+                let k = lower_anchor(
+                    graph, g, node, &mut blob, &view, out, epi, name, threads, wide,
+                )?;
                 kernels.push(k);
             }
         }
@@ -712,6 +726,7 @@ fn lower_anchor(
     mut epi: Vec<Epi>,
     name: String,
     threads: usize,
+    wide: Option<Isa>,
 ) -> Result<Kernel, CodegenError> {
     let param = |s: &str| {
         graph
@@ -792,45 +807,41 @@ fn lower_anchor(
             } else {
                 let k = geom.kdim();
                 let cout_g = geom.cout_g();
-                let mtiles = cout_g.div_ceil(MR);
-                let p = geom.pixels();
-                // One block for the whole image when it is small enough: then each weight
-                // panel is read from memory once (weight-heavy late layers).
-                let whole = p.div_ceil(NR) * NR;
-                let nb = if whole * k <= WHOLE_BUDGET {
-                    whole
-                } else {
-                    ((PACK_BUDGET / k) / NR * NR).clamp(NR, whole)
+                let (mr, nr) = match wide {
+                    Some(isa) => (isa.mr(), isa.nr()),
+                    None => (MR, NR),
                 };
-                let pblocks = p.div_ceil(nb);
+                let mtiles = cout_g.div_ceil(mr);
+                let p = geom.pixels();
+                let b = gemm_blocking(k, p, mr, nr);
+                let pblocks = p.div_ceil(b.nb);
                 let base = x.n * geom.groups * pblocks;
                 let mchunks = if threads > 1 && base < 4 * threads {
                     mtiles.min((4 * threads).div_ceil(base))
                 } else {
                     1
                 };
-                // Weights packed as [group][mtile][k][MR], zero rows past cout_g.
-                let mut packed = vec![0.0f32; geom.groups * mtiles * k * MR];
-                for gi in 0..geom.groups {
-                    for co in 0..cout_g {
-                        let (mt, r) = (co / MR, co % MR);
-                        let row = &weight[(gi * cout_g + co) * k..(gi * cout_g + co + 1) * k];
-                        for (kk, &wv) in row.iter().enumerate() {
-                            packed[((gi * mtiles + mt) * k + kk) * MR + r] = wv;
-                        }
-                    }
-                }
-                let wpack = blob.push(&packed);
+                let wpack = blob.push(&pack_weights(
+                    weight,
+                    geom.groups,
+                    cout_g,
+                    k,
+                    mr,
+                    wide.is_none(),
+                ));
+                let scratch = b.nb * k + if wide.is_some() { ALIGN } else { MR * NR };
                 kernel(
                     KernelKind::Gemm {
                         x,
                         g: geom,
                         wpack,
-                        nb,
+                        nb: b.nb,
                         mchunks,
+                        wide,
+                        kc: if wide.is_some() { b.kc } else { k },
                     },
                     base * mchunks,
-                    nb * k + MR * NR,
+                    scratch,
                     epi,
                 )
             }
@@ -905,6 +916,69 @@ fn lower_anchor(
             )));
         }
     })
+}
+
+/// Cache blocking of one GEMM: pixels per packed block and the reduction chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Blocking {
+    /// Pixels per packed input block (a multiple of `nr`, or the whole image rounded up).
+    pub nb: usize,
+    /// Reduction chunk: the `mr x kc` weight micro-panel stays in half of L1 while the
+    /// kernel sweeps the input panels of a block.
+    pub kc: usize,
+}
+
+/// Blocking derived from the shapes and the cache sizes (not tuned per model):
+///
+/// * `kc`: the weight micro-panel `mr * kc` floats fills at most half of L1, so it stays
+///   resident across the `nb / nr` micro-kernel calls that reuse it; a longer `K` is split
+///   into equal chunks (multiples of 4, the kernels' unroll).
+/// * `nb`: the packed input block `nb * K` floats stays within half of L2 (it is re-read once
+///   per weight panel), or 3/4 of L2 when that covers the whole image, so each weight panel
+///   is then read from memory exactly once.
+pub(crate) fn gemm_blocking(k: usize, pixels: usize, mr: usize, nr: usize) -> Blocking {
+    let whole = pixels.div_ceil(nr) * nr;
+    let nb = if whole * k <= WHOLE_BUDGET {
+        whole
+    } else {
+        ((PACK_BUDGET / k) / nr * nr).clamp(nr, whole)
+    };
+    let kmax = (L1_BYTES / 2 / (4 * mr)) / 4 * 4;
+    let kc = if k <= kmax {
+        k
+    } else {
+        let chunks = k.div_ceil(kmax);
+        k.div_ceil(chunks).div_ceil(4) * 4
+    };
+    Blocking { nb, kc }
+}
+
+/// Packs `[groups * cout_g][k]` weights into m-tile panels `[group][mtile][k][rows]`:
+/// `padded` gives every tile `mr` rows (zeros past `cout_g`, the fallback layout); otherwise
+/// the last tile of a group has only the rows left.
+pub(crate) fn pack_weights(
+    weight: &[f32],
+    groups: usize,
+    cout_g: usize,
+    k: usize,
+    mr: usize,
+    padded: bool,
+) -> Vec<f32> {
+    let mtiles = cout_g.div_ceil(mr);
+    let gstride = if padded { mtiles * mr * k } else { cout_g * k };
+    let mut packed = vec![0.0f32; groups * gstride];
+    for gi in 0..groups {
+        for co in 0..cout_g {
+            let (mt, r) = (co / mr, co % mr);
+            let rows = if padded { mr } else { mr.min(cout_g - mt * mr) };
+            let tile = gi * gstride + mt * mr * k;
+            let row = &weight[(gi * cout_g + co) * k..(gi * cout_g + co + 1) * k];
+            for (kk, &wv) in row.iter().enumerate() {
+                packed[tile + kk * rows + r] = wv;
+            }
+        }
+    }
+    packed
 }
 
 /// Width of one phase row of the depthwise kernel's padded input copy: the output width

@@ -4,7 +4,8 @@
 mod common;
 use std::path::Path;
 
-use common::{MODEL_TOL, check_with};
+use bnc_codegen::{Options, TargetCpu, compile};
+use common::{MODEL_TOL, check_with, inputs, run_compiled};
 
 fn example(name: &str) -> bnc_ir::Graph {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -41,6 +42,28 @@ fn mobile_models() {
 fn big_models() {
     for name in ["resnet50", "vgg11_bn", "densenet121"] {
         check_model(name, 2);
+    }
+}
+
+/// The x86-64-v2 fallback (pure Cranelift f32x4, no AVX/FMA) gives the same results as the
+/// wide kernels the host picks, within the model tolerance.
+#[test]
+fn fallback_x86_64_v2_matches_wide() {
+    for name in ["resnet18", "mobilenet_v2"] {
+        let g = example(name);
+        let ins = inputs(&g, 3);
+        let wide = run_compiled(&compile(&g, &Options::default()).unwrap(), &ins);
+        let v2 = Options {
+            target_cpu: TargetCpu::X86_64V2,
+            threads: 2,
+            ..Options::default()
+        };
+        let fb = run_compiled(&compile(&g, &v2).unwrap(), &ins);
+        for (a, b) in wide.iter().zip(&fb) {
+            let err = a.max_abs_diff(b) / a.max_abs().max(1.0);
+            assert!(err <= MODEL_TOL, "{name}: x86-64-v2 differs by {err}");
+            eprintln!("{name}: wide vs x86-64-v2 relative difference {err:.2e}");
+        }
     }
 }
 

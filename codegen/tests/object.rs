@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use bnc_codegen::{Options, emit_object};
+use bnc_codegen::{Options, TargetCpu, emit_object};
 use common::{MODEL_TOL, inputs, model};
 
 const DRIVER: &str = r#"
@@ -44,21 +44,99 @@ fn write_f32(path: &Path, data: &[f32]) {
 
 #[test]
 fn object_links_with_cc_and_matches_interpreter() {
+    link_and_check(&Options::default(), "native");
+}
+
+#[test]
+fn x86_64_v3_object_links_with_cc_and_matches_interpreter() {
+    if !TargetCpu::X86_64V3.host_supports() {
+        eprintln!("SKIPPED: this machine cannot run x86-64-v3 code");
+        return;
+    }
+    let o = Options {
+        target_cpu: TargetCpu::X86_64V3,
+        ..Options::default()
+    };
+    link_and_check(&o, "v3");
+}
+
+#[test]
+fn x86_64_v2_object_links_and_has_no_wide_registers() {
+    let o = Options {
+        target_cpu: TargetCpu::X86_64V2,
+        ..Options::default()
+    };
+    link_and_check(&o, "v2");
+    let (obj, _) = emit_object(&test_model(), &o, "mdl").unwrap();
+    let path = std::env::temp_dir().join(format!("bnc_obj_v2_{}.o", std::process::id()));
+    std::fs::write(&path, &obj).unwrap();
+    let out = match Command::new("objdump").arg("-d").arg(&path).output() {
+        Ok(o) if o.status.success() => o,
+        _ => {
+            eprintln!("SKIPPED: no working `objdump`, cannot disassemble the object");
+            let _ = std::fs::remove_file(&path);
+            return;
+        }
+    };
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("xmm"), "expected SSE code:\n{text}");
+    for bad in ["ymm", "zmm", "vfmadd", "vex", "{k"] {
+        assert!(!text.contains(bad), "x86-64-v2 object uses `{bad}`");
+    }
+    // And the v3/v4 objects do use wide registers.
+    for (t, reg) in [(TargetCpu::X86_64V3, "ymm"), (TargetCpu::X86_64V4, "zmm")] {
+        let o = Options {
+            target_cpu: t,
+            ..Options::default()
+        };
+        let (obj, _) = emit_object(&test_model(), &o, "mdl").unwrap();
+        let path = std::env::temp_dir().join(format!("bnc_obj_{t}_{}.o", std::process::id()));
+        std::fs::write(&path, &obj).unwrap();
+        let out = Command::new("objdump")
+            .arg("-d")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(reg), "{t} object has no {reg}");
+        if t == TargetCpu::X86_64V3 {
+            // No AVX-512 at all: no zmm, no EVEX-only registers or masks.
+            let mut bad: Vec<String> = vec!["zmm".into(), "{evex}".into(), "%k1".into()];
+            for i in 16..32 {
+                bad.push(format!("%ymm{i}"));
+                bad.push(format!("%xmm{i}"));
+            }
+            for b in &bad {
+                assert!(!text.contains(b.as_str()), "x86-64-v3 object uses `{b}`");
+            }
+        }
+    }
+}
+
+/// Two inputs, a fused conv (+BN+add+relu), a depthwise conv, pools, concat, a dense head,
+/// and a wider conv so the GEMM microkernel has full and edge tiles.
+fn test_model() -> bnc_ir::Graph {
+    model(
+        "input x: f32[1, 3, 12, 12]\n input z: f32[1, 8, 6, 6]\n \
+         c = conv2d(x, out = 8, kernel = 3, stride = 2, pad = 1)\n b = batchnorm(c)\n \
+         a = add(b, z)\n r = relu(a)\n d = conv2d(r, out = 8, kernel = 3, pad = 1, groups = 8)\n \
+         k = concat(r, d)\n e = conv2d(k, out = 29, kernel = 3, pad = 1)\n q = relu6(e)\n \
+         m = maxpool(q, kernel = 2)\n g = global_avgpool(m)\n f = flatten(g)\n \
+         y = dense(f, out = 5)\n s = softmax(y)\n output s",
+    )
+}
+
+fn link_and_check(options: &Options, tag: &str) {
     if Command::new("cc").arg("--version").output().is_err() {
         eprintln!("SKIPPED: no `cc` on PATH, cannot link the object file");
         return;
     }
-    // Two inputs, a fused conv (+BN+add+relu), a depthwise conv, pools, concat, a dense head.
-    let g = model(
-        "input x: f32[1, 3, 12, 12]\n input z: f32[1, 8, 6, 6]\n \
-         c = conv2d(x, out = 8, kernel = 3, stride = 2, pad = 1)\n b = batchnorm(c)\n \
-         a = add(b, z)\n r = relu(a)\n d = conv2d(r, out = 8, kernel = 3, pad = 1, groups = 8)\n \
-         k = concat(r, d)\n m = maxpool(k, kernel = 2)\n g = global_avgpool(m)\n f = flatten(g)\n \
-         y = dense(f, out = 5)\n s = softmax(y)\n output s",
-    );
-    let (obj, header) = emit_object(&g, &Options::default(), "mdl").unwrap();
+    let g = test_model();
+    let (obj, header) = emit_object(&g, options, "mdl").unwrap();
     assert!(header.contains("int mdl_forward(const float *const *inputs"));
-    let dir = std::env::temp_dir().join(format!("bnc_obj_test_{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("bnc_obj_test_{tag}_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("model.o"), &obj).unwrap();
     std::fs::write(dir.join("model.h"), &header).unwrap();
@@ -86,6 +164,6 @@ fn object_links_with_cc_and_matches_interpreter() {
     let want = bnc_ir::interp::run(&g, &ins).unwrap();
     let got = bnc_ir::Tensor::new(want[0].shape.clone(), got);
     let err = want[0].max_abs_diff(&got) / want[0].max_abs().max(1.0);
-    assert!(err <= MODEL_TOL, "object output differs: {err}");
+    assert!(err <= MODEL_TOL, "{tag} object output differs: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

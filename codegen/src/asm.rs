@@ -1,0 +1,490 @@
+//! Hand-assembled fp32 GEMM microkernels (AVX2+FMA and AVX-512F), emitted at compile time
+//! with `iced-x86` and defined in the Cranelift module with `define_function_bytes`.
+//!
+//! Cranelift (0.135) only has 128-bit vectors; these kernels use 256/512-bit ones. Each is a
+//! leaf function without a frame (no stack use, no callee-saved register touched, so no
+//! unwind info is needed), System V calling convention, 64-byte aligned, ending in
+//! `vzeroupper`.
+//!
+//! # Contract
+//!
+//! ```text
+//! ukernel(w:   *const f32   rdi  weight micro-panel [k][mr]          (broadcast, any alignment)
+//!         x:   *const f32   rsi  input micro-panel  [k][xstride]     (vector loads; 64-byte
+//!                                aligned is best), columns 0 .. nv*VL used
+//!         c:   *mut f32     rdx  tile origin: row r at c + r*ldc bytes, columns contiguous
+//!         k:   u64          rcx  >= 1, reduction length
+//!         ldc: i64          r8   row stride of C (and of the residual) in bytes
+//!         ep:  *const u64   r9   ep[0] = valid columns n (masked variants only),
+//!                                ep[1 + s] = pointer of epilogue slot s, for row 0 of the tile)
+//!
+//! acc[r][j] = (accumulate ? c[r][j] : 0) + sum_{kk in 0..k, in order} w[kk][r] * x[kk][j]
+//! then the epilogue ops in order, then c[r][j] = acc[r][j] for r < mr, j < n
+//! ```
+//!
+//! Every element is one FMA chain in `kk` order, so the result is independent of how the
+//! caller tiles M and N, and a K-blocked caller (first block without, later blocks with
+//! `accumulate`) gets exactly the unblocked sums. The epilogue ops reproduce the Cranelift
+//! epilogue bit for bit (`fma(v, scale, shift)`, `v + shift`, `v * scale`, `v + res`,
+//! `max`/`min` with the same NaN rule as `x > lo ? x : lo`).
+//!
+//! Variants: `mr` in `1..=MR` rows (the M edge is a narrower kernel, not padding), `nv` in
+//! `1..=NV` vectors of VL columns, and `masked` (only the last vector is partial: `n` in
+//! `((nv-1)*VL, nv*VL]`; masked loads and stores never touch the columns past `n`).
+
+use iced_x86::IcedError;
+use iced_x86::code_asm::*;
+
+/// Instruction set of a wide microkernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX2 + FMA, 16 ymm registers.
+    Avx2,
+    /// AVX-512F, 32 zmm registers and mask registers.
+    Avx512,
+}
+
+impl Isa {
+    /// f32 lanes per vector.
+    pub fn vl(self) -> usize {
+        match self {
+            Isa::Avx2 => 8,
+            Isa::Avx512 => 16,
+        }
+    }
+    /// Full tile rows (output channels; broadcast operand).
+    pub fn mr(self) -> usize {
+        match self {
+            Isa::Avx2 => 4,
+            Isa::Avx512 => 12,
+        }
+    }
+    /// Vectors per tile row (the tile has `nv * vl` pixel columns).
+    pub fn nv(self) -> usize {
+        match self {
+            Isa::Avx2 => 3,
+            Isa::Avx512 => 2,
+        }
+    }
+    pub fn nr(self) -> usize {
+        self.vl() * self.nv()
+    }
+    fn regs(self) -> usize {
+        match self {
+            Isa::Avx2 => 16,
+            Isa::Avx512 => 32,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+}
+
+/// One step of a fused epilogue, applied to every accumulator of a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EpOp {
+    /// `v = fma(v, scale[r], shift[r])`; slots of the two per-row vectors.
+    ScaleShift(u8, u8),
+    /// `v = v * scale[r]`.
+    Scale(u8),
+    /// `v = v + shift[r]`.
+    Shift(u8),
+    /// `v = v + res[r][j]`; the slot holds the residual tile origin (row stride `ldc`).
+    /// At most one per kernel.
+    AddRows(u8),
+    /// `v = v > c ? v : c` (f32 bits).
+    Max(u32),
+    /// `v = v < c ? v : c` (f32 bits).
+    Min(u32),
+}
+
+/// Which microkernel to assemble.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Spec {
+    pub isa: Isa,
+    pub mr: usize,
+    pub nv: usize,
+    pub masked: bool,
+    /// Start from the values in C (K-blocking) instead of zero.
+    pub accumulate: bool,
+    /// Floats per k-row of the input panel.
+    pub xstride: usize,
+    pub ops: Vec<EpOp>,
+}
+
+impl Spec {
+    pub fn name(&self) -> String {
+        format!(
+            "uk_{}_{}x{}{}{}",
+            self.isa.name(),
+            self.mr,
+            self.nv * self.isa.vl(),
+            if self.masked { "_m" } else { "" },
+            if self.accumulate { "_acc" } else { "" },
+        )
+    }
+}
+
+/// Unroll of the k loop.
+const UNROLL: usize = 4;
+
+const LANE_TABLE: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 16 {
+        t[i * 4] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+macro_rules! regs {
+    ($($r:ident),*) => { [$($r),*] };
+}
+const YMM: [AsmRegisterYmm; 16] = regs!(
+    ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14,
+    ymm15
+);
+const ZMM: [AsmRegisterZmm; 32] = regs!(
+    zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11, zmm12, zmm13, zmm14,
+    zmm15, zmm16, zmm17, zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27,
+    zmm28, zmm29, zmm30, zmm31
+);
+const XMM: [AsmRegisterXmm; 16] = regs!(
+    xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13, xmm14,
+    xmm15
+);
+
+/// Vector operations on register indices, dispatched on the ISA.
+struct V {
+    a: CodeAssembler,
+    isa: Isa,
+}
+
+impl V {
+    fn vmem(&self, m: AsmMemoryOperand) -> AsmMemoryOperand {
+        match self.isa {
+            Isa::Avx2 => ymmword_ptr(m),
+            Isa::Avx512 => zmmword_ptr(m),
+        }
+    }
+    fn zero(&mut self, r: usize) -> Result<(), IcedError> {
+        match self.isa {
+            Isa::Avx2 => self.a.vxorps(YMM[r], YMM[r], YMM[r]),
+            // xmm form zeroes the whole zmm and stays VEX-encodable for r < 16.
+            Isa::Avx512 => self.a.vpxord(ZMM[r], ZMM[r], ZMM[r]),
+        }
+    }
+    fn load(&mut self, r: usize, m: AsmMemoryOperand) -> Result<(), IcedError> {
+        let m = self.vmem(m);
+        match self.isa {
+            Isa::Avx2 => self.a.vmovups(YMM[r], m),
+            Isa::Avx512 => self.a.vmovups(ZMM[r], m),
+        }
+    }
+    /// Masked load (zeroing); `mask` is a ymm index (AVX2) or ignored (AVX-512 uses k1).
+    fn load_masked(&mut self, r: usize, m: AsmMemoryOperand, mask: usize) -> Result<(), IcedError> {
+        let m = self.vmem(m);
+        match self.isa {
+            Isa::Avx2 => self.a.vmaskmovps(YMM[r], YMM[mask], m),
+            Isa::Avx512 => self.a.vmovups(ZMM[r].k1().z(), m),
+        }
+    }
+    fn store(&mut self, m: AsmMemoryOperand, r: usize) -> Result<(), IcedError> {
+        let m = self.vmem(m);
+        match self.isa {
+            Isa::Avx2 => self.a.vmovups(m, YMM[r]),
+            Isa::Avx512 => self.a.vmovups(m, ZMM[r]),
+        }
+    }
+    fn store_masked(
+        &mut self,
+        m: AsmMemoryOperand,
+        r: usize,
+        mask: usize,
+    ) -> Result<(), IcedError> {
+        let m = self.vmem(m);
+        match self.isa {
+            Isa::Avx2 => self.a.vmaskmovps(m, YMM[mask], YMM[r]),
+            Isa::Avx512 => self.a.vmovups(m.k1(), ZMM[r]),
+        }
+    }
+    fn bcst(&mut self, r: usize, m: AsmMemoryOperand) -> Result<(), IcedError> {
+        match self.isa {
+            Isa::Avx2 => self.a.vbroadcastss(YMM[r], dword_ptr(m)),
+            Isa::Avx512 => self.a.vbroadcastss(ZMM[r], dword_ptr(m)),
+        }
+    }
+    /// Broadcast the f32 with bits `bits` (through eax).
+    fn bcst_const(&mut self, r: usize, bits: u32) -> Result<(), IcedError> {
+        self.a.mov(eax, bits)?;
+        match self.isa {
+            Isa::Avx2 => {
+                self.a.vmovd(XMM[r], eax)?;
+                self.a.vbroadcastss(YMM[r], XMM[r])
+            }
+            Isa::Avx512 => self.a.vpbroadcastd(ZMM[r], eax),
+        }
+    }
+    /// `acc += x * b`.
+    fn fma231(&mut self, acc: usize, x: usize, b: usize) -> Result<(), IcedError> {
+        match self.isa {
+            Isa::Avx2 => self.a.vfmadd231ps(YMM[acc], YMM[x], YMM[b]),
+            Isa::Avx512 => self.a.vfmadd231ps(ZMM[acc], ZMM[x], ZMM[b]),
+        }
+    }
+    /// `v = v * s + t`.
+    fn fma213(&mut self, v: usize, s: usize, t: usize) -> Result<(), IcedError> {
+        match self.isa {
+            Isa::Avx2 => self.a.vfmadd213ps(YMM[v], YMM[s], YMM[t]),
+            Isa::Avx512 => self.a.vfmadd213ps(ZMM[v], ZMM[s], ZMM[t]),
+        }
+    }
+    fn binop(&mut self, op: u8, v: usize, t: usize) -> Result<(), IcedError> {
+        match (self.isa, op) {
+            (Isa::Avx2, b'*') => self.a.vmulps(YMM[v], YMM[v], YMM[t]),
+            (Isa::Avx2, b'+') => self.a.vaddps(YMM[v], YMM[v], YMM[t]),
+            (Isa::Avx2, b'>') => self.a.vmaxps(YMM[v], YMM[v], YMM[t]),
+            (Isa::Avx2, _) => self.a.vminps(YMM[v], YMM[v], YMM[t]),
+            (Isa::Avx512, b'*') => self.a.vmulps(ZMM[v], ZMM[v], ZMM[t]),
+            (Isa::Avx512, b'+') => self.a.vaddps(ZMM[v], ZMM[v], ZMM[t]),
+            (Isa::Avx512, b'>') => self.a.vmaxps(ZMM[v], ZMM[v], ZMM[t]),
+            (Isa::Avx512, _) => self.a.vminps(ZMM[v], ZMM[v], ZMM[t]),
+        }
+    }
+}
+
+/// Assembles the microkernel `spec` (see the module documentation).
+pub fn assemble(spec: &Spec) -> Result<Vec<u8>, String> {
+    assemble_inner(spec).map_err(|e| format!("assembling {}: {e}", spec.name()))
+}
+
+fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
+    let isa = spec.isa;
+    let (mr, nv, vl) = (spec.mr, spec.nv, isa.vl());
+    assert!(mr >= 1 && mr <= isa.mr() && nv >= 1 && nv <= isa.nv());
+    assert!(spec.xstride >= nv * vl);
+    assert!(
+        spec.ops
+            .iter()
+            .filter(|o| matches!(o, EpOp::AddRows(_)))
+            .count()
+            <= 1
+    );
+    let nacc = mr * nv;
+    let acc = |r: usize, v: usize| r * nv + v;
+    // Registers: accumulators, then the x vectors, then broadcast registers.
+    let xr0 = nacc;
+    let b0 = xr0 + nv;
+    let nb = isa.regs() - b0;
+    assert!(nb >= 1);
+    // After the loop: mask (AVX2) and two temporaries.
+    let (mask, t1, t2) = (isa.regs() - 3, isa.regs() - 2, isa.regs() - 1);
+    assert!(mask >= nacc);
+    let vb = (vl * 4) as i32; // bytes per vector
+    let mut v = V {
+        a: CodeAssembler::new(64)?,
+        isa,
+    };
+    let mut table = v.a.create_label();
+    let last = nv - 1;
+
+    // The mask of the last vector from n = ep[0]: lanes l with l < n - last*vl.
+    let make_mask = |v: &mut V, table: CodeLabel| -> Result<(), IcedError> {
+        v.a.mov(rax, qword_ptr(r9))?;
+        v.a.sub(eax, (last * vl) as u32)?;
+        match isa {
+            Isa::Avx2 => {
+                v.a.vmovd(XMM[mask], eax)?;
+                v.a.vpbroadcastd(YMM[mask], XMM[mask])?;
+                v.a.vpcmpgtd(YMM[mask], YMM[mask], ymmword_ptr(table))
+            }
+            Isa::Avx512 => {
+                v.a.vpbroadcastd(ZMM[t1], eax)?;
+                v.a.vpcmpgtd(k1, ZMM[t1], zmmword_ptr(table))
+            }
+        }
+    };
+
+    // ---- initial accumulators ----
+    if spec.accumulate {
+        if spec.masked {
+            make_mask(&mut v, table)?;
+        }
+        v.a.mov(r10, rdx)?;
+        for r in 0..mr {
+            for j in 0..nv {
+                let m = r10 + (j as i32) * vb;
+                if spec.masked && j == last {
+                    v.load_masked(acc(r, j), m, mask)?;
+                } else {
+                    v.load(acc(r, j), m)?;
+                }
+            }
+            if r + 1 < mr {
+                v.a.add(r10, r8)?;
+            }
+        }
+    } else {
+        for i in 0..nacc {
+            v.zero(i)?;
+        }
+    }
+
+    // ---- k loop ----
+    let xs = (spec.xstride * 4) as i32;
+    let mut bi = 0usize;
+    let body = |v: &mut V, u: usize, bi: &mut usize| -> Result<(), IcedError> {
+        for j in 0..nv {
+            v.load(xr0 + j, rsi + (u as i32 * xs + j as i32 * vb))?;
+        }
+        for r in 0..mr {
+            let b = b0 + *bi % nb;
+            *bi += 1;
+            v.bcst(b, rdi + ((u * mr + r) * 4) as i32)?;
+            for j in 0..nv {
+                v.fma231(acc(r, j), xr0 + j, b)?;
+            }
+        }
+        Ok(())
+    };
+    let mut main = v.a.create_label();
+    let mut tail = v.a.create_label();
+    let mut tail_loop = v.a.create_label();
+    let mut done = v.a.create_label();
+    v.a.mov(rax, rcx)?;
+    v.a.shr(rax, UNROLL.trailing_zeros())?;
+    v.a.jz(tail)?;
+    v.a.set_label(&mut main)?;
+    for u in 0..UNROLL {
+        body(&mut v, u, &mut bi)?;
+    }
+    v.a.add(rdi, (UNROLL * mr * 4) as i32)?;
+    v.a.add(rsi, UNROLL as i32 * xs)?;
+    v.a.dec(rax)?;
+    v.a.jnz(main)?;
+    v.a.set_label(&mut tail)?;
+    v.a.and(ecx, (UNROLL - 1) as u32)?;
+    v.a.jz(done)?;
+    v.a.set_label(&mut tail_loop)?;
+    body(&mut v, 0, &mut bi)?;
+    v.a.add(rdi, (mr * 4) as i32)?;
+    v.a.add(rsi, xs)?;
+    v.a.dec(ecx)?;
+    v.a.jnz(tail_loop)?;
+    v.a.set_label(&mut done)?;
+
+    // ---- epilogue and stores, row by row ----
+    if spec.masked {
+        make_mask(&mut v, table)?;
+    }
+    v.a.mov(r10, rdx)?;
+    if let Some(EpOp::AddRows(s)) = spec.ops.iter().find(|o| matches!(o, EpOp::AddRows(_))) {
+        v.a.mov(r11, qword_ptr(r9 + 8 * (1 + *s as i32)))?;
+    }
+    let slot = |s: u8| r9 + 8 * (1 + s as i32);
+    for r in 0..mr {
+        let ro = (r * 4) as i32;
+        for op in &spec.ops {
+            match *op {
+                EpOp::ScaleShift(a, b) => {
+                    v.a.mov(rax, qword_ptr(slot(a)))?;
+                    v.bcst(t1, rax + ro)?;
+                    v.a.mov(rax, qword_ptr(slot(b)))?;
+                    v.bcst(t2, rax + ro)?;
+                    for j in 0..nv {
+                        v.fma213(acc(r, j), t1, t2)?;
+                    }
+                }
+                EpOp::Scale(a) | EpOp::Shift(a) => {
+                    v.a.mov(rax, qword_ptr(slot(a)))?;
+                    v.bcst(t1, rax + ro)?;
+                    let o = if matches!(op, EpOp::Scale(_)) {
+                        b'*'
+                    } else {
+                        b'+'
+                    };
+                    for j in 0..nv {
+                        v.binop(o, acc(r, j), t1)?;
+                    }
+                }
+                EpOp::AddRows(_) => {
+                    for j in 0..nv {
+                        let m = r11 + (j as i32) * vb;
+                        if spec.masked && j == last {
+                            v.load_masked(t1, m, mask)?;
+                        } else {
+                            v.load(t1, m)?;
+                        }
+                        v.binop(b'+', acc(r, j), t1)?;
+                    }
+                }
+                EpOp::Max(bits) | EpOp::Min(bits) => {
+                    v.bcst_const(t1, bits)?;
+                    let o = if matches!(op, EpOp::Max(_)) {
+                        b'>'
+                    } else {
+                        b'<'
+                    };
+                    for j in 0..nv {
+                        v.binop(o, acc(r, j), t1)?;
+                    }
+                }
+            }
+        }
+        for j in 0..nv {
+            let m = r10 + (j as i32) * vb;
+            if spec.masked && j == last {
+                v.store_masked(m, acc(r, j), mask)?;
+            } else {
+                v.store(m, acc(r, j))?;
+            }
+        }
+        if r + 1 < mr {
+            v.a.add(r10, r8)?;
+            v.a.add(r11, r8)?;
+        }
+    }
+    v.a.vzeroupper()?;
+    v.a.ret()?;
+    // Lane indices 0..16 (i32) for the masks (unaligned loads are fine).
+    v.a.set_label(&mut table)?;
+    v.a.db(&LANE_TABLE)?;
+    v.a.assemble(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assembles_every_shape() {
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            for mr in 1..=isa.mr() {
+                for nv in 1..=isa.nv() {
+                    for masked in [false, true] {
+                        let s = Spec {
+                            isa,
+                            mr,
+                            nv,
+                            masked,
+                            accumulate: masked,
+                            xstride: isa.nr(),
+                            ops: vec![
+                                EpOp::ScaleShift(0, 1),
+                                EpOp::AddRows(2),
+                                EpOp::Max(0),
+                                EpOp::Min(6.0f32.to_bits()),
+                            ],
+                        };
+                        let b = assemble(&s).unwrap();
+                        assert!(b.len() > 16);
+                    }
+                }
+            }
+        }
+    }
+}
