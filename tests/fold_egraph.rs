@@ -350,3 +350,17 @@ fn random_dags_fold_exactly_and_at_least_as_much_as_the_closure() {
     }
     eprintln!("random DAGs: {total} BNs; folded adjacent {fa}, paper {fp}, egraph {fe}");
 }
+
+#[test]
+fn sign_conditions_are_checked_per_channel() {
+    // One channel has a negative γ: the e-graph splits the map into the channels that may
+    // pass the maxpool and the one that may not, and moves the first part on its own. (Here
+    // the split does not pay: the remaining one-channel map costs a full pass, so extraction
+    // keeps the BN; what matters is that the split exists and every choice stays exact.)
+    let mut g = load(&through("maxpool(b, kernel = 3, stride = 1, pad = 1)"));
+    set_param(&mut g, "b.weight", 1, -0.9);
+    let (_, ctx) = fold_checked(&g);
+    let stats = ctx.report.saturation.as_ref().unwrap();
+    assert!(stats.firings["split-by-sign"] > 0, "{stats:?}");
+    assert!(stats.firings["pool-out"] > 0, "the qualifying part moved through the pool: {stats:?}");
+}

@@ -280,6 +280,33 @@ impl ExactMap {
         }
     }
 
+    /// `(selected, rest)`: this map on the channels where `mask` is true (identity elsewhere),
+    /// and on the others. They act on disjoint channels, so `self = selected ∘ rest = rest ∘
+    /// selected`.
+    pub fn split(&self, mask: &[bool]) -> (ExactMap, ExactMap) {
+        let pick = |keep: bool| ExactMap {
+            scale: (0..self.len())
+                .map(|c| {
+                    if mask[c] == keep {
+                        self.scale[c].clone()
+                    } else {
+                        Term::one()
+                    }
+                })
+                .collect(),
+            shift: (0..self.len())
+                .map(|c| {
+                    if mask[c] == keep {
+                        self.shift[c].clone()
+                    } else {
+                        Poly::zero()
+                    }
+                })
+                .collect(),
+        };
+        (pick(true), pick(false))
+    }
+
     /// Only the scale: `(s, 0)`.
     pub fn scale_part(&self) -> ExactMap {
         ExactMap {

@@ -45,6 +45,7 @@ pub const RULES: &[&str] = &[
     "concat-merge",
     "relu-scale-out",
     "relu-scale-in",
+    "split-by-sign",
 ];
 
 /// How a parameterless operator commutes with a per-channel map.
@@ -118,6 +119,25 @@ impl FoldGraph {
         match node {
             FoldNode::Aff { map, x } => {
                 let (map, x) = (*map, x[0]);
+                // Sign conditions hold per channel: a map whose channels differ splits into
+                // the channels that may move (s > 0, or s ≥ 0) and the rest, so the part
+                // that qualifies moves on its own.
+                let values = self.maps.value(map).scale.clone();
+                for qualifies in [|s: f64| s > 0.0, |s: f64| s >= 0.0] {
+                    let mask: Vec<bool> = values.iter().map(|&s| qualifies(s)).collect();
+                    if mask.iter().all(|&m| m) || !mask.iter().any(|&m| m) {
+                        continue;
+                    }
+                    let (selected, rest) = self.maps.get(map).split(&mask);
+                    if selected.is_identity() || rest.is_identity() {
+                        continue;
+                    }
+                    let (selected, rest) = (self.intern(selected), self.intern(rest));
+                    let inner = self.aff_expr(rest, Expr::Class(x));
+                    push("split-by-sign", self.aff_expr(selected, inner));
+                    let inner = self.aff_expr(selected, Expr::Class(x));
+                    push("split-by-sign", self.aff_expr(rest, inner));
+                }
                 for inner in self.nodes_of(x) {
                     match inner {
                         // aff(layer) = layer with the map merged into its epilogue: always exact.
