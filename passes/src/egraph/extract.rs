@@ -162,6 +162,32 @@ impl Frozen {
     /// computed anyway cost nothing more), so a fold that makes a conv unnecessary is costed
     /// without it. Classes that read a moved class are not free to read back (no cycles).
     pub fn apply_move(&self, choice: &Choice, set: &[(usize, usize)], cut: &[usize]) -> Choice {
+        self.apply_move_with(choice, set, cut, false)
+    }
+
+    /// The better (by exact DAG cost) of the two ways to complete a move: re-choosing what
+    /// is below the moved classes as if it cost nothing only when the rest of the graph
+    /// needs it, or whenever the current choice computes it (which keeps a move near the
+    /// outputs from rebuilding everything under it).
+    pub fn best_move(
+        &self,
+        choice: &Choice,
+        set: &[(usize, usize)],
+        cut: &[usize],
+    ) -> (Choice, f64) {
+        let a = self.apply_move_with(choice, set, cut, false);
+        let b = self.apply_move_with(choice, set, cut, true);
+        let (ca, cb) = (self.dag_cost(&a), self.dag_cost(&b));
+        if cb < ca { (b, cb) } else { (a, ca) }
+    }
+
+    fn apply_move_with(
+        &self,
+        choice: &Choice,
+        set: &[(usize, usize)],
+        cut: &[usize],
+        sunk: bool,
+    ) -> Choice {
         let n = self.len();
         let mut trial = choice.clone();
         let mut is_cut = vec![false; n];
@@ -198,6 +224,11 @@ impl Frozen {
         let mut paid = vec![false; n];
         for &c in &needed {
             paid[c] = !is_cut[c] && !above[c];
+        }
+        if sunk && let Some(before) = self.needed(choice) {
+            for c in before {
+                paid[c] |= !is_cut[c] && !above[c];
+            }
         }
         let mut search = Marginal {
             frozen: self,
@@ -247,8 +278,7 @@ impl Frozen {
                     if alt == choice[class] {
                         continue;
                     }
-                    let trial = self.apply_move(choice, &[(class, alt)], &[]);
-                    let trial_cost = self.dag_cost(&trial);
+                    let (trial, trial_cost) = self.best_move(choice, &[(class, alt)], &[]);
                     if trial_cost < *cost * (1.0 - 1e-12) {
                         *cost = trial_cost;
                         *choice = trial;
@@ -429,8 +459,7 @@ impl Frozen {
                         .iter()
                         .flat_map(|&p| plans[p].flexible.iter().copied())
                         .collect();
-                    let trial = frozen.apply_move(base, &set, &cut);
-                    let cost = frozen.dag_cost(&trial);
+                    let (trial, cost) = frozen.best_move(base, &set, &cut);
                     if best.as_ref().is_none_or(|b| cost < b.0) {
                         *best = Some((cost, trial, chosen.len()));
                     }
