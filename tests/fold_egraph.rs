@@ -362,5 +362,55 @@ fn sign_conditions_are_checked_per_channel() {
     let (_, ctx) = fold_checked(&g);
     let stats = ctx.report.saturation.as_ref().unwrap();
     assert!(stats.firings["split-by-sign"] > 0, "{stats:?}");
-    assert!(stats.firings["pool-out"] > 0, "the qualifying part moved through the pool: {stats:?}");
+    assert!(
+        stats.firings["pool-out"] > 0,
+        "the qualifying part moved through the pool: {stats:?}"
+    );
+}
+
+#[test]
+fn a_bn_moves_through_an_explicit_pad_with_a_per_channel_fill() {
+    // pad(aff(z, s, t), p) = aff(pad(z) with fill (p − t)/s, s, t) for s ≠ 0: the BN then
+    // folds forward into the unpadded conv after the pad.
+    let g = load(
+        "model m { weights random(seed = 41)
+           input x: f32[1, 3, 5, 5]
+           c = conv2d(x, out = 6, kernel = 3, pad = 1)
+           r = relu(c)
+           b = batchnorm(r)
+           p = pad(b, pads = [1, 2, 1, 0], value = 0.5)
+           d = conv2d(p, out = 4, kernel = 3)
+           output d }",
+    );
+    let (f, ctx) = fold_checked(&g);
+    assert_eq!(affines(&f), 0, "{}", ctx.report.to_text());
+    assert!(
+        f.nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::Pad { fill: true, .. }))
+    );
+    let stats = ctx.report.saturation.as_ref().unwrap();
+    assert!(stats.firings["pad-out"] > 0);
+    // Control: moving the BN past the pad without changing the fill is wrong at the border.
+    let naive = swap_past(&canonical(&g), "b", "p");
+    assert!(relative_error(&g, &naive, 1) > 10.0 * REL_TOLERANCE);
+}
+
+#[test]
+fn a_zero_scale_does_not_move_out_through_a_pad() {
+    // With s = 0 no fill (p − t)/s exists; the map may only move in the other direction
+    // (aff(pad(z)) = pad(aff(z)) with fill s·p + t, always exact) or not at all.
+    let mut g = load(
+        "model m { weights random(seed = 42)
+           input x: f32[1, 3, 5, 5]
+           c = conv2d(x, out = 6, kernel = 3, pad = 1)
+           t = tanh(c)
+           b = batchnorm(t)
+           p = pad(b, pads = 1)
+           d = conv2d(p, out = 4, kernel = 3)
+           output d }",
+    );
+    set_param(&mut g, "b.weight", 3, 0.0);
+    let (f, ctx) = fold_checked(&g);
+    let _ = (f, ctx);
 }

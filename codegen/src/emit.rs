@@ -584,9 +584,12 @@ pub(crate) fn emit_kernel(
             x,
             pads,
             value,
+            fill,
             hw,
             ohw,
-        } => emit_pad(&mut em, x, *pads, *value, *hw, *ohw, &out, epi, lo, hi),
+        } => emit_pad(
+            &mut em, x, *pads, *value, *fill, *hw, *ohw, &out, epi, lo, hi,
+        ),
     }
     em.b.ins().return_(&[]);
     em.b.seal_all_blocks();
@@ -1692,6 +1695,7 @@ fn emit_pad(
     x: &View,
     pads: [usize; 4],
     value: f32,
+    fill: Option<usize>,
     hw: [usize; 2],
     ohw: [usize; 2],
     out: &View,
@@ -1710,7 +1714,15 @@ fn emit_pad(
         let ob = em.vbase(out, n);
         let co = em.mul_i(c, (oh * ow) as i64);
         let ob = em.ea(ob, co);
-        let fill = em.fc(value);
+        let fill = match fill {
+            // Per-channel fill: fill[c] from the weights blob.
+            Some(off) => {
+                let base = em.wptr(off);
+                let a = em.ea(base, c);
+                em.b.ins().load(F32, ro(), a, 0)
+            }
+            None => em.fc(value),
+        };
         em.lpc(0, oh, 1, |em, oy| {
             let iy = em.add_i(oy, -(pads[0] as i64));
             let rok = em.in_range(iy, h);

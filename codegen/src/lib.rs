@@ -207,6 +207,10 @@ pub struct Options {
     /// true); false keeps the Cranelift f32x4 fallback with the same ISA flags (for
     /// before/after comparisons).
     pub wide_gemm: bool,
+    /// Fuse affine/batchnorm nodes into the epilogue of the kernel producing their input
+    /// (default true); false gives each its own elementwise kernel (an extra read and
+    /// write of the tensor), to measure what the fusion saves.
+    pub fuse_affine: bool,
 }
 
 impl Default for Options {
@@ -216,6 +220,7 @@ impl Default for Options {
             allow_fma: true,
             target_cpu: TargetCpu::Native,
             wide_gemm: true,
+            fuse_affine: true,
         }
     }
 }
@@ -510,7 +515,7 @@ fn compile_inner(
     let (isa, wide) = target_isa(options.target_cpu, false, options.allow_fma)?;
     let wide = wide.filter(|_| options.wide_gemm);
     let fma = options.allow_fma && isa_has_fma(&*isa);
-    let plan = plan::plan(graph, threads, wide)?;
+    let plan = plan::plan(graph, threads, wide, options.fuse_affine)?;
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
     let mut texts = Texts::default();
     let ids = define_kernels(

@@ -151,6 +151,8 @@ pub(crate) enum KernelKind {
         x: View,
         pads: [usize; 4],
         value: f32,
+        /// Weights-blob offset of a per-channel fill (`pad_fill`), replacing `value`.
+        fill: Option<usize>,
         hw: [usize; 2],
         ohw: [usize; 2],
     },
@@ -292,7 +294,14 @@ fn affine_params(graph: &Graph, node: usize) -> Result<(Vec<f32>, Vec<f32>), Cod
 
 /// Plans `graph` for `threads` threads; `wide` selects the assembled GEMM microkernels
 /// (their tile shape drives weight packing and blocking), `None` the f32x4 fallback.
-pub(crate) fn plan(graph: &Graph, threads: usize, wide: Option<Isa>) -> Result<Plan, CodegenError> {
+/// `fuse_affine: false` keeps every affine/batchnorm out of other kernels' epilogues (it
+/// becomes its own elementwise kernel; for measuring what fusing it saves).
+pub(crate) fn plan(
+    graph: &Graph,
+    threads: usize,
+    wide: Option<Isa>,
+    fuse_affine: bool,
+) -> Result<Plan, CodegenError> {
     graph
         .verify()
         .map_err(|e| CodegenError::Invalid(e.to_string()))?;
@@ -373,6 +382,9 @@ pub(crate) fn plan(graph: &Graph, threads: usize, wide: Option<Isa>) -> Result<P
             let Some(j) = reader_node[cur.0] else { break };
             let nj = &graph.nodes[j];
             if taken[j] || !is_elementwise(&nj.op) || shape(nj.output) != shape(cur) {
+                break;
+            }
+            if !fuse_affine && matches!(nj.op, Op::Affine | Op::BatchNorm { .. }) {
                 break;
             }
             let other = nj.inputs.iter().copied().find(|&v| v != cur);
@@ -897,11 +909,19 @@ fn lower_anchor(
         }
         Op::GlobalAvgPool => kernel(KernelKind::GlobalAvgPool { x }, x.n * x.c, 0, epi),
         Op::Softmax => kernel(KernelKind::Softmax { x }, x.n * x.s, 0, epi),
-        Op::Pad { pads, value } => kernel(
+        Op::Pad { pads, value, fill } => kernel(
             KernelKind::Pad {
                 x,
                 pads: *pads,
                 value: *value as f32,
+                fill: if *fill {
+                    let t = graph
+                        .param(node, "pad_fill")
+                        .ok_or_else(|| unsupported("pad without its pad_fill"))?;
+                    Some(blob.push(&t.data))
+                } else {
+                    None
+                },
                 hw: [xs[2], xs[3]],
                 ohw: [os[2], os[3]],
             },

@@ -195,6 +195,10 @@ fn softmax_pad_flatten() {
     check_body(
         "input x: f32[2, 3, 4, 5]\n y = pad(x, pads = [1, 2, 0, 3], value = 0.5)\n output y",
     );
+    // A per-channel fill (what a BN moved through a pad leaves), batch 2, 5 channels.
+    check_body(
+        "input x: f32[2, 5, 4, 3]\n y = pad(x, pads = [2, 1, 0, 3], value = 0.5, pad_fill = true)\n output y",
+    );
     check_body("input x: f32[2, 3, 4, 5]\n f = flatten(x)\n y = dense(f, out = 7)\n output y, f");
     check_body(
         "input x: f32[2, 3, 4, 4]\n g = global_avgpool(x)\n f = flatten(g)\n y = softmax(f)\n output y",

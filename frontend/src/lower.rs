@@ -162,7 +162,12 @@ const AVGPOOL_ATTRS: &[AttrSpec] = &[
     opt("ceil_mode", T::Bool),
     opt("count_include_pad", T::Bool),
 ];
-const PAD_ATTRS: &[AttrSpec] = &[req("pads", T::Pad), opt("value", T::Float)];
+const PAD_ATTRS: &[AttrSpec] = &[
+    req("pads", T::Pad),
+    opt("value", T::Float),
+    opt("pad_fill", T::Bool),
+    opt("params", T::Str),
+];
 
 fn attr_specs(kind: OpKind) -> &'static [AttrSpec] {
     match kind {
@@ -852,6 +857,7 @@ fn build_op(kind: OpKind, a: &Attrs) -> Op {
         OpKind::Pad => Op::Pad {
             pads: a.pad("pads", [0; 4]),
             value: a.float("value", 0.0),
+            fill: a.bool("pad_fill", false),
         },
         OpKind::Flatten => Op::Flatten,
         OpKind::Identity => Op::Identity,

@@ -133,7 +133,8 @@ fn every_operator_with_defaults() {
         op_of(&g, "p"),
         &Op::Pad {
             pads: [1, 1, 1, 1],
-            value: 0.0
+            value: 0.0,
+            fill: false
         }
     );
     assert_eq!(op_of(&g, "fl"), &Op::Flatten);
@@ -276,7 +277,8 @@ model explicit {
         op_of(&g, "p"),
         &Op::Pad {
             pads: [1, 2, 1, 2],
-            value: -1.5
+            value: -1.5,
+            fill: false
         }
     );
     assert_eq!(

@@ -301,7 +301,14 @@ pub fn eval_node(graph: &Graph, node: &Node, inputs: &[&Tensor]) -> Result<Tenso
         Op::MaxPool(p) => maxpool(p, x, &out_shape),
         Op::AvgPool(p) => avgpool(p, x, &out_shape),
         Op::GlobalAvgPool => global_avgpool(x),
-        Op::Pad { pads, value } => pad(x, pads, *value, &out_shape),
+        Op::Pad { pads, value, fill } => {
+            let fill = if *fill {
+                Some(param("pad_fill")?)
+            } else {
+                None
+            };
+            pad(x, pads, *value, fill, &out_shape)
+        }
         Op::Flatten | Op::Identity | Op::Dropout => x.data.clone(),
         Op::Softmax => softmax(x),
     };
@@ -565,15 +572,26 @@ fn global_avgpool(x: &Tensor) -> Vec<f32> {
 }
 
 /// Constant padding of each `[H, W]` plane by `[top, left, bottom, right]`.
-fn pad(x: &Tensor, pads: &[usize; 4], value: f64, out_shape: &Shape) -> Vec<f32> {
-    let (h, w) = (x.shape[2], x.shape[3]);
+/// Constant padding; with `fill`, plane (n, c) pads with `fill[c]` instead of `value`.
+fn pad(
+    x: &Tensor,
+    pads: &[usize; 4],
+    value: f64,
+    fill: Option<&[f32]>,
+    out_shape: &Shape,
+) -> Vec<f32> {
+    let (c, h, w) = (x.shape[1], x.shape[2], x.shape[3]);
     let (oh, ow) = (out_shape[2], out_shape[3]);
     let mut out = vec![value as f32; out_shape.iter().product()];
-    for (src, dst) in x
+    for (plane, (src, dst)) in x
         .data
         .chunks_exact(h * w)
         .zip(out.chunks_exact_mut(oh * ow))
+        .enumerate()
     {
+        if let Some(fill) = fill {
+            dst.fill(fill[plane % c]);
+        }
         for (y, row) in src.chunks_exact(w).enumerate() {
             let start = (y + pads[0]) * ow + pads[1];
             dst[start..start + w].copy_from_slice(row);

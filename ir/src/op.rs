@@ -108,10 +108,13 @@ pub enum Op {
     MaxPool(Pool2d),
     AvgPool(Pool2d),
     GlobalAvgPool,
-    /// Constant padding of H and W: `pads` is `[top, left, bottom, right]`.
+    /// Constant padding of H and W: `pads` is `[top, left, bottom, right]`. With `fill`,
+    /// channel c pads with `<params>.pad_fill[c]` instead of `value` (what a BN moved
+    /// through a pad leaves behind).
     Pad {
         pads: [usize; 4],
         value: f64,
+        fill: bool,
     },
     /// `[N, ...]` to `[N, product of the rest]`.
     Flatten,
@@ -483,6 +486,9 @@ impl Op {
                     spec("scale", c.clone(), ParamKind::AffineScale),
                     spec("shift", c, ParamKind::AffineShift),
                 ]
+            }
+            Op::Pad { fill: true, .. } => {
+                vec![spec("pad_fill", vec![inputs[0][1]], ParamKind::PadFill)]
             }
             _ => Vec::new(),
         }

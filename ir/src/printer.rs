@@ -124,7 +124,11 @@ pub fn attributes(op: &Op) -> Vec<(&'static str, String)> {
             a.push(("count_include_pad", p.count_include_pad.to_string()));
             a
         }
-        Op::Pad { pads, value } => vec![("pads", dims(pads)), ("value", float(*value))],
+        Op::Pad { pads, value, fill } => vec![
+            ("pads", dims(pads)),
+            ("value", float(*value)),
+            ("pad_fill", fill.to_string()),
+        ],
         _ => Vec::new(),
     }
 }

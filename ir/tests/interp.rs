@@ -779,6 +779,7 @@ fn pad_constant() {
         Op::Pad {
             pads: [1, 0, 0, 2],
             value: 9.0,
+            fill: false,
         },
         &[1, 1, 2, 2],
         &[1.0, 2.0, 3.0, 4.0],
@@ -790,6 +791,28 @@ fn pad_constant() {
         3.0, 4.0, 9.0, 9.0,
     ];
     assert_close(&y, &[1, 1, 3, 4], &want, 0.0);
+}
+
+#[test]
+fn pad_with_a_per_channel_fill() {
+    // Two channels, batch 2: each channel pads with its own fill, `value` is not used.
+    let y = eval1(
+        Op::Pad {
+            pads: [0, 1, 1, 0],
+            value: 9.0,
+            fill: true,
+        },
+        &[2, 2, 1, 1],
+        &[1.0, 2.0, 3.0, 4.0],
+        &[("pad_fill", &[2], &[-1.0, 5.0])],
+    );
+    let want = [
+        -1.0, 1.0, -1.0, -1.0, // n0 c0: [[f, x], [f, f]]
+        5.0, 2.0, 5.0, 5.0, // n0 c1
+        -1.0, 3.0, -1.0, -1.0, // n1 c0
+        5.0, 4.0, 5.0, 5.0, // n1 c1
+    ];
+    assert_close(&y, &[2, 2, 2, 2], &want, 0.0);
 }
 
 #[test]

@@ -174,6 +174,9 @@ impl Poly {
 #[derive(Clone, Debug, Default)]
 pub struct Numbers {
     values: Vec<f64>,
+    /// Atoms of constants from the graph's attributes (a pad value), one per value, so that
+    /// a rule firing twice builds the same map.
+    shared: HashMap<u64, Atom>,
 }
 
 impl Numbers {
@@ -184,6 +187,25 @@ impl Numbers {
 
     pub fn value(&self, a: Atom) -> f64 {
         self.values[a as usize]
+    }
+
+    /// Like [`Numbers::constant`], but equal values share one atom.
+    pub fn shared_constant(&mut self, value: f64) -> Poly {
+        if value == 0.0 || value == 1.0 {
+            return self.constant(value);
+        }
+        let atom = match self.shared.get(&value.to_bits()) {
+            Some(&a) => a,
+            None => {
+                let a = self.atom(value);
+                self.shared.insert(value.to_bits(), a);
+                a
+            }
+        };
+        Poly::term(Term {
+            coef: 1,
+            mono: Mono::atom(atom),
+        })
     }
 
     /// A constant as a polynomial: 0 is the zero polynomial, 1 the unit, anything else an atom.

@@ -24,6 +24,8 @@ pub enum FoldNode {
     },
     /// A per-channel affine map.
     Aff { map: MapId, x: [Id; 1] },
+    /// Pad node `node` with a per-channel fill: the shifts of `fill` (whose scales are 1).
+    Pad { node: u32, fill: MapId, x: [Id; 1] },
 }
 
 impl FoldNode {
@@ -34,7 +36,9 @@ impl FoldNode {
     /// The single input of a one-input node.
     pub fn input(&self) -> Option<Id> {
         match self {
-            FoldNode::Layer { x, .. } | FoldNode::Aff { x, .. } => Some(x[0]),
+            FoldNode::Layer { x, .. } | FoldNode::Aff { x, .. } | FoldNode::Pad { x, .. } => {
+                Some(x[0])
+            }
             FoldNode::Op { args, .. } if args.len() == 1 => Some(args[0]),
             _ => None,
         }
@@ -50,6 +54,7 @@ impl Language for FoldNode {
             FoldNode::Op { node, .. } => (1, *node, 0, 0),
             FoldNode::Layer { node, pro, epi, .. } => (2, *node, pro.0, epi.0),
             FoldNode::Aff { map, .. } => (3, map.0, 0, 0),
+            FoldNode::Pad { node, fill, .. } => (4, *node, fill.0, 0),
         }
     }
 
@@ -62,7 +67,7 @@ impl Language for FoldNode {
         match self {
             FoldNode::Input { .. } => &[],
             FoldNode::Op { args, .. } => args,
-            FoldNode::Layer { x, .. } | FoldNode::Aff { x, .. } => x,
+            FoldNode::Layer { x, .. } | FoldNode::Aff { x, .. } | FoldNode::Pad { x, .. } => x,
         }
     }
 
@@ -70,7 +75,7 @@ impl Language for FoldNode {
         match self {
             FoldNode::Input { .. } => &mut [],
             FoldNode::Op { args, .. } => args,
-            FoldNode::Layer { x, .. } | FoldNode::Aff { x, .. } => x,
+            FoldNode::Layer { x, .. } | FoldNode::Aff { x, .. } | FoldNode::Pad { x, .. } => x,
         }
     }
 }
@@ -96,7 +101,8 @@ impl Analysis<FoldNode> for Shapes {
                     .infer_shape(&refs)
                     .expect("rewrites only build well-shaped nodes")
             }
-            FoldNode::Layer { node, x, .. } => egraph.analysis.ops[*node as usize]
+            FoldNode::Layer { node, x, .. } | FoldNode::Pad { node, x, .. } => egraph.analysis.ops
+                [*node as usize]
                 .infer_shape(&[&shape(x[0])])
                 .expect("rewrites only build well-shaped nodes"),
             FoldNode::Aff { x, .. } => shape(x[0]),

@@ -81,7 +81,12 @@ pub fn materialize(
         let shape: Shape = fg.egraph[frozen.ids[class]].data.clone();
         let base_name = match (names.get(&class), node) {
             (Some(name), _) => name.clone(),
-            (None, FoldNode::Op { node, .. } | FoldNode::Layer { node, .. }) => canonical
+            (
+                None,
+                FoldNode::Op { node, .. }
+                | FoldNode::Layer { node, .. }
+                | FoldNode::Pad { node, .. },
+            ) => canonical
                 .value(canonical.nodes[*node as usize].output)
                 .name
                 .clone(),
@@ -123,6 +128,28 @@ pub fn materialize(
             FoldNode::Aff { map, .. } => {
                 let prefix = graph.add_params(&name, fg.maps.value(*map).to_params());
                 (Op::Affine, Some(prefix))
+            }
+            FoldNode::Pad { node, fill, .. } => {
+                let Op::Pad { pads, value, .. } = canonical.nodes[*node as usize].op else {
+                    return Err("a pad node that is not a pad".into());
+                };
+                let values: Vec<f32> = fg
+                    .maps
+                    .value(*fill)
+                    .shift
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
+                let tensor = bnc_ir::Tensor::new(vec![values.len()], values);
+                let prefix = graph.add_params(&name, vec![("pad_fill", tensor)]);
+                (
+                    Op::Pad {
+                        pads,
+                        value,
+                        fill: true,
+                    },
+                    Some(prefix),
+                )
             }
         };
         let output = graph.add_value(name, shape);

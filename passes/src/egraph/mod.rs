@@ -191,6 +191,14 @@ impl FoldGraph {
                     args: args.into_boxed_slice(),
                 })
             }
+            Expr::Pad { node, fill, x } => {
+                let x = self.add_expr(x);
+                self.egraph.add(FoldNode::Pad {
+                    node: *node,
+                    fill: *fill,
+                    x: [x],
+                })
+            }
             Expr::Layer { node, pro, epi, x } => {
                 let x = self.add_expr(x);
                 self.egraph.add(FoldNode::Layer {
@@ -274,7 +282,9 @@ impl FoldGraph {
                     };
                     per_element * numel + numel
                 }
-                FoldNode::Layer { node: index, .. } | FoldNode::Op { node: index, .. } => {
+                FoldNode::Layer { node: index, .. }
+                | FoldNode::Op { node: index, .. }
+                | FoldNode::Pad { node: index, .. } => {
                     let input_shapes: Vec<&Shape> = egg::Language::children(node)
                         .iter()
                         .map(|&c| self.shape(c))

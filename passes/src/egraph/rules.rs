@@ -9,7 +9,7 @@ use bnc_ir::Op;
 use egg::Id;
 
 use super::FoldGraph;
-use super::exact::{ExactMap, MapId};
+use super::exact::{ExactMap, MapId, Poly, Term};
 use super::lang::FoldNode;
 
 /// A term to add to the e-graph: existing classes combined with new nodes.
@@ -22,6 +22,11 @@ pub enum Expr {
         node: u32,
         pro: MapId,
         epi: MapId,
+        x: Box<Expr>,
+    },
+    Pad {
+        node: u32,
+        fill: MapId,
         x: Box<Expr>,
     },
 }
@@ -46,6 +51,8 @@ pub const RULES: &[&str] = &[
     "relu-scale-out",
     "relu-scale-in",
     "split-by-sign",
+    "pad-in",
+    "pad-out",
 ];
 
 /// How a parameterless operator commutes with a per-channel map.
@@ -138,7 +145,28 @@ impl FoldGraph {
                     let inner = self.aff_expr(selected, Expr::Class(x));
                     push("split-by-sign", self.aff_expr(rest, inner));
                 }
+                let channels = self.egraph[x].data[1];
                 for inner in self.nodes_of(x) {
+                    // aff(pad(z) with fill f) = pad(aff(z)) with fill s·f + t: always exact.
+                    if let Some((pad, fill, z)) = self.pad_fill_of(&inner, channels) {
+                        let m = self.maps.get(map).clone();
+                        let new_fill: Vec<Poly> = fill
+                            .iter()
+                            .zip(m.scale.iter().zip(&m.shift))
+                            .map(|(f, (s, t))| f.scale(s).add(t))
+                            .collect();
+                        let fill = self.fill_map(new_fill);
+                        let inner = self.aff_expr(map, Expr::Class(z));
+                        push(
+                            "pad-in",
+                            Expr::Pad {
+                                node: pad,
+                                fill,
+                                x: Box::new(inner),
+                            },
+                        );
+                        continue;
+                    }
                     match inner {
                         // aff(layer) = layer with the map merged into its epilogue: always exact.
                         FoldNode::Layer {
@@ -248,6 +276,15 @@ impl FoldGraph {
                     self.concat_merge(*node, args, &mut push);
                     return;
                 }
+                if let Op::Pad {
+                    value, fill: false, ..
+                } = op
+                {
+                    let channels = self.egraph[args[0]].data[1];
+                    let p = self.maps.numbers.shared_constant(value);
+                    self.pad_out(*node, &vec![p; channels], args[0], &mut push);
+                    return;
+                }
                 if args.len() != 1 {
                     return;
                 }
@@ -284,7 +321,74 @@ impl FoldGraph {
                     }
                 }
             }
+            // pad(aff(z, s, t)) = aff(pad(z) with fill (p − t)/s, s, t): every s ≠ 0.
+            FoldNode::Pad { node, fill, x } => {
+                let fill = self.maps.get(*fill).shift.clone();
+                self.pad_out(*node, &fill, x[0], &mut push);
+            }
             FoldNode::Input { .. } => {}
+        }
+    }
+
+    /// The fill a pad reads per channel: its own (`Pad`) or its scalar value.
+    fn pad_fill_of(&mut self, node: &FoldNode, channels: usize) -> Option<(u32, Vec<Poly>, Id)> {
+        match node {
+            FoldNode::Pad { node, fill, x } => {
+                Some((*node, self.maps.get(*fill).shift.clone(), x[0]))
+            }
+            FoldNode::Op { node, args } if args.len() == 1 => {
+                match self.egraph.analysis.ops[*node as usize] {
+                    Op::Pad {
+                        value, fill: false, ..
+                    } => {
+                        let p = self.maps.numbers.shared_constant(value);
+                        Some((*node, vec![p; channels], args[0]))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// A fill vector as an interned map (scales 1, the fill in the shifts).
+    fn fill_map(&mut self, fill: Vec<Poly>) -> MapId {
+        let scale = vec![Term::one(); fill.len()];
+        self.intern(ExactMap { scale, shift: fill })
+    }
+
+    /// pad(aff(z, s, t)) = aff(pad(z) with fill (f − t)/s, s, t), for each map on the pad's
+    /// input with every scale non-zero.
+    fn pad_out(
+        &mut self,
+        node: u32,
+        fill: &[Poly],
+        y: Id,
+        push: &mut impl FnMut(&'static str, Expr),
+    ) {
+        for inner in self.nodes_of(y) {
+            let FoldNode::Aff { map, x: z } = inner else {
+                continue;
+            };
+            if !self.scales_all(map, |s| s != 0.0) {
+                continue;
+            }
+            let Some(inv) = self.maps.get(map).inverse() else {
+                continue;
+            };
+            // (f − t)/s is the inverse map applied to the fill.
+            let new_fill: Vec<Poly> = fill
+                .iter()
+                .zip(inv.scale.iter().zip(&inv.shift))
+                .map(|(f, (si, ti))| f.scale(si).add(ti))
+                .collect();
+            let fill = self.fill_map(new_fill);
+            let pad = Expr::Pad {
+                node,
+                fill,
+                x: Box::new(Expr::Class(z[0])),
+            };
+            push("pad-out", self.aff_expr(map, pad));
         }
     }
 
