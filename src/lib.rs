@@ -181,6 +181,8 @@ pub struct CompileOptions {
     pub fold: FoldMode,
     /// Threads each kernel's work is split over; 1 (the default) runs on the calling thread.
     pub threads: usize,
+    /// Which instructions the kernels may use (default: the host's widest).
+    pub target_cpu: codegen::TargetCpu,
 }
 
 impl Default for CompileOptions {
@@ -188,6 +190,7 @@ impl Default for CompileOptions {
         CompileOptions {
             fold: FoldMode::default(),
             threads: 1,
+            target_cpu: codegen::TargetCpu::Native,
         }
     }
 }
@@ -223,17 +226,22 @@ impl Model {
     /// Folds `graph` with the default pipeline for `options.fold` and compiles it.
     pub fn from_graph(graph: &Graph, options: &CompileOptions) -> Result<Model, Error> {
         let transformed = transform(graph, &Pipeline::default_for(options.fold), &mut |_, _| {})?;
-        Model::from_transformed(transformed, options.threads)
+        Model::from_transformed(transformed, options)
     }
 
     /// Compiles the result of [`transform`] as it is (no further passes).
-    pub fn from_transformed(transformed: Transformed, threads: usize) -> Result<Model, Error> {
-        let threads = threads.max(1);
+    /// `options.fold` is not used: the passes have run.
+    pub fn from_transformed(
+        transformed: Transformed,
+        options: &CompileOptions,
+    ) -> Result<Model, Error> {
+        let threads = options.threads.max(1);
         let start = Instant::now();
         let compiled = codegen::compile(
             &transformed.graph,
             &codegen::Options {
                 threads,
+                target_cpu: options.target_cpu,
                 ..codegen::Options::default()
             },
         )

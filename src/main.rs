@@ -21,6 +21,8 @@ Examples:
   bnc run m.nn --input x.npy --output y.npy     run on your own tensors
   bnc run m.nn --threads 4 --timings            split each kernel over 4 threads, time it
   bnc run m.nn --interpret                      use the reference interpreter instead
+  bnc import model.onnx -o model.nn             convert ONNX to .nn + model.safetensors
+  bnc run model.onnx --repeat 50                run an ONNX model directly, median latency
 
 Exit status:
   0  success
@@ -58,7 +60,7 @@ struct Cli {
 
 #[derive(Args)]
 struct CompileArgs {
-    /// The model to compile (`.nn`).
+    /// The model to compile (`.nn`, or `.onnx` imported on the fly).
     #[arg(value_name = "MODEL", required = true)]
     model: Option<PathBuf>,
 
@@ -77,6 +79,17 @@ struct CompileArgs {
     /// other than letters, digits and `_` become `_`).
     #[arg(long, value_name = "PREFIX", value_parser = parse_symbol_prefix)]
     symbol_prefix: Option<String>,
+
+    /// Which x86-64 level the generated code may use: x86-64-v2 (SSE4.2, 128-bit Cranelift
+    /// kernels), x86-64-v3 (AVX2 + FMA), x86-64-v4 (AVX-512), or native (this machine's
+    /// widest). Default: x86-64-v3 for obj/header (runs on any AVX2 machine; nothing checks
+    /// the CPU at load time), native for clif/asm.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_target_cpu)]
+    target_cpu: Option<codegen::TargetCpu>,
+}
+
+fn parse_target_cpu(s: &str) -> Result<codegen::TargetCpu, String> {
+    s.parse::<codegen::TargetCpu>().map_err(|e| e.to_string())
 }
 
 fn parse_symbol_prefix(s: &str) -> Result<String, String> {
@@ -162,6 +175,11 @@ struct CommonArgs {
     /// Colour in diagnostics.
     #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
     color: Color,
+
+    /// For ONNX models: fix the shape of input NAME (needed when the file leaves a dimension
+    /// such as the batch dynamic), e.g. `--input-shape input=1,3,224,224`. May be repeated.
+    #[arg(long = "input-shape", value_name = "NAME=D,D,...", global = true)]
+    input_shapes: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -171,11 +189,26 @@ enum Command {
     /// Fold a model's batch-norms and save the result as a new model: `-o folded.nn` writes
     /// `folded.nn` and its weights `folded.safetensors`; prints the fold report.
     Fold(FoldArgs),
+    /// Import an ONNX model: `-o model.nn` writes the model as `.nn` and its weights beside
+    /// it as `model.safetensors`. (Every command also takes a `.onnx` file directly.)
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The ONNX model to import (`.onnx`).
+    #[arg(value_name = "MODEL")]
+    model: PathBuf,
+
+    /// Where to write the `.nn` model (default: MODEL with the extension `.nn`); its weights
+    /// go beside it as `.safetensors`.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct FoldArgs {
-    /// The model to fold (`.nn`).
+    /// The model to fold (`.nn` or `.onnx`).
     #[arg(value_name = "MODEL")]
     model: PathBuf,
 
@@ -189,9 +222,14 @@ struct FoldArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// The model to run (`.nn`).
+    /// The model to run (`.nn` or `.onnx`).
     #[arg(value_name = "MODEL")]
     model: PathBuf,
+
+    /// Which x86-64 level the compiled kernels may use (x86-64-v2, x86-64-v3, x86-64-v4 or
+    /// native); a level this machine cannot run is an error. Default: native.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_target_cpu, default_value = "native")]
+    target_cpu: codegen::TargetCpu,
 
     /// An input tensor as a `.npy` file (float32 or float64, C order), one per model input in
     /// the order the model declares them, or `NAME=FILE` to name the input. Without any,
@@ -218,6 +256,11 @@ struct RunArgs {
     /// outputs. Ignored by --interpret.
     #[arg(long, value_name = "N", default_value = "1", value_parser = parse_threads)]
     threads: usize,
+
+    /// After the run, time N more runs on the same inputs and print the median, minimum and
+    /// mean latency (to standard error).
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    repeat: Option<usize>,
 
     #[command(flatten)]
     pipeline: PipelineArgs,
@@ -297,11 +340,30 @@ impl Context {
     }
 
     fn load(&self, path: &Path) -> Result<Graph, Reported> {
-        self.phase("parse+check+weights", || bnc::load_file(path))
-            .map_err(|e| {
-                eprint!("{}", e.render(self.color()));
-                Reported
-            })
+        let onnx = bnc::frontend::is_onnx(path);
+        let mut options = bnc::frontend::onnx::OnnxOptions::default();
+        for spec in &self.common.input_shapes {
+            if !onnx {
+                return Err(self.fail(format!(
+                    "--input-shape applies to ONNX models only, and {} is not one",
+                    path.display()
+                )));
+            }
+            options
+                .parse_input_shape(spec)
+                .map_err(|e| self.fail(format!("--input-shape: {e}")))?;
+        }
+        self.phase("parse+check+weights", || {
+            if onnx {
+                bnc::frontend::onnx::load(path, &options)
+            } else {
+                bnc::load_file(path)
+            }
+        })
+        .map_err(|e| {
+            eprint!("{}", e.render(self.color()));
+            Reported
+        })
     }
 }
 
@@ -311,6 +373,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Run(args)) => run(&ctx, &args),
         Some(Command::Fold(args)) => fold(&ctx, &args),
+        Some(Command::Import(args)) => import(&ctx, &args),
         None => compile(&ctx, &cli.compile, &cli.pipeline),
     };
     match result {
@@ -405,7 +468,14 @@ fn compile(ctx: &Context, args: &CompileArgs, pipeline: &PipelineArgs) -> Result
         eprint!("{}", render_report(&transformed.report, format));
     }
     let mut graph = transformed.graph;
-    let options = codegen::Options::default();
+    let default_level = match emit {
+        Emit::Obj | Emit::Header => codegen::TargetCpu::X86_64V3,
+        _ => codegen::TargetCpu::Native,
+    };
+    let options = codegen::Options {
+        target_cpu: args.target_cpu.unwrap_or(default_level),
+        ..codegen::Options::default()
+    };
     let codegen_failed = |e: codegen::CodegenError| ctx.fail(format!("{}: {e}", model.display()));
     match emit {
         Emit::Ir => match &args.output {
@@ -498,6 +568,49 @@ fn fold(ctx: &Context, args: &FoldArgs) -> Result<(), Reported> {
     Ok(())
 }
 
+fn import(ctx: &Context, args: &ImportArgs) -> Result<(), Reported> {
+    if !bnc::frontend::is_onnx(&args.model) {
+        return Err(ctx.fail(format!(
+            "{}: `bnc import` reads ONNX models (`.onnx`)",
+            args.model.display()
+        )));
+    }
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| args.model.with_extension("nn"));
+    let weights = output.with_extension("safetensors");
+    if output == args.model || weights == args.model {
+        return Err(ctx.fail(format!(
+            "{}: the output would overwrite the ONNX model; name it with -o FILE.nn",
+            output.display()
+        )));
+    }
+    let mut graph = ctx.load(&args.model)?;
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ctx.fail(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let file_name = weights
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    graph.weights = WeightsSource::File(file_name);
+    ctx.phase("write weights", || bnc::save_weights(&graph, &weights))
+        .map_err(|e| ctx.fail(format!("cannot write {}: {e}", weights.display())))?;
+    write_file(ctx, &output, printer::print(&graph).as_bytes())?;
+    let bns = graph.count_ops(|op| matches!(op, bnc::ir::Op::BatchNorm { .. }));
+    eprintln!(
+        "imported {}: {} node(s) ({bns} batch-norm(s)), {} parameter tensor(s) -> {} + {}",
+        args.model.display(),
+        graph.nodes.len(),
+        graph.params.len(),
+        output.display(),
+        weights.display()
+    );
+    Ok(())
+}
+
 /// Splits `NAME=FILE` into its parts; a bare `FILE` has no name.
 fn split_binding(arg: &str) -> (Option<&str>, &str) {
     match arg.split_once('=') {
@@ -565,7 +678,14 @@ fn run(ctx: &Context, args: &RunArgs) -> Result<(), Reported> {
     } else {
         let model = ctx
             .phase("compile", || {
-                bnc::Model::from_transformed(transformed, args.threads)
+                bnc::Model::from_transformed(
+                    transformed,
+                    &bnc::CompileOptions {
+                        threads: args.threads,
+                        target_cpu: args.target_cpu,
+                        ..bnc::CompileOptions::default()
+                    },
+                )
             })
             .map_err(|e| ctx.fail(format!("{}: {e}", args.model.display())))?;
         Engine::Compiled(Box::new(model))
@@ -611,6 +731,39 @@ fn run(ctx: &Context, args: &RunArgs) -> Result<(), Reported> {
             .phase("interpret", || interp::run(graph, &inputs))
             .map_err(|e| ctx.fail(e))?,
     };
+    if let Some(n) = args.repeat {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            match &engine {
+                Engine::Compiled(model) => model
+                    .run_tensors(&inputs)
+                    .map(drop)
+                    .map_err(|e| ctx.fail(e))?,
+                Engine::Interpreted(graph) => interp::run(graph, &inputs)
+                    .map(drop)
+                    .map_err(|e| ctx.fail(e))?,
+            }
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        let median = if n % 2 == 1 {
+            times[n / 2]
+        } else {
+            (times[n / 2 - 1] + times[n / 2]) / 2.0
+        };
+        let mean = times.iter().sum::<f64>() / n as f64;
+        eprintln!(
+            "repeat: {n} runs, median {median:.3} ms, min {:.3} ms, mean {mean:.3} ms ({}, {} thread(s))",
+            times[0],
+            if args.interpret {
+                "interpreter"
+            } else {
+                "compiled"
+            },
+            if args.interpret { 1 } else { args.threads }
+        );
+    }
     let output_files = bind(ctx, graph, &graph.outputs, "output", &args.outputs)?;
     for ((&id, tensor), file) in graph.outputs.iter().zip(&outputs).zip(&output_files) {
         let name = &graph.value(id).name;

@@ -514,3 +514,38 @@ fn fold_writes_a_model_and_weights_that_load_and_compute_the_same() {
         }
     }
 }
+
+#[test]
+fn target_cpu_selects_the_instruction_set() {
+    let x_path = scratch("tc_x.npy");
+    let graph = common::load(&common::example("tiny.nn"));
+    let x = bnc::frontend::random_normal(3, "x", graph.shape(graph.inputs[0]));
+    bnc::npy::write(&x_path, &x).unwrap();
+    let want = interp::run(&graph, &[x]).unwrap().remove(0);
+    for level in ["x86-64-v2", "native"] {
+        let y_path = scratch(&format!("tc_{level}.npy"));
+        let out = bnc(&[
+            "run",
+            "examples/tiny.nn",
+            "--target-cpu",
+            level,
+            "-i",
+            x_path.to_str().unwrap(),
+            "-o",
+            y_path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{level}: {}", text(&out.stderr));
+        let y = bnc::npy::read(&y_path).unwrap();
+        assert!(
+            y.max_abs_diff(&want) <= 1e-4 * want.max_abs(),
+            "{level}: differs from the interpreter"
+        );
+    }
+    let bad = bnc(&["run", "examples/tiny.nn", "--target-cpu", "pentium"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("x86-64-v3"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

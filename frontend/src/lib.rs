@@ -8,6 +8,7 @@ pub mod ast;
 pub mod diag;
 pub mod lexer;
 pub mod lower;
+pub mod onnx;
 pub mod parser;
 pub mod weights;
 
@@ -19,7 +20,12 @@ pub use weights::{random_normal, random_tensor};
 
 /// Reads, parses and lowers a model file and loads its weights (a weights file is found
 /// relative to the model file's directory).
+///
+/// A file ending in `.onnx` is imported as ONNX ([`onnx::load`] with default options).
 pub fn load_file(path: &Path) -> Result<bnc_ir::Graph, Error> {
+    if is_onnx(path) {
+        return onnx::load(path, &onnx::OnnxOptions::default());
+    }
     let file_name = path.display().to_string();
     let bytes =
         std::fs::read(path).map_err(|e| Error::new(format!("cannot read `{file_name}`: {e}")))?;
@@ -43,6 +49,12 @@ pub fn load_file(path: &Path) -> Result<bnc_ir::Graph, Error> {
         _ => Path::new("."),
     };
     load_str(&source, &file_name, base_dir)
+}
+
+/// Whether `path` names an ONNX model (extension `.onnx`, any case).
+pub fn is_onnx(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 /// Parses and lowers `source` (named `file_name` in messages) and loads its weights, a

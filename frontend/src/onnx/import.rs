@@ -1,0 +1,1434 @@
+//! ONNX graph → bnc graph: walks the nodes in order, folds constant (shape) computations,
+//! maps each operator to the IR, and collects every node it cannot map.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use bnc_ir::{Activation, Conv2d, Graph, Node, Op, Pool2d, Shape, Tensor, ValueId, WeightsSource};
+
+use super::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
+use super::tensor::{self, Const};
+use super::{OnnxOptions, names};
+
+/// What an ONNX value name stands for while importing.
+#[derive(Clone, Debug)]
+enum Val {
+    /// Known at import time (an initializer, a Constant, or a folded shape computation).
+    Const(Const),
+    /// A tensor computed at run time: a value of the bnc graph.
+    Dyn(ValueId),
+    /// Produced by a node that could not be imported (already reported); `true` when it
+    /// would have been a runtime tensor, `false` for a constant.
+    Poison(bool),
+}
+
+/// A node that could not be imported, and why.
+pub(crate) struct Failure {
+    pub node: String,
+    pub op_type: String,
+    pub reason: String,
+}
+
+/// Operators that become IR nodes (or vanish: Identity, Dropout, flattening reshapes).
+const MAPPED: &[&str] = &[
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "BatchNormalization",
+    "Relu",
+    "LeakyRelu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Concat",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "ReduceMean",
+    "Pad",
+    "Flatten",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Dropout",
+    "Softmax",
+];
+
+/// Operators evaluated at import time when their inputs are constants (or, for Shape, have
+/// a static shape).
+const FOLDED: &[&str] = &[
+    "Constant",
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Cast",
+    "Slice",
+    "Reshape",
+    "Flatten",
+    "Identity",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Transpose",
+    "ConstantOfShape",
+];
+
+pub(crate) struct Importer<'a> {
+    opset: i64,
+    base_dir: &'a Path,
+    graph: Graph,
+    env: HashMap<String, Val>,
+    /// Initializer names: their names give parameter prefixes.
+    initializers: HashSet<String>,
+    /// How many node inputs and graph outputs read each ONNX name.
+    consumers: HashMap<String, usize>,
+    /// The node producing each bnc value.
+    producer: HashMap<ValueId, usize>,
+    value_names: HashSet<String>,
+    prefixes: HashSet<String>,
+    pub failures: Vec<Failure>,
+}
+
+type R<T> = Result<T, String>;
+
+impl<'a> Importer<'a> {
+    pub fn new(model_name: String, weights_file: String, opset: i64, base_dir: &'a Path) -> Self {
+        Importer {
+            opset,
+            base_dir,
+            graph: Graph {
+                name: model_name,
+                weights: WeightsSource::File(weights_file),
+                values: Vec::new(),
+                inputs: Vec::new(),
+                nodes: Vec::new(),
+                outputs: Vec::new(),
+                params: BTreeMap::new(),
+            },
+            env: HashMap::new(),
+            initializers: HashSet::new(),
+            consumers: HashMap::new(),
+            producer: HashMap::new(),
+            value_names: HashSet::new(),
+            prefixes: HashSet::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Imports `g`. Problems that stop the import at once (a corrupt initializer, a dynamic
+    /// input shape) are returned as `Err`; nodes that cannot be mapped are collected in
+    /// `failures` and the walk goes on, so every one of them is reported.
+    pub fn run(mut self, g: &GraphProto, options: &OnnxOptions) -> R<(Graph, Vec<Failure>)> {
+        for t in &g.initializer {
+            let c = tensor::decode(t, self.base_dir)
+                .map_err(|e| format!("initializer `{}` {e}", t.name()))?;
+            self.initializers.insert(t.name().to_string());
+            self.env.insert(t.name().to_string(), Val::Const(c));
+        }
+        for n in &g.node {
+            for i in &n.input {
+                *self.consumers.entry(i.clone()).or_default() += 1;
+            }
+        }
+        for o in &g.output {
+            *self.consumers.entry(o.name().to_string()).or_default() += 1;
+        }
+        self.inputs(g, options)?;
+        for n in order(g)? {
+            self.node(n);
+        }
+        self.outputs(g)?;
+        let mut graph = self.graph;
+        graph.remove_dead();
+        Ok((graph, self.failures))
+    }
+
+    fn inputs(&mut self, g: &GraphProto, options: &OnnxOptions) -> R<()> {
+        let mut overrides: BTreeMap<&str, &Vec<usize>> = options
+            .input_shapes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        if let Some(name) = overrides
+            .keys()
+            .find(|k| !g.input.iter().any(|vi| vi.name() == **k) || self.env.contains_key(**k))
+        {
+            return Err(format!(
+                "--input-shape names `{name}`, which is not an input of the model"
+            ));
+        }
+        for vi in &g.input {
+            let name = vi.name();
+            if self.env.contains_key(name) {
+                continue; // an initializer listed as an input (old exporters)
+            }
+            let tt = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                Some(super::proto::type_proto::Value::TensorType(tt)) => tt,
+                _ => return Err(format!("graph input `{name}` is not a tensor")),
+            };
+            if tt.elem_type() != 1 {
+                let ty = super::proto::tensor_proto::DataType::try_from(tt.elem_type())
+                    .map(|d| d.as_str_name().to_string())
+                    .unwrap_or_else(|_| tt.elem_type().to_string());
+                return Err(format!(
+                    "graph input `{name}` has element type {ty}; bnc takes float32 inputs only"
+                ));
+            }
+            let shape: Shape = if let Some(fixed) = overrides.remove(name) {
+                if let Some(s) = &tt.shape
+                    && s.dim.len() != fixed.len()
+                {
+                    return Err(format!(
+                        "--input-shape gives `{name}` {} dimension(s), but the model's input has {}",
+                        fixed.len(),
+                        s.dim.len()
+                    ));
+                }
+                fixed.clone()
+            } else {
+                let dims = tt
+                    .shape
+                    .as_ref()
+                    .ok_or_else(|| format!("graph input `{name}` has no shape"))?;
+                let mut shape = Vec::new();
+                for (axis, d) in dims.dim.iter().enumerate() {
+                    use super::proto::tensor_shape_proto::dimension::Value as D;
+                    match &d.value {
+                        Some(D::DimValue(v)) if *v > 0 => shape.push(*v as usize),
+                        other => {
+                            let what = match other {
+                                Some(D::DimParam(p)) if !p.is_empty() => format!("`{p}`"),
+                                _ => "of unknown size".to_string(),
+                            };
+                            let example: Vec<String> = dims
+                                .dim
+                                .iter()
+                                .map(|d| match &d.value {
+                                    Some(D::DimValue(v)) if *v > 0 => v.to_string(),
+                                    _ => "1".to_string(),
+                                })
+                                .collect();
+                            return Err(format!(
+                                "graph input `{name}` has a dynamic dimension {what} (axis {axis}); bnc compiles for static shapes: export the model with a fixed batch size, or fix it with --input-shape {name}={}",
+                                example.join(",")
+                            ));
+                        }
+                    }
+                }
+                shape
+            };
+            let vname = self.fresh_value(name);
+            let id = self.graph.add_value(vname, shape);
+            self.graph.inputs.push(id);
+            self.env.insert(name.to_string(), Val::Dyn(id));
+        }
+        if self.graph.inputs.is_empty() {
+            return Err("the model has no runtime input".into());
+        }
+        Ok(())
+    }
+
+    fn outputs(&mut self, g: &GraphProto) -> R<()> {
+        for o in &g.output {
+            let name = o.name();
+            let id = match self.env.get(name) {
+                Some(Val::Dyn(id)) => *id,
+                Some(Val::Poison(_)) => continue,
+                Some(Val::Const(_)) => {
+                    return Err(format!(
+                        "graph output `{name}` is a constant; bnc needs outputs computed from the inputs"
+                    ));
+                }
+                None => return Err(format!("graph output `{name}` is never computed")),
+            };
+            let want = names::value_name(name);
+            let current = self.graph.value(id).name.clone();
+            let id = if current == want {
+                id
+            } else if !self.graph.inputs.contains(&id)
+                && !self.graph.outputs.contains(&id)
+                && !self.value_names.contains(&want)
+            {
+                self.value_names.remove(&current);
+                self.value_names.insert(want.clone());
+                self.graph.values[id.0].name = want;
+                id
+            } else {
+                self.emit(name, Op::Identity, vec![id], None)?
+            };
+            if self.graph.outputs.contains(&id) {
+                let copy = self.emit(name, Op::Identity, vec![id], None)?;
+                self.graph.outputs.push(copy);
+            } else {
+                self.graph.outputs.push(id);
+            }
+        }
+        if self.graph.outputs.is_empty() && self.failures.is_empty() {
+            return Err("the model has no outputs".into());
+        }
+        Ok(())
+    }
+
+    fn fresh_value(&mut self, onnx_name: &str) -> String {
+        let base = names::value_name(onnx_name);
+        let name = names::fresh(&base, &self.value_names);
+        self.value_names.insert(name.clone());
+        name
+    }
+
+    /// A parameter prefix for a node: the initializer's own name minus `.suffix` when it is
+    /// an identifier (`layer1.0.conv1.weight` → `layer1.0.conv1`), else a sanitised name.
+    fn prefix(&mut self, param: Option<&str>, suffix: &str, node_name: &str) -> String {
+        let from_param = param
+            .filter(|p| self.initializers.contains(*p))
+            .and_then(|p| p.strip_suffix(&format!(".{suffix}")))
+            .filter(|p| names::is_identifier(p) && !self.prefixes.contains(*p))
+            .map(str::to_string);
+        let name = from_param.unwrap_or_else(|| {
+            let base =
+                names::identifier(param.filter(|_| node_name.is_empty()).unwrap_or(node_name));
+            names::fresh(&base, &self.prefixes)
+        });
+        self.prefixes.insert(name.clone());
+        name
+    }
+
+    /// Adds a node computing the ONNX value `onnx_out`.
+    fn emit(
+        &mut self,
+        onnx_out: &str,
+        op: Op,
+        inputs: Vec<ValueId>,
+        params: Option<(String, Vec<(&str, Tensor)>)>,
+    ) -> R<ValueId> {
+        let shapes: Vec<&Shape> = inputs.iter().map(|&i| self.graph.shape(i)).collect();
+        let shape = op.infer_shape(&shapes)?;
+        let name = self.fresh_value(onnx_out);
+        let id = self.graph.add_value(name, shape);
+        let prefix = params.map(|(prefix, tensors)| {
+            for (suffix, t) in tensors {
+                self.graph.params.insert(format!("{prefix}.{suffix}"), t);
+            }
+            prefix
+        });
+        self.producer.insert(id, self.graph.nodes.len());
+        self.graph.nodes.push(Node {
+            op,
+            inputs,
+            output: id,
+            params: prefix,
+        });
+        Ok(id)
+    }
+
+    fn node(&mut self, n: &NodeProto) {
+        let op_type = n.op_type().to_string();
+        let name = if n.name().is_empty() {
+            format!(
+                "{}#{}",
+                op_type,
+                n.output.first().map_or("", |s| s.as_str())
+            )
+        } else {
+            n.name().to_string()
+        };
+        let poison = |this: &mut Self, runtime: bool| {
+            for o in &n.output {
+                this.env.insert(o.clone(), Val::Poison(runtime));
+            }
+        };
+        let known = MAPPED.contains(&op_type.as_str()) || FOLDED.contains(&op_type.as_str());
+        let mut inputs: Vec<Option<Val>> = Vec::with_capacity(n.input.len());
+        let mut missing = None;
+        for i in &n.input {
+            if i.is_empty() {
+                inputs.push(None);
+            } else {
+                match self.env.get(i) {
+                    Some(v) => inputs.push(Some(v.clone())),
+                    None => {
+                        missing = Some(i.clone());
+                        inputs.push(Some(Val::Poison(true)));
+                    }
+                }
+            }
+        }
+        let domain_ok = matches!(n.domain(), "" | "ai.onnx");
+        let runtime_in = inputs
+            .iter()
+            .any(|v| matches!(v, Some(Val::Dyn(_) | Val::Poison(true))));
+        let fail = |this: &mut Self, reason: String| {
+            this.failures.push(Failure {
+                node: name.clone(),
+                op_type: if domain_ok {
+                    op_type.clone()
+                } else {
+                    format!("{}:{}", n.domain(), op_type)
+                },
+                reason,
+            });
+            poison(this, runtime_in);
+        };
+        if let Some(m) = missing {
+            return fail(
+                self,
+                format!("reads `{m}`, which no node or initializer defines"),
+            );
+        }
+        if !domain_ok {
+            return fail(
+                self,
+                format!("operator domain `{}` is not supported", n.domain()),
+            );
+        }
+        let poisoned = inputs.iter().any(|v| matches!(v, Some(Val::Poison(_))));
+        if poisoned {
+            // Downstream of a node already reported: report only what could not be imported
+            // in any case, so that the list of unsupported operators is complete.
+            if !known {
+                return fail(self, "operator not supported".into());
+            }
+            if runtime_in && !MAPPED.contains(&op_type.as_str()) && op_type != "Shape" {
+                return fail(
+                    self,
+                    format!(
+                        "bnc evaluates `{op_type}` only on constants (shape computations); here it reads a runtime tensor"
+                    ),
+                );
+            }
+            return poison(self, runtime_in && op_type != "Shape");
+        }
+        let all_const = inputs.iter().all(|v| !matches!(v, Some(Val::Dyn(_))));
+        let result = if FOLDED.contains(&op_type.as_str()) && (all_const || op_type == "Shape") {
+            self.fold(n, &inputs).map(|c| vec![Val::Const(c)])
+        } else if MAPPED.contains(&op_type.as_str()) {
+            if all_const {
+                Err("all inputs are constants, but bnc folds this operator only as part of a graph on runtime tensors".to_string())
+            } else {
+                self.map(n, &name, &inputs)
+            }
+        } else if FOLDED.contains(&op_type.as_str()) {
+            Err(format!(
+                "bnc evaluates `{op_type}` only on constants (shape computations); here it reads a runtime tensor"
+            ))
+        } else {
+            Err("operator not supported".into())
+        };
+        match result {
+            Ok(vals) => {
+                for (o, v) in n.output.iter().zip(vals) {
+                    if !o.is_empty() {
+                        self.env.insert(o.clone(), v);
+                    }
+                }
+                // Extra outputs (MaxPool indices, Dropout mask, BN training stats) must be
+                // unused.
+                for o in n.output.iter().skip(1) {
+                    if !o.is_empty() && !self.env.contains_key(o) {
+                        if self.consumers.get(o).copied().unwrap_or(0) > 0 {
+                            return fail(
+                                self,
+                                format!(
+                                    "its output `{o}` is used, but bnc computes only the first output"
+                                ),
+                            );
+                        }
+                        self.env.insert(o.clone(), Val::Poison(false));
+                    }
+                }
+            }
+            Err(reason) => fail(self, reason),
+        }
+    }
+
+    // ----- constant folding -------------------------------------------------------------
+
+    fn fold(&mut self, n: &NodeProto, inputs: &[Option<Val>]) -> R<Const> {
+        let a = Attrs(&n.attribute);
+        let c = |i: usize| -> R<&Const> {
+            match inputs.get(i) {
+                Some(Some(Val::Const(c))) => Ok(c),
+                _ => Err(format!("input {i} is missing")),
+            }
+        };
+        let opt = |i: usize| -> Option<&Const> {
+            match inputs.get(i) {
+                Some(Some(Val::Const(c))) => Some(c),
+                _ => None,
+            }
+        };
+        match n.op_type() {
+            "Constant" => {
+                if let Some(t) = a.tensor("value") {
+                    tensor::decode(t, self.base_dir)
+                } else if let Some(f) = a.float("value_float") {
+                    Ok(Const::floats(vec![], vec![f]))
+                } else if let Some(v) = a.0.iter().find(|x| x.name() == "value_floats") {
+                    Ok(Const::floats(vec![v.floats.len()], v.floats.clone()))
+                } else if let Some(i) = a.int("value_int") {
+                    Ok(Const::ints(vec![], vec![i]))
+                } else if let Some(v) = a.ints("value_ints") {
+                    Ok(Const::ints(vec![v.len()], v))
+                } else {
+                    Err("Constant without a numeric value".into())
+                }
+            }
+            "Shape" => {
+                let shape: Vec<i64> = match &inputs[0] {
+                    Some(Val::Dyn(id)) => self.graph.shape(*id).iter().map(|&d| d as i64).collect(),
+                    Some(Val::Const(c)) => c.shape.iter().map(|&d| d as i64).collect(),
+                    _ => return Err("input 0 is missing".into()),
+                };
+                let r = shape.len() as i64;
+                let norm = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+                let start = norm(a.int("start").unwrap_or(0));
+                let end = norm(a.int("end").unwrap_or(r));
+                let v = shape[start..end.max(start)].to_vec();
+                Ok(Const::ints(vec![v.len()], v))
+            }
+            "Gather" => tensor::gather(c(0)?, c(1)?, a.int("axis").unwrap_or(0)),
+            "Unsqueeze" | "Squeeze" => {
+                let x = c(0)?;
+                let axes = match opt(1) {
+                    Some(ax) => Some(ax.to_i64()),
+                    None => a.ints("axes"),
+                };
+                let shape = squeeze_shape(n.op_type(), &x.shape, axes.as_deref())?;
+                Ok(Const {
+                    shape,
+                    data: x.data.clone(),
+                })
+            }
+            "Concat" => {
+                let parts: Vec<&Const> = inputs
+                    .iter()
+                    .map(|v| match v {
+                        Some(Val::Const(c)) => Ok(c),
+                        _ => Err("Concat input missing".to_string()),
+                    })
+                    .collect::<R<_>>()?;
+                tensor::concat(&parts, a.int("axis").unwrap_or(0))
+            }
+            "Cast" => {
+                let x = c(0)?;
+                let to = a.int("to").ok_or("Cast without `to`")?;
+                let data = match to {
+                    1 | 10 | 11 | 16 => tensor::Data::F(x.to_f32()),
+                    9 => tensor::Data::I(x.to_f32().iter().map(|&v| i64::from(v != 0.0)).collect()),
+                    2..=7 | 12 | 13 => tensor::Data::I(x.to_i64()),
+                    _ => return Err(format!("Cast to type {to} is not supported")),
+                };
+                Ok(Const {
+                    shape: x.shape.clone(),
+                    data,
+                })
+            }
+            "Slice" => {
+                let x = c(0)?;
+                if self.opset < 10 {
+                    let starts = a.ints("starts").ok_or("Slice without starts")?;
+                    let ends = a.ints("ends").ok_or("Slice without ends")?;
+                    let axes = a.ints("axes");
+                    tensor::slice(x, &starts, &ends, axes.as_deref(), None)
+                } else {
+                    let starts = c(1)?.to_i64();
+                    let ends = c(2)?.to_i64();
+                    let axes = opt(3).map(Const::to_i64);
+                    let steps = opt(4).map(Const::to_i64);
+                    tensor::slice(x, &starts, &ends, axes.as_deref(), steps.as_deref())
+                }
+            }
+            "Reshape" => {
+                let x = c(0)?;
+                let spec = c(1)?.to_i64();
+                let shape = tensor::reshape_target(&x.shape, &spec, a.int("allowzero") == Some(1))?;
+                Ok(Const {
+                    shape,
+                    data: x.data.clone(),
+                })
+            }
+            "Flatten" => {
+                let x = c(0)?;
+                let ax = tensor::axis(a.int("axis").unwrap_or(1), x.shape.len(), true)?;
+                let shape = vec![
+                    x.shape[..ax].iter().product(),
+                    x.shape[ax..].iter().product(),
+                ];
+                Ok(Const {
+                    shape,
+                    data: x.data.clone(),
+                })
+            }
+            "Identity" => Ok(c(0)?.clone()),
+            "Add" | "Sub" | "Mul" | "Div" => tensor::binary(n.op_type(), c(0)?, c(1)?),
+            "Transpose" => {
+                let x = c(0)?;
+                let perm: Vec<usize> = match a.ints("perm") {
+                    Some(p) => p
+                        .iter()
+                        .map(|&v| usize::try_from(v).map_err(|_| "negative perm".to_string()))
+                        .collect::<R<_>>()?,
+                    None => (0..x.shape.len()).rev().collect(),
+                };
+                tensor::transpose(x, &perm)
+            }
+            "ConstantOfShape" => {
+                let dims = c(0)?.to_i64();
+                let (shape, count) = tensor::checked_numel(&dims)?;
+                let value = match a.tensor("value") {
+                    Some(t) => tensor::decode(t, self.base_dir)?,
+                    None => Const::floats(vec![1], vec![0.0]),
+                };
+                if value.numel() != 1 {
+                    return Err("ConstantOfShape value must have one element".into());
+                }
+                Ok(match value.data {
+                    tensor::Data::F(v) => Const::floats(shape, vec![v[0]; count]),
+                    tensor::Data::I(v) => Const::ints(shape, vec![v[0]; count]),
+                })
+            }
+            other => Err(format!("cannot fold `{other}`")),
+        }
+    }
+
+    // ----- mapping to the IR ------------------------------------------------------------
+
+    fn map(&mut self, n: &NodeProto, name: &str, inputs: &[Option<Val>]) -> R<Vec<Val>> {
+        let a = Attrs(&n.attribute);
+        let out = n.output.first().map(String::as_str).unwrap_or(name);
+        let dynamic = |i: usize| -> R<ValueId> {
+            match inputs.get(i) {
+                Some(Some(Val::Dyn(id))) => Ok(*id),
+                Some(Some(Val::Const(_))) => Err(format!(
+                    "input {i} (`{}`) is a constant; bnc needs a runtime tensor there",
+                    n.input[i]
+                )),
+                _ => Err(format!("input {i} is missing")),
+            }
+        };
+        let constant = |i: usize| -> R<Option<&Const>> {
+            match inputs.get(i) {
+                Some(Some(Val::Const(c))) => Ok(Some(c)),
+                Some(Some(Val::Dyn(_))) => Err(format!(
+                    "input {i} (`{}`) is computed at run time; bnc needs a constant (an initializer) there",
+                    n.input[i]
+                )),
+                _ => Ok(None),
+            }
+        };
+        let input_name = |i: usize| n.input.get(i).map(String::as_str);
+        let one = |v: ValueId| Ok(vec![Val::Dyn(v)]);
+        let act = |this: &mut Self, act: Activation| -> R<Vec<Val>> {
+            let x = dynamic(0)?;
+            one(this.emit(out, Op::Activation(act), vec![x], None)?)
+        };
+        match n.op_type() {
+            "Conv" => {
+                let x = dynamic(0)?;
+                let w = constant(1)?.ok_or("Conv without weights")?;
+                let b = constant(2)?;
+                let xs = self.graph.shape(x).clone();
+                if xs.len() != 4 || w.shape.len() != 4 {
+                    return Err(format!(
+                        "only 2-D convolutions (4-D input and weight) are supported; input {:?}, weight {:?}",
+                        xs, w.shape
+                    ));
+                }
+                let kernel = [w.shape[2], w.shape[3]];
+                if let Some(k) = a.ints("kernel_shape")
+                    && k != [kernel[0] as i64, kernel[1] as i64]
+                {
+                    return Err(format!(
+                        "kernel_shape {k:?} disagrees with the weight shape {:?}",
+                        w.shape
+                    ));
+                }
+                let stride = a.pair("strides", 1)?;
+                let dilation = a.pair("dilations", 1)?;
+                let groups = a.int("group").unwrap_or(1);
+                let groups = usize::try_from(groups)
+                    .ok()
+                    .filter(|&g| g >= 1)
+                    .ok_or("group must be positive")?;
+                if w.shape[1] * groups != xs[1] {
+                    return Err(format!(
+                        "weight {:?} with group {groups} does not fit {} input channels",
+                        w.shape, xs[1]
+                    ));
+                }
+                let pad = a.pads(&[xs[2], xs[3]], kernel, stride, dilation)?;
+                let prefix = self.prefix(input_name(1), "weight", name);
+                let mut tensors = vec![("weight", Tensor::new(w.shape.clone(), w.to_f32()))];
+                if let Some(b) = b {
+                    if b.numel() != w.shape[0] {
+                        return Err(format!(
+                            "bias has {} values for {} output channels",
+                            b.numel(),
+                            w.shape[0]
+                        ));
+                    }
+                    tensors.push(("bias", Tensor::new(vec![w.shape[0]], b.to_f32())));
+                }
+                let op = Op::Conv2d(Conv2d {
+                    out_channels: w.shape[0],
+                    kernel,
+                    stride,
+                    pad,
+                    dilation,
+                    groups,
+                    bias: b.is_some(),
+                    pad_fill: false,
+                });
+                one(self.emit(out, op, vec![x], Some((prefix, tensors)))?)
+            }
+            "Gemm" => {
+                let x = dynamic(0)?;
+                let b = constant(1)?.ok_or("Gemm without B")?;
+                let c = constant(2)?;
+                if a.int("transA").unwrap_or(0) != 0 {
+                    return Err("transA = 1 is not supported (the input must be [N, K])".into());
+                }
+                let alpha = a.float("alpha").unwrap_or(1.0);
+                let beta = a.float("beta").unwrap_or(1.0);
+                let trans_b = a.int("transB").unwrap_or(0) != 0;
+                self.dense(
+                    out,
+                    name,
+                    x,
+                    b,
+                    trans_b,
+                    alpha,
+                    c.map(|c| (c, beta)),
+                    input_name(1),
+                )
+            }
+            "MatMul" => {
+                let x = dynamic(0)?;
+                let b = constant(1)?.ok_or("MatMul without a constant right-hand side")?;
+                self.dense(out, name, x, b, false, 1.0, None, input_name(1))
+            }
+            "BatchNormalization" => {
+                let x = dynamic(0)?;
+                if a.int("training_mode").unwrap_or(0) != 0 {
+                    return Err("training_mode = 1 is not supported (inference only)".into());
+                }
+                let xs = self.graph.shape(x).clone();
+                if xs.len() != 2 && xs.len() != 4 {
+                    return Err(format!(
+                        "input shape {xs:?}: bnc's batchnorm takes [N, C] or NCHW"
+                    ));
+                }
+                let c = xs[1];
+                let mut tensors = Vec::new();
+                for (i, suffix) in [
+                    (1, "weight"),
+                    (2, "bias"),
+                    (3, "running_mean"),
+                    (4, "running_var"),
+                ] {
+                    let t = constant(i)?.ok_or_else(|| format!("{suffix} input is missing"))?;
+                    if t.numel() != c {
+                        return Err(format!(
+                            "{suffix} has {} values for {c} channels",
+                            t.numel()
+                        ));
+                    }
+                    tensors.push((suffix, Tensor::new(vec![c], t.to_f32())));
+                }
+                let eps = f64::from(a.float("epsilon").unwrap_or(1e-5));
+                let prefix = self.prefix(input_name(1), "weight", name);
+                one(self.emit(out, Op::BatchNorm { eps }, vec![x], Some((prefix, tensors)))?)
+            }
+            "Relu" => act(self, Activation::Relu),
+            "Sigmoid" => act(self, Activation::Sigmoid),
+            "Tanh" => act(self, Activation::Tanh),
+            "HardSwish" => act(self, Activation::HardSwish),
+            "LeakyRelu" => {
+                let alpha = f64::from(a.float("alpha").unwrap_or(0.01));
+                act(self, Activation::LeakyRelu { alpha })
+            }
+            "Clip" => {
+                let bound = |v: Option<f64>, default: f64| match v {
+                    Some(v) if v.abs() >= f64::from(f32::MAX) => default,
+                    Some(v) => v,
+                    None => default,
+                };
+                let (min, max) = if self.opset < 11 {
+                    (a.float("min").map(f64::from), a.float("max").map(f64::from))
+                } else {
+                    let s = |i: usize| -> R<Option<f64>> {
+                        match constant(i)? {
+                            Some(c) => c
+                                .scalar_f64()
+                                .map(Some)
+                                .ok_or_else(|| format!("Clip input {i} is not a scalar")),
+                            None => Ok(None),
+                        }
+                    };
+                    (s(1)?, s(2)?)
+                };
+                let min = bound(min, f64::NEG_INFINITY);
+                let max = bound(max, f64::INFINITY);
+                let act_ = if min == 0.0 && max == 6.0 {
+                    Activation::Relu6
+                } else if min == 0.0 && max == f64::INFINITY {
+                    Activation::Relu
+                } else {
+                    Activation::Clip { min, max }
+                };
+                act(self, act_)
+            }
+            "HardSigmoid" => {
+                let alpha = f64::from(a.float("alpha").unwrap_or(0.2));
+                let beta = f64::from(a.float("beta").unwrap_or(0.5));
+                let x = dynamic(0)?;
+                if (alpha - 1.0 / 6.0).abs() < 1e-6 && beta == 0.5 {
+                    return one(self.emit(
+                        out,
+                        Op::Activation(Activation::HardSigmoid),
+                        vec![x],
+                        None,
+                    )?);
+                }
+                // clamp(αx + β, 0, 1) = hardsigmoid(6αx + 6β − 3).
+                let xs = self.graph.shape(x).clone();
+                if xs.len() != 2 && xs.len() != 4 {
+                    return Err(format!(
+                        "HardSigmoid with alpha = {alpha}, beta = {beta} on shape {xs:?}: only alpha = 1/6, beta = 0.5 works on any rank"
+                    ));
+                }
+                let c = xs[1];
+                let scale = vec![(6.0 * alpha) as f32; c];
+                let shift = vec![(6.0 * beta - 3.0) as f32; c];
+                let y = self.affine(&format!("{out}_scaled"), name, x, scale, shift)?;
+                one(self.emit(out, Op::Activation(Activation::HardSigmoid), vec![y], None)?)
+            }
+            "Add" | "Sub" | "Mul" | "Div" => self.arith(n, out, name, inputs),
+            "Concat" => {
+                let ids: Vec<ValueId> = (0..inputs.len()).map(dynamic).collect::<R<_>>()?;
+                let rank = self.graph.shape(ids[0]).len();
+                let ax = tensor::axis(a.int("axis").ok_or("Concat without axis")?, rank, false)?;
+                if ax != 1 {
+                    return Err(format!(
+                        "concatenation along axis {ax}; bnc concatenates channels (axis 1) only"
+                    ));
+                }
+                one(self.emit(out, Op::Concat, ids, None)?)
+            }
+            "MaxPool" | "AveragePool" => {
+                let x = dynamic(0)?;
+                let xs = self.graph.shape(x).clone();
+                if xs.len() != 4 {
+                    return Err(format!(
+                        "only 2-D pooling (NCHW input) is supported; input {xs:?}"
+                    ));
+                }
+                let k = a.ints("kernel_shape").ok_or("no kernel_shape")?;
+                if k.len() != 2 || k.iter().any(|&v| v < 1) {
+                    return Err(format!("kernel_shape {k:?} is not a 2-D kernel"));
+                }
+                let kernel = [k[0] as usize, k[1] as usize];
+                let stride = a.pair("strides", 1)?;
+                if a.pair("dilations", 1)? != [1, 1] {
+                    return Err("pooling with dilations is not supported".into());
+                }
+                let pad = a.pads(&[xs[2], xs[3]], kernel, stride, [1, 1])?;
+                let pool = Pool2d {
+                    kernel,
+                    stride,
+                    pad,
+                    ceil_mode: a.int("ceil_mode").unwrap_or(0) != 0,
+                    count_include_pad: a.int("count_include_pad").unwrap_or(0) != 0,
+                };
+                let op = if n.op_type() == "MaxPool" {
+                    if a.int("storage_order").unwrap_or(0) != 0 {
+                        // Only affects the indices output, which must be unused anyway.
+                    }
+                    Op::MaxPool(Pool2d {
+                        count_include_pad: false,
+                        ..pool
+                    })
+                } else {
+                    Op::AvgPool(pool)
+                };
+                one(self.emit(out, op, vec![x], None)?)
+            }
+            "GlobalAveragePool" => {
+                let x = dynamic(0)?;
+                one(self.emit(out, Op::GlobalAvgPool, vec![x], None)?)
+            }
+            "ReduceMean" => {
+                let x = dynamic(0)?;
+                let xs = self.graph.shape(x).clone();
+                let axes = match constant(1)? {
+                    Some(c) => Some(c.to_i64()),
+                    None => a.ints("axes"),
+                };
+                let mut axes: Vec<usize> = axes
+                    .ok_or("ReduceMean over all axes is not supported")?
+                    .iter()
+                    .map(|&v| tensor::axis(v, xs.len(), false))
+                    .collect::<R<_>>()?;
+                axes.sort_unstable();
+                if xs.len() != 4 || axes != [2, 3] {
+                    return Err(format!(
+                        "ReduceMean over axes {axes:?} of {xs:?}; bnc maps only the spatial mean (axes [2, 3] of NCHW)"
+                    ));
+                }
+                let keep = a.int("keepdims").unwrap_or(1) != 0;
+                let tmp = if keep {
+                    out.to_string()
+                } else {
+                    format!("{out}_pooled")
+                };
+                let g = self.emit(&tmp, Op::GlobalAvgPool, vec![x], None)?;
+                if keep {
+                    one(g)
+                } else {
+                    one(self.emit(out, Op::Flatten, vec![g], None)?)
+                }
+            }
+            "Pad" => {
+                let x = dynamic(0)?;
+                let xs = self.graph.shape(x).clone();
+                let mode = a.string("mode").unwrap_or_else(|| "constant".into());
+                if mode != "constant" {
+                    return Err(format!("mode `{mode}` is not supported (constant only)"));
+                }
+                let (pads, value) = if self.opset < 11 {
+                    (
+                        a.ints("pads").ok_or("Pad without pads")?,
+                        f64::from(a.float("value").unwrap_or(0.0)),
+                    )
+                } else {
+                    let pads = constant(1)?.ok_or("Pad without pads")?.to_i64();
+                    let value = match constant(2)? {
+                        Some(c) => c.scalar_f64().ok_or("constant_value is not a scalar")?,
+                        None => 0.0,
+                    };
+                    (pads, value)
+                };
+                let r = xs.len();
+                let mut full = vec![0i64; 2 * r];
+                match constant(3)? {
+                    Some(axes) => {
+                        let axes = axes.to_i64();
+                        if pads.len() != 2 * axes.len() {
+                            return Err("pads do not match axes".into());
+                        }
+                        for (k, &ax) in axes.iter().enumerate() {
+                            let ax = tensor::axis(ax, r, false)?;
+                            full[ax] = pads[k];
+                            full[ax + r] = pads[k + axes.len()];
+                        }
+                    }
+                    None => {
+                        if pads.len() != 2 * r {
+                            return Err(format!("{} pads for a rank-{r} input", pads.len()));
+                        }
+                        full = pads;
+                    }
+                }
+                if r != 4 || full[0] != 0 || full[1] != 0 || full[4] != 0 || full[5] != 0 {
+                    return Err(format!(
+                        "pads {full:?} on {xs:?}: bnc pads only H and W of NCHW"
+                    ));
+                }
+                if full.iter().any(|&p| p < 0) {
+                    return Err(format!(
+                        "negative pads {full:?} (cropping) are not supported"
+                    ));
+                }
+                if full.iter().all(|&p| p == 0) {
+                    return one(x);
+                }
+                let pads = [
+                    full[2] as usize,
+                    full[3] as usize,
+                    full[6] as usize,
+                    full[7] as usize,
+                ];
+                one(self.emit(
+                    out,
+                    Op::Pad {
+                        pads,
+                        value,
+                        fill: false,
+                    },
+                    vec![x],
+                    None,
+                )?)
+            }
+            "Flatten" => {
+                let x = dynamic(0)?;
+                let xs = self.graph.shape(x).clone();
+                let ax = tensor::axis(a.int("axis").unwrap_or(1), xs.len(), true)?;
+                let target = vec![xs[..ax].iter().product(), xs[ax..].iter().product()];
+                self.reshape_like(out, x, target)
+            }
+            "Reshape" => {
+                let x = dynamic(0)?;
+                let spec = constant(1)?.ok_or("Reshape without a shape")?.to_i64();
+                let xs = self.graph.shape(x).clone();
+                let target = tensor::reshape_target(&xs, &spec, a.int("allowzero") == Some(1))?;
+                self.reshape_like(out, x, target)
+            }
+            "Squeeze" | "Unsqueeze" => {
+                let x = dynamic(0)?;
+                let axes = match constant(1)? {
+                    Some(c) => Some(c.to_i64()),
+                    None => a.ints("axes"),
+                };
+                let xs = self.graph.shape(x).clone();
+                let target = squeeze_shape(n.op_type(), &xs, axes.as_deref())?;
+                self.reshape_like(out, x, target)
+            }
+            "Identity" | "Dropout" => Ok(vec![Val::Dyn(dynamic(0)?)]),
+            "Softmax" => {
+                let x = dynamic(0)?;
+                let xs = self.graph.shape(x).clone();
+                let default = if self.opset < 13 { 1 } else { -1 };
+                let ax = tensor::axis(a.int("axis").unwrap_or(default), xs.len(), false)?;
+                let channel = ax == 1
+                    && (xs.len() == 2 || xs.len() == 4 && (self.opset >= 13 || xs[2] * xs[3] == 1));
+                if !channel {
+                    return Err(format!(
+                        "softmax over axis {ax} of {xs:?} (opset {}); bnc's softmax is over the channel axis of [N, C] or NCHW",
+                        self.opset
+                    ));
+                }
+                one(self.emit(out, Op::Softmax, vec![x], None)?)
+            }
+            other => Err(format!("`{other}` is not mapped")),
+        }
+    }
+
+    /// Gemm / MatMul: `x [N, K] · B (+ C)` as a dense layer with weight `[M, K]`.
+    #[allow(clippy::too_many_arguments)]
+    fn dense(
+        &mut self,
+        out: &str,
+        name: &str,
+        x: ValueId,
+        b: &Const,
+        trans_b: bool,
+        alpha: f32,
+        c: Option<(&Const, f32)>,
+        b_name: Option<&str>,
+    ) -> R<Vec<Val>> {
+        let xs = self.graph.shape(x).clone();
+        if xs.len() != 2 || b.shape.len() != 2 {
+            return Err(format!(
+                "only [N, K] x [K, M] products are supported; got {xs:?} and {:?}",
+                b.shape
+            ));
+        }
+        let (k, m) = if trans_b {
+            (b.shape[1], b.shape[0])
+        } else {
+            (b.shape[0], b.shape[1])
+        };
+        if k != xs[1] {
+            return Err(format!(
+                "input {xs:?} does not fit B {:?} (transB = {})",
+                b.shape,
+                u8::from(trans_b)
+            ));
+        }
+        let bv = b.to_f32();
+        let mut w = vec![0f32; m * k];
+        for o in 0..m {
+            for i in 0..k {
+                let v = if trans_b {
+                    bv[o * k + i]
+                } else {
+                    bv[i * m + o]
+                };
+                w[o * k + i] = alpha * v;
+            }
+        }
+        let mut tensors = vec![("weight", Tensor::new(vec![m, k], w))];
+        if let Some((c, beta)) = c {
+            let bias = per_channel(c, &[xs[0], m]).ok_or_else(|| {
+                format!(
+                    "C {:?} does not broadcast as a per-output bias of [{}, {m}]",
+                    c.shape, xs[0]
+                )
+            })?;
+            tensors.push((
+                "bias",
+                Tensor::new(vec![m], bias.iter().map(|v| beta * v).collect()),
+            ));
+        }
+        let bias = tensors.len() == 2;
+        let prefix = self.prefix(b_name, "weight", name);
+        let op = Op::Dense {
+            out_features: m,
+            bias,
+        };
+        Ok(vec![Val::Dyn(self.emit(
+            out,
+            op,
+            vec![x],
+            Some((prefix, tensors)),
+        )?)])
+    }
+
+    fn affine(
+        &mut self,
+        out: &str,
+        name: &str,
+        x: ValueId,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    ) -> R<ValueId> {
+        let c = scale.len();
+        let base = if name.is_empty() { out } else { name };
+        let prefix = names::fresh(&names::identifier(base), &self.prefixes);
+        self.prefixes.insert(prefix.clone());
+        let tensors = vec![
+            ("scale", Tensor::new(vec![c], scale)),
+            ("shift", Tensor::new(vec![c], shift)),
+        ];
+        self.emit(out, Op::Affine, vec![x], Some((prefix, tensors)))
+    }
+
+    /// Add, Sub, Mul, Div with at least one runtime operand.
+    fn arith(
+        &mut self,
+        n: &NodeProto,
+        out: &str,
+        name: &str,
+        inputs: &[Option<Val>],
+    ) -> R<Vec<Val>> {
+        let op = n.op_type();
+        let (l, r) = match (&inputs.first(), &inputs.get(1)) {
+            (Some(Some(l)), Some(Some(r))) => (l.clone(), r.clone()),
+            _ => return Err("needs two inputs".into()),
+        };
+        match (l, r) {
+            (Val::Dyn(a), Val::Dyn(b)) => {
+                let (sa, sb) = (self.graph.shape(a).clone(), self.graph.shape(b).clone());
+                match op {
+                    "Add" => {
+                        if sa != sb {
+                            return Err(format!(
+                                "Add of {sa:?} and {sb:?}: bnc adds equal shapes only"
+                            ));
+                        }
+                        Ok(vec![Val::Dyn(self.emit(out, Op::Add, vec![a, b], None)?)])
+                    }
+                    "Mul" => {
+                        // x * sigmoid(x) = silu(x); x * hardsigmoid(x) = hardswish(x).
+                        for (x, g) in [(a, b), (b, a)] {
+                            if let Some(&i) = self.producer.get(&g) {
+                                let node = &self.graph.nodes[i];
+                                if node.inputs == [x] {
+                                    let fused = match node.op {
+                                        Op::Activation(Activation::Sigmoid) => {
+                                            Some(Activation::Silu)
+                                        }
+                                        Op::Activation(Activation::HardSigmoid) => {
+                                            Some(Activation::HardSwish)
+                                        }
+                                        _ => None,
+                                    };
+                                    if let Some(f) = fused {
+                                        let y = self.emit(out, Op::Activation(f), vec![x], None)?;
+                                        return Ok(vec![Val::Dyn(y)]);
+                                    }
+                                }
+                            }
+                        }
+                        Ok(vec![Val::Dyn(
+                            self.emit(out, Op::Mul, vec![a, b], None).map_err(|e| {
+                                format!(
+                                    "{e} (bnc multiplies equal shapes, or by an [N, C, 1, 1] gate)"
+                                )
+                            })?,
+                        )])
+                    }
+                    _ => Err(format!(
+                        "`{op}` of two runtime tensors is not supported (only with a constant)"
+                    )),
+                }
+            }
+            (Val::Dyn(x), Val::Const(c)) | (Val::Const(c), Val::Dyn(x)) => {
+                let const_first = matches!(inputs[0], Some(Val::Const(_)));
+                let xs = self.graph.shape(x).clone();
+                let v = per_channel(&c, &xs).ok_or_else(|| {
+                    format!(
+                        "`{op}` of a runtime {xs:?} and a constant {:?}: bnc maps only scalar or per-channel constants",
+                        c.shape
+                    )
+                })?;
+                if xs.len() != 2 && xs.len() != 4 {
+                    return Err(format!(
+                        "`{op}` with a constant on shape {xs:?} (bnc's affine takes [N, C] or NCHW)"
+                    ));
+                }
+                let ch = xs[1];
+                let (scale, shift): (Vec<f32>, Vec<f32>) = match (op, const_first) {
+                    ("Add", _) => (vec![1.0; ch], v),
+                    ("Mul", _) => (v, vec![0.0; ch]),
+                    ("Sub", false) => (vec![1.0; ch], v.iter().map(|x| -x).collect()),
+                    ("Sub", true) => (vec![-1.0; ch], v),
+                    ("Div", false) => (v.iter().map(|x| 1.0 / x).collect(), vec![0.0; ch]),
+                    _ => {
+                        return Err(
+                            "division of a constant by a runtime tensor is not supported".into(),
+                        );
+                    }
+                };
+                // A bias added right after a conv/dense without other readers joins its bias.
+                if op != "Mul" && op != "Div" && scale.iter().all(|&s| s == 1.0) {
+                    let x_name = if const_first {
+                        &n.input[1]
+                    } else {
+                        &n.input[0]
+                    };
+                    if self.consumers.get(x_name).copied() == Some(1)
+                        && let Some(&i) = self.producer.get(&x)
+                    {
+                        let node = &mut self.graph.nodes[i];
+                        let target = match &mut node.op {
+                            Op::Conv2d(conv) => Some(&mut conv.bias),
+                            Op::Dense { bias, .. } => Some(bias),
+                            _ => None,
+                        };
+                        if let (Some(has_bias), Some(prefix)) = (target, node.params.clone()) {
+                            let key = format!("{prefix}.bias");
+                            if *has_bias {
+                                let t = self.graph.params.get_mut(&key).expect("bias exists");
+                                for (b, s) in t.data.iter_mut().zip(&shift) {
+                                    *b += s;
+                                }
+                            } else {
+                                *has_bias = true;
+                                self.graph.params.insert(key, Tensor::new(vec![ch], shift));
+                            }
+                            return Ok(vec![Val::Dyn(x)]);
+                        }
+                    }
+                }
+                Ok(vec![Val::Dyn(self.affine(out, name, x, scale, shift)?)])
+            }
+            _ => Err("all inputs are constants".into()),
+        }
+    }
+
+    /// A reshape of a runtime tensor: nothing when the shape stays, a flatten when it is
+    /// `[N, rest]`, else unsupported.
+    fn reshape_like(&mut self, out: &str, x: ValueId, target: Shape) -> R<Vec<Val>> {
+        let xs = self.graph.shape(x).clone();
+        if target == xs {
+            return Ok(vec![Val::Dyn(x)]);
+        }
+        if target.len() == 2 && !xs.is_empty() && target[0] == xs[0] {
+            return Ok(vec![Val::Dyn(self.emit(
+                out,
+                Op::Flatten,
+                vec![x],
+                None,
+            )?)]);
+        }
+        Err(format!(
+            "reshape of {xs:?} to {target:?} is not a flatten; bnc supports only reshapes to [N, rest]"
+        ))
+    }
+}
+
+/// A constant that broadcasts over `shape` and varies at most along axis 1, as one value per
+/// channel.
+fn per_channel(c: &Const, shape: &[usize]) -> Option<Vec<f32>> {
+    if c.shape.len() > shape.len() || shape.len() < 2 {
+        return None;
+    }
+    let off = shape.len() - c.shape.len();
+    let channels = shape[1];
+    let mut along = 1;
+    for (i, &d) in c.shape.iter().enumerate() {
+        let ax = i + off;
+        if ax == 1 {
+            if d != 1 && d != channels {
+                return None;
+            }
+            along = d;
+        } else if d != 1 {
+            return None;
+        }
+    }
+    let v = c.to_f32();
+    Some(if along == 1 { vec![v[0]; channels] } else { v })
+}
+
+/// The shape after Squeeze / Unsqueeze.
+fn squeeze_shape(op: &str, shape: &[usize], axes: Option<&[i64]>) -> R<Vec<usize>> {
+    if op == "Squeeze" {
+        let drop: Vec<usize> = match axes {
+            Some(ax) => ax
+                .iter()
+                .map(|&a| tensor::axis(a, shape.len(), false))
+                .collect::<R<_>>()?,
+            None => (0..shape.len()).filter(|&i| shape[i] == 1).collect(),
+        };
+        if let Some(&i) = drop.iter().find(|&&i| shape[i] != 1) {
+            return Err(format!("Squeeze of axis {i} of {shape:?}, which is not 1"));
+        }
+        Ok((0..shape.len())
+            .filter(|i| !drop.contains(i))
+            .map(|i| shape[i])
+            .collect())
+    } else {
+        let ax = axes.ok_or("Unsqueeze without axes")?;
+        let r = shape.len() + ax.len();
+        let mut ins: Vec<usize> = ax
+            .iter()
+            .map(|&a| tensor::axis(a, r, false))
+            .collect::<R<_>>()?;
+        ins.sort_unstable();
+        let mut out = Vec::with_capacity(r);
+        let mut src = shape.iter();
+        for i in 0..r {
+            if ins.contains(&i) {
+                out.push(1);
+            } else {
+                out.push(*src.next().ok_or("Unsqueeze axes repeat")?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The nodes in an order where each reads only values defined before it (ONNX requires
+/// topological order; this also accepts files that do not keep it).
+fn order(g: &GraphProto) -> R<Vec<&NodeProto>> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in g.node.iter().enumerate() {
+        for o in &n.output {
+            if !o.is_empty() {
+                producer.insert(o.as_str(), i);
+            }
+        }
+    }
+    let mut state = vec![0u8; g.node.len()]; // 0 new, 1 in progress, 2 done
+    let mut out = Vec::with_capacity(g.node.len());
+    for start in 0..g.node.len() {
+        let mut stack = vec![(start, 0usize)];
+        while let Some(&mut (i, ref mut next)) = stack.last_mut() {
+            if state[i] == 2 {
+                stack.pop();
+                continue;
+            }
+            state[i] = 1;
+            let inputs = &g.node[i].input;
+            if *next < inputs.len() {
+                let dep = producer.get(inputs[*next].as_str()).copied();
+                *next += 1;
+                if let Some(d) = dep {
+                    match state[d] {
+                        0 => stack.push((d, 0)),
+                        1 => {
+                            return Err(format!(
+                                "the graph has a cycle through node `{}`",
+                                g.node[d].name()
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
+                state[i] = 2;
+                out.push(&g.node[i]);
+                stack.pop();
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Attribute lookup on a node.
+struct Attrs<'a>(&'a [AttributeProto]);
+
+impl Attrs<'_> {
+    fn get(&self, name: &str) -> Option<&AttributeProto> {
+        self.0.iter().find(|a| a.name() == name)
+    }
+    fn int(&self, name: &str) -> Option<i64> {
+        self.get(name).map(|a| a.i())
+    }
+    fn float(&self, name: &str) -> Option<f32> {
+        self.get(name).map(|a| a.f())
+    }
+    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.get(name).map(|a| a.ints.clone())
+    }
+    fn string(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .map(|a| String::from_utf8_lossy(a.s()).into_owned())
+    }
+    fn tensor(&self, name: &str) -> Option<&TensorProto> {
+        self.get(name).and_then(|a| a.t.as_ref())
+    }
+
+    /// A 2-element attribute (strides, dilations), `default` when absent.
+    fn pair(&self, name: &str, default: usize) -> R<[usize; 2]> {
+        match self.ints(name) {
+            None => Ok([default; 2]),
+            Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 1) => {
+                Ok([v[0] as usize, v[1] as usize])
+            }
+            Some(v) => Err(format!("{name} {v:?} is not two positive numbers")),
+        }
+    }
+
+    /// `[top, left, bottom, right]` from `pads` / `auto_pad`.
+    fn pads(
+        &self,
+        input: &[usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+    ) -> R<[usize; 4]> {
+        let auto = self.string("auto_pad").unwrap_or_else(|| "NOTSET".into());
+        match auto.as_str() {
+            "NOTSET" | "" => match self.ints("pads") {
+                None => Ok([0; 4]),
+                Some(p) if p.len() == 4 && p.iter().all(|&x| x >= 0) => {
+                    Ok([p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize])
+                }
+                Some(p) => Err(format!("pads {p:?} are not four non-negative numbers")),
+            },
+            "VALID" => Ok([0; 4]),
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let mut begin = [0; 2];
+                let mut end = [0; 2];
+                for i in 0..2 {
+                    let out = input[i].div_ceil(stride[i]);
+                    let span = (kernel[i] - 1) * dilation[i] + 1;
+                    let total = ((out - 1) * stride[i] + span).saturating_sub(input[i]);
+                    let small = total / 2;
+                    if auto == "SAME_UPPER" {
+                        begin[i] = small;
+                        end[i] = total - small;
+                    } else {
+                        end[i] = small;
+                        begin[i] = total - small;
+                    }
+                }
+                Ok([begin[0], begin[1], end[0], end[1]])
+            }
+            other => Err(format!("auto_pad `{other}` is not supported")),
+        }
+    }
+}
