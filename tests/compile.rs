@@ -107,7 +107,7 @@ fn fold_none_keeps_every_batchnorm_and_still_matches() {
     let expected = interp::run(&parsed, &inputs).unwrap();
     let options = CompileOptions {
         fold: bnc::FoldMode::None,
-        threads: 1,
+        ..CompileOptions::default()
     };
     let model = Model::from_graph(&parsed, &options).unwrap();
     assert_eq!(model.report().folded(), 0);
