@@ -136,45 +136,7 @@ fn a_zero_gamma_before_a_padded_conv_still_folds_exactly() {
     let (f, ctx) = fold_checked(&g);
     assert_eq!(affines(&f), 0, "{}", ctx.report.to_text());
     // Control: the naive forward fold (fill −t/s, with 0 where s = 0) is wrong.
-    let canon = canonical(&g);
-    let mut wrong = canon.clone();
-    let bi = wrong
-        .nodes
-        .iter()
-        .position(|n| wrong.value(n.output).name == "b")
-        .unwrap();
-    let di = wrong
-        .nodes
-        .iter()
-        .position(|n| wrong.value(n.output).name == "d")
-        .unwrap();
-    let map = bnc::passes::affine::ChannelMap::of_affine(&wrong, &wrong.nodes[bi]);
-    let mut unpadded = wrong.nodes[di].clone();
-    if let Op::Conv2d(c) = &mut unpadded.op {
-        c.pad = [0; 4];
-    }
-    let absorbed = bnc::passes::affine::absorb(&wrong, &unpadded, Some(&map), None).unwrap();
-    let fill: Vec<f32> = (0..map.len())
-        .map(|i| {
-            if map.scale[i] == 0.0 {
-                0.0
-            } else {
-                (-map.shift[i] / map.scale[i]) as f32
-            }
-        })
-        .collect();
-    let n = fill.len();
-    bnc::passes::affine::apply_absorbed(
-        &mut wrong,
-        di,
-        bnc::passes::affine::Absorbed {
-            pad_fill: Some(bnc::ir::Tensor::new(vec![n], fill)),
-            ..absorbed
-        },
-    );
-    let (y, x) = (wrong.nodes[bi].output, wrong.nodes[bi].inputs[0]);
-    wrong.forward_value(y, x);
-    wrong.remove_dead();
+    let wrong = naive_forward_fold_into("b", "d", &canonical(&g));
     assert!(
         relative_error(&g, &wrong, 1) > 10.0 * REL_TOLERANCE,
         "the control must be wrong"
@@ -316,15 +278,7 @@ fn random_dags_fold_exactly_and_at_least_as_much_as_the_closure() {
     for case in 0..100u64 {
         let (text, bns) = random_model(&mut rng, case + 500);
         let mut g = load(&text);
-        for (bn, ch) in &bns {
-            for c in 0..*ch {
-                if rng.chance(0.15) {
-                    set_param(&mut g, &format!("{bn}.weight"), c, -0.8);
-                } else if rng.chance(0.08) {
-                    set_param(&mut g, &format!("{bn}.weight"), c, 0.0);
-                }
-            }
-        }
+        randomize_gammas(&mut g, &bns, &mut rng);
         let (a, _) = adjacent(&g);
         let (p, _) = paper(&g);
         let (e, ectx) = egraph(&g);

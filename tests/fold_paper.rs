@@ -6,8 +6,7 @@ mod common;
 
 use std::time::Instant;
 
-use bnc::ir::{Graph, Op, Tensor};
-use bnc::passes::affine::{Absorbed, ChannelMap, absorb, apply_absorbed};
+use bnc::ir::Op;
 use bnc::passes::{self, Fate, PrintAfter};
 
 use common::fold::*;
@@ -335,51 +334,6 @@ fn forward_fold_into_padded_conv_uses_pad_fill() {
     assert_same_outputs(&g, &f);
 }
 
-/// The fold of `b` into `d` with the zero-scale condition ignored: weights from `absorb` with
-/// `d` seen as unpadded, and a hand-made fill `-t/s` (0 where s = 0).
-fn naive_forward_fold(canon: &Graph) -> Graph {
-    let mut g = canon.clone();
-    let bi = g
-        .nodes
-        .iter()
-        .position(|n| g.value(n.output).name == "b")
-        .unwrap();
-    let di = g
-        .nodes
-        .iter()
-        .position(|n| g.value(n.output).name == "d")
-        .unwrap();
-    let map = ChannelMap::of_affine(&g, &g.nodes[bi]);
-    let mut unpadded = g.nodes[di].clone();
-    if let Op::Conv2d(c) = &mut unpadded.op {
-        c.pad = [0; 4];
-    }
-    let weights = absorb(&g, &unpadded, Some(&map), None).unwrap();
-    let fill: Vec<f32> = (0..map.len())
-        .map(|i| {
-            if map.scale[i] == 0.0 {
-                0.0
-            } else {
-                (-map.shift[i] / map.scale[i]) as f32
-            }
-        })
-        .collect();
-    let n = fill.len();
-    apply_absorbed(
-        &mut g,
-        di,
-        Absorbed {
-            pad_fill: Some(Tensor::new(vec![n], fill)),
-            ..weights
-        },
-    );
-    let (y, x) = (g.nodes[bi].output, g.nodes[bi].inputs[0]);
-    g.forward_value(y, x);
-    g.remove_dead();
-    g.verify().unwrap();
-    g
-}
-
 #[test]
 fn zero_gamma_blocks_the_forward_fold_into_a_padded_conv() {
     let mut g = load(POST_BN);
@@ -397,7 +351,7 @@ fn zero_gamma_blocks_the_forward_fold_into_a_padded_conv() {
 
     // The condition matters: the same fold with it dropped is wrong at the borders.
     let canon = run_passes(&g, &["canonicalize"]).0;
-    let naive = naive_forward_fold(&canon);
+    let naive = naive_forward_fold_into("b", "d", &canon);
     let err = relative_error(&g, &naive, 1);
     assert!(
         err > 10.0 * REL_TOLERANCE,
@@ -407,7 +361,7 @@ fn zero_gamma_blocks_the_forward_fold_into_a_padded_conv() {
     // fails for the reason it claims).
     let g = load(POST_BN);
     let canon = run_passes(&g, &["canonicalize"]).0;
-    assert!(relative_error(&g, &naive_forward_fold(&canon), 1) <= REL_TOLERANCE);
+    assert!(relative_error(&g, &naive_forward_fold_into("b", "d", &canon), 1) <= REL_TOLERANCE);
 }
 
 #[test]
@@ -659,16 +613,7 @@ fn random_dags_fold_exactly_and_at_least_as_much_as_adjacency() {
     for case in 0..120u64 {
         let (text, bns) = random_model(&mut rng, case + 100);
         let mut g = load(&text);
-        // Some γ negative, some zero.
-        for (bn, ch) in &bns {
-            for c in 0..*ch {
-                if rng.chance(0.15) {
-                    set_param(&mut g, &format!("{bn}.weight"), c, -0.8);
-                } else if rng.chance(0.08) {
-                    set_param(&mut g, &format!("{bn}.weight"), c, 0.0);
-                }
-            }
-        }
+        randomize_gammas(&mut g, &bns, &mut rng);
         let (a, actx) = adjacent(&g);
         let (p, pctx) = paper(&g);
         let err = relative_error(&g, &p, case);

@@ -2,6 +2,7 @@
 //! comparing functions, and a generator of random DAG models.
 
 use bnc::ir::{Graph, Op, Tensor, interp};
+use bnc::passes::affine::{Absorbed, ChannelMap, absorb, apply_absorbed};
 use bnc::passes::{self, Fate, PassContext, PrintAfter};
 
 /// Largest error allowed, relative to the largest output magnitude. A wrong fold at padded
@@ -301,4 +302,62 @@ pub fn relative_error_scaled(want: &Graph, got: &Graph, seed: u64, scale: f32) -
         .zip(&b)
         .map(|(x, y)| x.max_abs_diff(y) / x.max_abs().max(1e-6))
         .fold(0.0, f32::max)
+}
+
+/// The forward fold of BN `bn` into conv `conv` with the zero-scale condition ignored: weights from `absorb` with
+/// `d` seen as unpadded, and a hand-made fill `-t/s` (0 where s = 0).
+pub fn naive_forward_fold_into(bn: &str, conv: &str, canon: &Graph) -> Graph {
+    let mut g = canon.clone();
+    let bi = g
+        .nodes
+        .iter()
+        .position(|n| g.value(n.output).name == bn)
+        .unwrap();
+    let di = g
+        .nodes
+        .iter()
+        .position(|n| g.value(n.output).name == conv)
+        .unwrap();
+    let map = ChannelMap::of_affine(&g, &g.nodes[bi]);
+    let mut unpadded = g.nodes[di].clone();
+    if let Op::Conv2d(c) = &mut unpadded.op {
+        c.pad = [0; 4];
+    }
+    let weights = absorb(&g, &unpadded, Some(&map), None).unwrap();
+    let fill: Vec<f32> = (0..map.len())
+        .map(|i| {
+            if map.scale[i] == 0.0 {
+                0.0
+            } else {
+                (-map.shift[i] / map.scale[i]) as f32
+            }
+        })
+        .collect();
+    let n = fill.len();
+    apply_absorbed(
+        &mut g,
+        di,
+        Absorbed {
+            pad_fill: Some(Tensor::new(vec![n], fill)),
+            ..weights
+        },
+    );
+    let (y, x) = (g.nodes[bi].output, g.nodes[bi].inputs[0]);
+    g.forward_value(y, x);
+    g.remove_dead();
+    g.verify().unwrap();
+    g
+}
+
+/// Gives some BN channels a negative (15 %) or zero (8 %) γ, the cases with conditions.
+pub fn randomize_gammas(g: &mut Graph, bns: &[(String, usize)], rng: &mut Rng) {
+    for (bn, ch) in bns {
+        for c in 0..*ch {
+            if rng.chance(0.15) {
+                set_param(g, &format!("{bn}.weight"), c, -0.8);
+            } else if rng.chance(0.08) {
+                set_param(g, &format!("{bn}.weight"), c, 0.0);
+            }
+        }
+    }
 }
