@@ -417,99 +417,22 @@ impl Frozen {
         regions.sort();
         search.regions = regions.len();
 
-        let conflict = |a: usize, b: usize| {
-            plans[a]
-                .forced
-                .iter()
-                .any(|&(c, k)| plans[b].forced.iter().any(|&(c2, k2)| c == c2 && k != k2))
-        };
         for region in regions {
             search.largest_region = search.largest_region.max(region.len());
-            let base = choice.clone();
-            let mut best: Option<(f64, Choice, usize)> = None;
-            let mut evaluated = 0;
-            let mut chosen: Vec<usize> = Vec::new();
-            let mut capped = false;
-            // Depth-first over include/exclude, only ever including compatible plans; each
-            // leaf is one subset, costed with its forced nodes pinned.
-            #[allow(clippy::too_many_arguments)]
-            fn visit(
-                frozen: &Frozen,
-                region: &[usize],
-                plans: &[ResolvedPlan],
-                conflict: &dyn Fn(usize, usize) -> bool,
-                at: usize,
-                chosen: &mut Vec<usize>,
-                base: &Choice,
-                best: &mut Option<(f64, Choice, usize)>,
-                evaluated: &mut usize,
-                capped: &mut bool,
-            ) {
-                if *evaluated >= SUBSET_CAP {
-                    *capped = true;
-                    return;
-                }
-                if at == region.len() {
-                    *evaluated += 1;
-                    let set: Vec<(usize, usize)> = chosen
-                        .iter()
-                        .flat_map(|&p| plans[p].forced.iter().copied())
-                        .collect();
-                    let cut: Vec<usize> = chosen
-                        .iter()
-                        .flat_map(|&p| plans[p].flexible.iter().copied())
-                        .collect();
-                    let (trial, cost) = frozen.best_move(base, &set, &cut);
-                    if best.as_ref().is_none_or(|b| cost < b.0) {
-                        *best = Some((cost, trial, chosen.len()));
-                    }
-                    return;
-                }
-                let plan = region[at];
-                if chosen.iter().all(|&q| !conflict(plan, q)) {
-                    chosen.push(plan);
-                    visit(
-                        frozen,
-                        region,
-                        plans,
-                        conflict,
-                        at + 1,
-                        chosen,
-                        base,
-                        best,
-                        evaluated,
-                        capped,
-                    );
-                    chosen.pop();
-                }
-                visit(
-                    frozen,
-                    region,
-                    plans,
-                    conflict,
-                    at + 1,
-                    chosen,
-                    base,
-                    best,
-                    evaluated,
-                    capped,
-                );
-            }
-            visit(
-                self,
-                &region,
+            let mut subsets = SubsetSearch {
+                frozen: self,
                 plans,
-                &conflict,
-                0,
-                &mut chosen,
-                &base,
-                &mut best,
-                &mut evaluated,
-                &mut capped,
-            );
-            search.subsets_evaluated += evaluated;
-            search.capped_regions += usize::from(capped);
-            if let Some((region_cost, trial, applied)) = best
+                region: &region,
+                base: choice.clone(),
+                chosen: Vec::new(),
+                best: None,
+                evaluated: 0,
+                capped: false,
+            };
+            subsets.visit(0);
+            search.subsets_evaluated += subsets.evaluated;
+            search.capped_regions += usize::from(subsets.capped);
+            if let Some((region_cost, trial, applied)) = subsets.best
                 && region_cost < *cost
             {
                 *cost = region_cost;
@@ -518,5 +441,64 @@ impl Frozen {
             }
         }
         search
+    }
+}
+
+/// Depth-first search over the subsets of one region's plans (include or exclude each,
+/// only ever including compatible plans); each leaf is one subset, costed by its move.
+struct SubsetSearch<'a> {
+    frozen: &'a Frozen,
+    plans: &'a [ResolvedPlan],
+    region: &'a [usize],
+    base: Choice,
+    chosen: Vec<usize>,
+    /// (cost, choice, number of plans) of the cheapest subset so far.
+    best: Option<(f64, Choice, usize)>,
+    evaluated: usize,
+    capped: bool,
+}
+
+impl SubsetSearch<'_> {
+    /// Two plans conflict when they force one class to different nodes.
+    fn conflict(&self, a: usize, b: usize) -> bool {
+        self.plans[a].forced.iter().any(|&(c, k)| {
+            self.plans[b]
+                .forced
+                .iter()
+                .any(|&(c2, k2)| c == c2 && k != k2)
+        })
+    }
+
+    fn visit(&mut self, at: usize) {
+        if self.evaluated >= SUBSET_CAP {
+            self.capped = true;
+            return;
+        }
+        if at == self.region.len() {
+            self.evaluated += 1;
+            let plans = self.plans;
+            let set: Vec<(usize, usize)> = self
+                .chosen
+                .iter()
+                .flat_map(|&p| plans[p].forced.iter().copied())
+                .collect();
+            let cut: Vec<usize> = self
+                .chosen
+                .iter()
+                .flat_map(|&p| plans[p].flexible.iter().copied())
+                .collect();
+            let (trial, cost) = self.frozen.best_move(&self.base, &set, &cut);
+            if self.best.as_ref().is_none_or(|b| cost < b.0) {
+                self.best = Some((cost, trial, self.chosen.len()));
+            }
+            return;
+        }
+        let plan = self.region[at];
+        if self.chosen.iter().all(|&q| !self.conflict(plan, q)) {
+            self.chosen.push(plan);
+            self.visit(at + 1);
+            self.chosen.pop();
+        }
+        self.visit(at + 1);
     }
 }
