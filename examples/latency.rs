@@ -4,6 +4,7 @@
 //! cargo run --release --example latency                    # latency table (1 and 2 threads)
 //! cargo run --release --example latency -- fold            # folded vs unfolded vs separate BN
 //! cargo run --release --example latency -- traffic         # bytes/s of memory-bound kernels
+//! cargo run --release --example latency -- denormals       # flush-to-zero on vs off
 //! cargo run --release --example latency -- latency resnet18,resnet50 --runs 30
 //! ```
 //!
@@ -43,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().ok_or("--runs needs a value")?.parse()?,
-            "latency" | "fold" | "traffic" => mode = a,
+            "latency" | "fold" | "traffic" | "denormals" => mode = a,
             _ => models = Some(a.split(',').map(String::from).collect()),
         }
     }
@@ -57,6 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "preact_resnet18",
         ],
         "fold" => &["resnet18", "resnet50", "mobilenet_v2", "densenet121"],
+        "denormals" => &["efficientnet_b0", "mobilenet_v2", "resnet18"],
         _ => &["mobilenet_v2", "densenet121"],
     };
     let models = models.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect());
@@ -66,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match mode.as_str() {
             "latency" => latency(name, &path, runs)?,
             "fold" => fold(name, &path, runs)?,
+            "denormals" => denormals(name, &path, runs)?,
             _ => traffic(name, &path, runs)?,
         }
     }
@@ -159,6 +162,29 @@ fn latency(name: &str, path: &Path, runs: usize) -> Result<(), Box<dyn std::erro
             ms(t_fold),
             ms(t_cg),
             ms(t_parse + t_fold + t_cg),
+            loadavg()
+        );
+    }
+    Ok(())
+}
+
+/// The folded model, one thread, with and without flushing denormals (alternating, so load
+/// changes hit both alike).
+fn denormals(name: &str, path: &Path, runs: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let g = fold_graph(&bnc::load_file(path)?, FoldMode::Egraph)?;
+    for flush_denormals in [true, false, true, false] {
+        let m = codegen::compile(
+            &g,
+            &Options {
+                flush_denormals,
+                ..Options::default()
+            },
+        )?;
+        let (med, min, _) = time_runs(&m, runs);
+        println!(
+            "{name:>16} flush_denormals {flush_denormals:>5}: median {:8.2} ms  min {:8.2} ms  [load {}]",
+            ms(med),
+            ms(min),
             loadavg()
         );
     }

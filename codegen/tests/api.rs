@@ -165,3 +165,31 @@ fn inspection_texts() {
     let asm = asm_text(&g, &Options::default()).unwrap();
     assert!(!asm.is_empty());
 }
+
+#[test]
+fn denormal_results_are_flushed_unless_asked_not_to() {
+    // 1e-20 squared is 1e-40, a subnormal f32: flushed to 0 by default (FTZ/DAZ while the
+    // kernels run), kept when `flush_denormals` is off. The caller's mode is restored.
+    let g = model("input x: f32[1, 4, 2, 2]\n y = mul(x, x)\n output y");
+    let x = bnc_ir::Tensor::new(vec![1, 4, 2, 2], vec![1e-20; 16]);
+    let flushed = compile(&g, &Options::default()).unwrap();
+    let y = run_compiled(&flushed, std::slice::from_ref(&x));
+    assert!(y[0].data.iter().all(|&v| v == 0.0), "{:?}", y[0].data);
+    let kept = compile(
+        &g,
+        &Options {
+            flush_denormals: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let y = run_compiled(&kept, std::slice::from_ref(&x));
+    assert!(
+        y[0].data.iter().all(|&v| v > 0.0 && v < 1e-38),
+        "{:?}",
+        y[0].data
+    );
+    // The calling thread's mode is unchanged: subnormals still arise here.
+    let here = std::hint::black_box(1e-20f32) * std::hint::black_box(1e-20f32);
+    assert!(here > 0.0);
+}
