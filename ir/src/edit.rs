@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use crate::{Graph, Node, Op, Shape, Tensor, Value, ValueId};
+use crate::{Graph, Shape, Tensor, Value, ValueId};
 
 impl Graph {
     /// Makes every reader of `old` (nodes and graph outputs) read `new` instead.
@@ -45,49 +45,6 @@ impl Graph {
     pub fn add_value(&mut self, name: String, shape: Shape) -> ValueId {
         self.values.push(Value { name, shape });
         ValueId(self.values.len() - 1)
-    }
-
-    /// Inserts `op` reading `inputs` right after the node producing the last of them (or at
-    /// the front for graph inputs), with parameters `params` stored under a fresh prefix
-    /// derived from `name`. Returns the new value.
-    pub fn insert_node_after_inputs(
-        &mut self,
-        name: &str,
-        op: Op,
-        inputs: Vec<ValueId>,
-        params: Vec<(&str, Tensor)>,
-    ) -> ValueId {
-        let shapes: Vec<&Shape> = inputs.iter().map(|&i| self.shape(i)).collect();
-        let shape = op
-            .infer_shape(&shapes)
-            .expect("a pass inserted a node whose inputs do not fit it");
-        let value_name = self.fresh_value_name(name);
-        let prefix = if params.is_empty() {
-            None
-        } else {
-            let prefix = self.fresh_param_prefix(&value_name);
-            for (suffix, tensor) in params {
-                self.params.insert(format!("{prefix}.{suffix}"), tensor);
-            }
-            Some(prefix)
-        };
-        let output = self.add_value(value_name, shape);
-        let position = inputs
-            .iter()
-            .filter_map(|&i| self.producer(i))
-            .map(|n| n.0 + 1)
-            .max()
-            .unwrap_or(0);
-        self.nodes.insert(
-            position,
-            Node {
-                op,
-                inputs,
-                output,
-                params: prefix,
-            },
-        );
-        output
     }
 
     /// Stores `tensors` under a fresh prefix based on `base` and returns the prefix.

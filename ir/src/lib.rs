@@ -90,11 +90,6 @@ impl Graph {
         &self.values[id.0].shape
     }
 
-    /// The node that computes `id`, or `None` for a graph input.
-    pub fn producer(&self, id: ValueId) -> Option<NodeId> {
-        self.nodes.iter().position(|n| n.output == id).map(NodeId)
-    }
-
     /// For each value, the nodes that read it (in node order; a node reading a value twice
     /// appears twice).
     pub fn users(&self) -> Vec<Vec<NodeId>> {
