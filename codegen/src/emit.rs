@@ -484,6 +484,38 @@ impl<'a, 'b> Em<'a, 'b> {
         v
     }
 
+    /// Writes one output row of `ow` values at spatial index `orow` of plane `ob` (batch `n`,
+    /// channel `c`): 4 columns at a time from `compute(em, column)` through the epilogue, the
+    /// last partial group lane by lane. Shared by the depthwise and pooling kernels.
+    #[allow(clippy::too_many_arguments)]
+    fn store_row(
+        &mut self,
+        ow: usize,
+        orow: Value,
+        ob: Value,
+        epi: &[Epi],
+        n: Value,
+        c: Value,
+        compute: impl Fn(&mut Self, Value) -> Value,
+    ) {
+        let ow4 = ow / 4 * 4;
+        self.lpc(0, ow4, 4, |em, ox| {
+            let acc = compute(em, ox);
+            let s = em.b.ins().iadd(orow, ox);
+            let y = em.epi(epi, acc, n, c, s, true);
+            let a = em.ea(ob, s);
+            em.st(y, a, 0);
+        });
+        if ow4 < ow {
+            let ox = self.ic(ow4 as i64);
+            let acc = compute(self, ox);
+            let s = self.b.ins().iadd(orow, ox);
+            let a = self.ea(ob, s);
+            let cnt = self.ic((ow - ow4) as i64);
+            self.store_lanes_epi(epi, acc, cnt, a, n, c, s);
+        }
+    }
+
     /// Stores lanes `0..count` of `v` to consecutive floats at `a`, applying the epilogue
     /// per lane (spatial index `s + lane`).
     #[allow(clippy::too_many_arguments)]
@@ -1386,7 +1418,6 @@ fn emit_depthwise(
         let ob = em.vbase(out, n);
         let oco = em.mul_i(co, (oh * ow) as i64);
         let ob = em.ea(ob, oco);
-        let ow4 = ow / 4 * 4;
         em.lpc(0, oh, 1, |em, oy| {
             let compute = |em: &mut Em, ox: Value| -> Value {
                 let mut acc = None;
@@ -1411,21 +1442,7 @@ fn emit_depthwise(
                 acc.expect("kernel has at least one tap")
             };
             let orow = em.mul_i(oy, ow as i64);
-            em.lpc(0, ow4, 4, |em, ox| {
-                let acc = compute(em, ox);
-                let s = em.b.ins().iadd(orow, ox);
-                let y = em.epi(epi, acc, n, co, s, true);
-                let a = em.ea(ob, s);
-                em.st(y, a, 0);
-            });
-            if ow4 < ow {
-                let ox = em.ic(ow4 as i64);
-                let acc = compute(em, ox);
-                let s = em.b.ins().iadd(orow, ox);
-                let a = em.ea(ob, s);
-                let cnt = em.ic((ow - ow4) as i64);
-                em.store_lanes_epi(epi, acc, cnt, a, n, co, s);
-            }
+            em.store_row(ow, orow, ob, epi, n, co, compute);
         });
     });
 }
@@ -1537,7 +1554,6 @@ fn emit_pool(
         let co = em.mul_i(c, (oh * ow) as i64);
         let ob = em.ea(ob, co);
         let init = em.splat(fill);
-        let ow4 = ow / 4 * 4;
         em.lpc(0, oh, 1, |em, oy| {
             let compute = |em: &mut Em, ox: Value| -> Value {
                 let mut acc = init;
@@ -1572,21 +1588,7 @@ fn emit_pool(
                 acc
             };
             let orow = em.mul_i(oy, ow as i64);
-            em.lpc(0, ow4, 4, |em, ox| {
-                let acc = compute(em, ox);
-                let s = em.b.ins().iadd(orow, ox);
-                let y = em.epi(epi, acc, n, c, s, true);
-                let a = em.ea(ob, s);
-                em.st(y, a, 0);
-            });
-            if ow4 < ow {
-                let ox = em.ic(ow4 as i64);
-                let acc = compute(em, ox);
-                let s = em.b.ins().iadd(orow, ox);
-                let a = em.ea(ob, s);
-                let cnt = em.ic((ow - ow4) as i64);
-                em.store_lanes_epi(epi, acc, cnt, a, n, c, s);
-            }
+            em.store_row(ow, orow, ob, epi, n, c, compute);
         });
     });
 }
