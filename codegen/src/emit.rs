@@ -1276,6 +1276,7 @@ fn wide_tile(
         masked,
         accumulate: acc,
         xstride: nr,
+        taps: vec![0],
         ops: ops.clone(),
     };
     let full = get(&spec(isa.nv(), false), em.b.func);

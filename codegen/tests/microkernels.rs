@@ -61,8 +61,12 @@ fn reference(
             } else {
                 0.0
             };
-            for kk in 0..k {
-                acc = w[kk * spec.mr + r].mul_add(x[kk * spec.xstride + j], acc);
+            let nt = spec.taps.len();
+            for s in 0..k {
+                for (t, &off) in spec.taps.iter().enumerate() {
+                    let xv = x[s * spec.xstride + off as usize + j];
+                    acc = w[(s * nt + t) * spec.mr + r].mul_add(xv, acc);
+                }
             }
             for op in &spec.ops {
                 acc = match *op {
@@ -107,6 +111,7 @@ fn check_isa(isa: Isa) {
                         masked,
                         accumulate,
                         xstride,
+                        taps: vec![0],
                         ops: ops[i % ops.len()].clone(),
                     });
                     i += 1;
@@ -124,8 +129,29 @@ fn check_isa(isa: Isa) {
                 masked,
                 accumulate: false,
                 xstride,
+                taps: vec![0],
                 ops: o.clone(),
             });
+        }
+    }
+    // Several taps (a convolution window read in place), full and edge tiles.
+    if isa == Isa::Avx512 {
+        for (mr, nv, masked) in [(isa.mr(), isa.nv(), false), (5, 1, true), (12, 2, true)] {
+            for taps in [
+                vec![0, 1, 2, 40, 41, 42],
+                vec![3, 0, 77, 9, 1, 2, 5, 60, 61],
+            ] {
+                specs.push(Spec {
+                    isa,
+                    mr,
+                    nv,
+                    masked,
+                    accumulate: masked,
+                    xstride: 150,
+                    taps,
+                    ops: ops[2].clone(),
+                });
+            }
         }
     }
     let kernels = Microkernels::new(&specs).unwrap();
@@ -143,8 +169,9 @@ fn check_isa(isa: Isa) {
             for &n in &ns {
                 let ldc = spec.nv * vl + 7;
                 let rows = spec.mr + 1; // one sentinel row below the tile
-                let w = rng.vec(k * spec.mr);
-                let x = rng.vec(k * xstride);
+                let w = rng.vec(k * spec.taps.len() * spec.mr);
+                let reach = spec.taps.iter().max().copied().unwrap_or(0) as usize + spec.nv * vl;
+                let x = rng.vec(k * spec.xstride + reach);
                 let mut c0 = vec![SENTINEL; rows * ldc];
                 if spec.accumulate {
                     for r in 0..spec.mr {
