@@ -16,7 +16,8 @@
 //!         k:   u64          rcx  >= 1, reduction steps (each of the T = taps.len() taps)
 //!         ldc: i64          r8   row stride of C (and of the residual) in bytes
 //!         ep:  *const u64   r9   ep[0] = valid columns n (masked variants only),
-//!                                ep[1 + s] = pointer of epilogue slot s, for row 0 of the tile)
+//!                                ep[E + s] = pointer of epilogue slot s, for row 0 of the tile,
+//!                                E = 1, or 4 with `remap`)
 //!
 //! acc[r][j] = (accumulate ? c[r][j] : 0)
 //!             + sum_{s in 0..k, t in 0..T, in order} w[s*T + t][r] * x[s*xstride + taps[t] + j]
@@ -39,6 +40,13 @@
 //! `((nv-1)*VL, nv*VL]`; masked loads and stores never touch the columns past `n`; the
 //! AVX-512 variants also mask the input loads of the last vector, so an in-place input is
 //! never read past its last valid column; AVX2 variants read whole vectors of the input).
+//!
+//! `remap` (AVX-512, `nv` <= 2, not `masked`): the tile's columns are positions of a grid
+//! whose rows carry `gap` garbage columns that the output does not have (a convolution
+//! computed on its padded input's row pitch). Vector `j`'s lanes belong to at most two grid
+//! rows: lanes in mask `A_j` go to `c + j*64 + 4*lane + off_j`, lanes in mask `B_j` to the
+//! same minus `gap`, other lanes nowhere (the residual and accumulated C are read the same
+//! way). `ep[1 + j] = off_j` (bytes), `ep[3]` = the masks as four u16, `A_0 B_0 A_1 B_1`.
 //!
 //! The k loop prefetches the weight stream [`PREFETCH_STEPS`] reduction rows ahead: weight
 //! panels are read once per tile from L2 or memory, and a broadcast that misses stalls
@@ -126,18 +134,21 @@ pub struct Spec {
     pub xstride: usize,
     /// Offsets (floats) of the taps within one reduction step; `[0]` for a plain GEMM.
     pub taps: Vec<i32>,
+    /// Row gap in bytes of a remapped tile (see the module documentation).
+    pub remap: Option<i32>,
     pub ops: Vec<EpOp>,
 }
 
 impl Spec {
     pub fn name(&self) -> String {
         format!(
-            "uk_{}_{}x{}{}{}",
+            "uk_{}_{}x{}{}{}{}",
             self.isa.name(),
             self.mr,
             self.nv * self.isa.vl(),
             if self.masked { "_m" } else { "" },
             if self.accumulate { "_acc" } else { "" },
+            if self.remap.is_some() { "_remap" } else { "" },
         )
     }
 }
@@ -174,6 +185,26 @@ const XMM: [AsmRegisterXmm; 16] = regs!(
     xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13, xmm14,
     xmm15
 );
+
+/// `r{kN}` for mask register `kN`, N in 2..=5.
+fn zk(r: AsmRegisterZmm, k: usize) -> AsmRegisterZmm {
+    match k {
+        2 => r.k2(),
+        3 => r.k3(),
+        4 => r.k4(),
+        _ => r.k5(),
+    }
+}
+
+/// `m{kN}` for mask register `kN`, N in 2..=5.
+fn mk(m: AsmMemoryOperand, k: usize) -> AsmMemoryOperand {
+    match k {
+        2 => m.k2(),
+        3 => m.k3(),
+        4 => m.k4(),
+        _ => m.k5(),
+    }
+}
 
 /// Vector operations on register indices, dispatched on the ISA.
 struct V {
@@ -284,8 +315,15 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
     let (mr, nv, vl) = (spec.mr, spec.nv, isa.vl());
     assert!(mr >= 1 && mr <= isa.mr() && nv >= 1 && nv <= isa.nv());
     assert!(!spec.taps.is_empty());
-    assert!(spec.taps.len() > 1 || spec.xstride >= nv * vl);
     let ntaps = spec.taps.len();
+    if spec.remap.is_some() {
+        assert!(isa == Isa::Avx512 && nv <= 2 && !spec.masked);
+    }
+    let remap = spec.remap.unwrap_or(0);
+    let ebase = if spec.remap.is_some() { 4 } else { 1 };
+    // Remapped access to vector j of a C-shaped row at `base` with the column offset in
+    // `off`: lanes of A_j, then lanes of B_j `gap` bytes lower.
+    let kmask = |j: usize, b: bool| -> usize { 2 + 2 * j + b as usize };
     // Masked input loads need the mask register through the loop (AVX-512: k1).
     let mask_x = spec.masked && isa == Isa::Avx512;
     assert!(
@@ -334,12 +372,37 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
     if mask_x || (spec.accumulate && spec.masked) {
         make_mask(&mut v, table)?;
     }
+    if spec.remap.is_some() {
+        for j in 0..nv {
+            for b in [false, true] {
+                v.a.kmovw(
+                    [k2, k3, k4, k5][kmask(j, b) - 2],
+                    word_ptr(r9 + (24 + 4 * j + 2 * b as usize) as i32),
+                )?;
+            }
+        }
+    }
     if spec.accumulate {
         v.a.mov(r10, rdx)?;
+        if spec.remap.is_some() {
+            v.a.mov(rax, qword_ptr(r9 + 8))?;
+            v.a.mov(r11, qword_ptr(r9 + 16))?;
+        }
         for r in 0..mr {
             for j in 0..nv {
                 let m = r10 + (j as i32) * vb;
-                if spec.masked && j == last {
+                if spec.remap.is_some() {
+                    let off = if j == 0 { rax } else { r11 };
+                    let a = acc(r, j);
+                    v.a.vmovups(
+                        zk(ZMM[a], kmask(j, false)).z(),
+                        zmmword_ptr(r10 + off + j as i32 * vb),
+                    )?;
+                    v.a.vmovups(
+                        zk(ZMM[a], kmask(j, true)),
+                        zmmword_ptr(r10 + off + (j as i32 * vb - remap)),
+                    )?;
+                } else if spec.masked && j == last {
                     v.load_masked(acc(r, j), m, mask)?;
                 } else {
                     v.load(acc(r, j), m)?;
@@ -427,10 +490,14 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
         make_mask(&mut v, table)?;
     }
     v.a.mov(r10, rdx)?;
-    if let Some(EpOp::AddRows(s)) = spec.ops.iter().find(|o| matches!(o, EpOp::AddRows(_))) {
-        v.a.mov(r11, qword_ptr(r9 + 8 * (1 + *s as i32)))?;
+    if spec.remap.is_some() {
+        v.a.mov(rsi, qword_ptr(r9 + 8))?;
+        v.a.mov(rdi, qword_ptr(r9 + 16))?;
     }
-    let slot = |s: u8| r9 + 8 * (1 + s as i32);
+    if let Some(EpOp::AddRows(s)) = spec.ops.iter().find(|o| matches!(o, EpOp::AddRows(_))) {
+        v.a.mov(r11, qword_ptr(r9 + 8 * (ebase + *s as i32)))?;
+    }
+    let slot = |s: u8| r9 + 8 * (ebase + s as i32);
     for r in 0..mr {
         let ro = (r * 4) as i32;
         for op in &spec.ops {
@@ -459,7 +526,18 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
                 EpOp::AddRows(_) => {
                     for j in 0..nv {
                         let m = r11 + (j as i32) * vb;
-                        if spec.masked && j == last {
+                        if spec.remap.is_some() {
+                            let off = if j == 0 { rsi } else { rdi };
+                            let (ka, kb) = (kmask(j, false), kmask(j, true));
+                            v.a.vmovups(
+                                zk(ZMM[t1], ka).z(),
+                                zmmword_ptr(r11 + off + j as i32 * vb),
+                            )?;
+                            v.a.vmovups(
+                                zk(ZMM[t1], kb),
+                                zmmword_ptr(r11 + off + (j as i32 * vb - remap)),
+                            )?;
+                        } else if spec.masked && j == last {
                             v.load_masked(t1, m, mask)?;
                         } else {
                             v.load(t1, m)?;
@@ -482,7 +560,21 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
         }
         for j in 0..nv {
             let m = r10 + (j as i32) * vb;
-            if spec.masked && j == last {
+            if spec.remap.is_some() {
+                let off = if j == 0 { rsi } else { rdi };
+                let a = acc(r, j);
+                v.a.vmovups(
+                    mk(zmmword_ptr(r10 + off + j as i32 * vb), kmask(j, false)),
+                    ZMM[a],
+                )?;
+                v.a.vmovups(
+                    mk(
+                        zmmword_ptr(r10 + off + (j as i32 * vb - remap)),
+                        kmask(j, true),
+                    ),
+                    ZMM[a],
+                )?;
+            } else if spec.masked && j == last {
                 v.store_masked(m, acc(r, j), mask)?;
             } else {
                 v.store(m, acc(r, j))?;
@@ -519,6 +611,7 @@ mod tests {
                             accumulate: masked,
                             xstride: isa.nr(),
                             taps: vec![0],
+                            remap: None,
                             ops: vec![
                                 EpOp::ScaleShift(0, 1),
                                 EpOp::AddRows(2),

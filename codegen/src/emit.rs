@@ -596,6 +596,42 @@ pub(crate) fn emit_kernel(
                 wide,
             },
         ),
+        KernelKind::DirectConv {
+            x,
+            g,
+            wpack,
+            kc,
+            pitch,
+            plane,
+            taps,
+            nb,
+            mchunks,
+        } => emit_direct(
+            &mut em,
+            &Direct {
+                x,
+                g,
+                wpack: *wpack,
+                kc: *kc,
+                pitch: *pitch,
+                plane: *plane,
+                taps,
+                nb: *nb,
+                mchunks: *mchunks,
+                out: &out,
+                epi,
+            },
+            lo,
+            hi,
+            wide,
+        ),
+        KernelKind::PadPlanes {
+            x,
+            hw,
+            pads,
+            hpwp,
+            fill,
+        } => emit_pad_planes(&mut em, x, *hw, *pads, *hpwp, *fill, &out, lo, hi),
         KernelKind::Depthwise { x, g, w } => emit_depthwise(&mut em, x, g, *w, &out, epi, lo, hi),
         KernelKind::Dense { x, k: kd, m, w } => {
             emit_dense(&mut em, x, *kd, *m, *w, &out, epi, lo, hi)
@@ -995,7 +1031,7 @@ struct WideTile<'a> {
 
 /// Where an epilogue pointer slot of an assembled kernel points.
 #[derive(Clone, Copy)]
-enum Slot {
+pub(crate) enum Slot {
     /// A per-channel vector in the blob (row r of the tile reads element `co + r`).
     Chan(usize),
     /// The residual tensor, at the tile's origin.
@@ -1005,7 +1041,7 @@ enum Slot {
 /// The longest prefix of `epi` the assembled kernels apply themselves: affine steps, one
 /// residual add, relu/relu6/clip. Returns the ops, their pointer slots, and the prefix
 /// length; the rest is applied by Cranelift code on the stored tile.
-fn fuse_prefix(epi: &[Epi], p_total: usize) -> (Vec<EpOp>, Vec<Slot>, usize) {
+pub(crate) fn fuse_prefix(epi: &[Epi], p_total: usize) -> (Vec<EpOp>, Vec<Slot>, usize) {
     let mut ops = Vec::new();
     let mut slots: Vec<Slot> = Vec::new();
     let mut used = 0;
@@ -1277,6 +1313,7 @@ fn wide_tile(
         accumulate: acc,
         xstride: nr,
         taps: vec![0],
+        remap: None,
         ops: ops.clone(),
     };
     let full = get(&spec(isa.nv(), false), em.b.func);
@@ -1297,6 +1334,396 @@ fn wide_tile(
             call(em, f, cx.nfull, Cols::Dyn(cx.rem));
         });
     }
+}
+
+/// A direct conv kernel's parameters (see `KernelKind::DirectConv`).
+struct Direct<'a> {
+    x: &'a View,
+    g: &'a ConvGeom,
+    wpack: usize,
+    kc: usize,
+    pitch: usize,
+    plane: usize,
+    taps: &'a [i32],
+    nb: usize,
+    mchunks: usize,
+    out: &'a View,
+    epi: &'a [Epi],
+}
+
+/// A stride-1 conv read in place (see `KernelKind::DirectConv`). A unit is (batch item,
+/// group, block of grid positions, chunk of m-tiles); for each reduction chunk, each m-tile
+/// of the unit, each 32-position tile of the block: one assembled kernel call, writing its
+/// tile straight into the output (through the row map when the grid has garbage columns).
+fn emit_direct(
+    em: &mut Em,
+    d: &Direct,
+    lo: Value,
+    hi: Value,
+    get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
+) {
+    let isa = Isa::Avx512;
+    let (mr, nr) = (isa.mr(), isa.nr());
+    let g = d.g;
+    let p_total = g.pixels();
+    let grid = (g.oh - 1) * d.pitch + g.ow;
+    let pblocks = grid.div_ceil(d.nb);
+    let (cin_g, cout_g) = (g.cin_g(), g.cout_g());
+    let ntaps = d.taps.len();
+    let mtiles = cout_g.div_ceil(mr);
+    let mper = mtiles.div_ceil(d.mchunks);
+    let gap = d.pitch - g.ow;
+    let remap = gap > 0;
+    let (ops, slots, fused) = fuse_prefix(d.epi, p_total);
+    let rest = &d.epi[fused..];
+    assert!(
+        !remap || rest.is_empty(),
+        "a remapped tile needs its whole epilogue fused"
+    );
+    let ebase = if remap { 4 } else { 1 };
+    let (mfull, medge) = (cout_g / mr, cout_g % mr);
+    let steps = d.kc / ntaps;
+    let chunks = cin_g.div_ceil(steps);
+    let slast = cin_g - (chunks - 1) * steps;
+    em.lp(lo, hi, 1, |em, u| {
+        let (t, mci) = em.divmod(u, d.mchunks);
+        let (t2, pb) = em.divmod(t, pblocks);
+        let (n, gi) = em.divmod(t2, g.groups);
+        let q0 = em.mul_i(pb, d.nb as i64);
+        let gv = em.ic(grid as i64);
+        let left = em.b.ins().isub(gv, q0);
+        let nbv = em.ic(d.nb as i64);
+        let nq = em.b.ins().smin(left, nbv);
+        let xb = em.vbase(d.x, n);
+        let gofs = em.mul_i(gi, (cin_g * d.plane) as i64);
+        let xb = em.ea(xb, gofs);
+        let ob = em.vbase(d.out, n);
+        let ss = em.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            ((ebase + slots.len()) * 8) as u32,
+            3,
+        ));
+        let ep = em.b.ins().stack_addr(I64, ss, 0);
+        let ldc = em.ic((p_total * 4) as i64);
+        let nfull = em.b.ins().udiv_imm_u(nq, nr as i64);
+        let nfr = em.mul_i(nfull, nr as i64);
+        let rem = em.b.ins().isub(nq, nfr);
+        let ntiles = em.add_i(nq, nr as i64 - 1);
+        let ntiles = em.b.ins().udiv_imm_u(ntiles, nr as i64);
+        let m_lo = em.mul_i(mci, mper as i64);
+        let m_hi = em.add_i(m_lo, mper as i64);
+        let mt_n = em.ic(mtiles as i64);
+        let m_hi = em.b.ins().smin(m_hi, mt_n);
+        let cx = DirectCtx {
+            d,
+            ops: &ops,
+            slots: &slots,
+            rest,
+            ss,
+            ep,
+            ebase,
+            ldc,
+            n,
+            gi,
+            q0,
+            xb,
+            ob,
+            nfull,
+            rem,
+            ntiles,
+        };
+        let mut phase = |em: &mut Em, s0: Value, slen: usize, acc: bool, last: bool| {
+            if mfull > 0 {
+                let mf = em.ic(mfull as i64);
+                let hi = em.b.ins().smin(m_hi, mf);
+                em.lp(m_lo, hi, 1, |em, mt| {
+                    direct_tile(em, &cx, &mut *get, mt, mr, s0, slen, acc, last)
+                });
+            }
+            if medge > 0 {
+                let has =
+                    em.b.ins()
+                        .icmp_imm_s(IntCC::SignedGreaterThan, m_hi, mfull as i64);
+                em.if_(has, |em| {
+                    let mt = em.ic(mfull as i64);
+                    direct_tile(em, &cx, &mut *get, mt, medge, s0, slen, acc, last)
+                });
+            }
+        };
+        let z = em.ic(0);
+        if chunks == 1 {
+            phase(em, z, cin_g, false, true);
+        } else {
+            phase(em, z, steps, false, false);
+            if chunks > 2 {
+                em.lpc(1, chunks - 1, 1, |em, c| {
+                    let s0 = em.mul_i(c, steps as i64);
+                    phase(em, s0, steps, true, false);
+                });
+            }
+            let s0 = em.ic(((chunks - 1) * steps) as i64);
+            phase(em, s0, slast, true, true);
+        }
+    });
+}
+
+/// Per-unit state of a direct conv (see [`emit_direct`]).
+struct DirectCtx<'a> {
+    d: &'a Direct<'a>,
+    ops: &'a [EpOp],
+    slots: &'a [Slot],
+    rest: &'a [Epi],
+    ss: cranelift_codegen::ir::StackSlot,
+    ep: Value,
+    /// First epilogue slot in `ep` (after the row map when remapping).
+    ebase: usize,
+    ldc: Value,
+    n: Value,
+    gi: Value,
+    /// First grid position of the unit's block; tiles in it: full ones, the columns of the
+    /// partial one, and all of them.
+    q0: Value,
+    xb: Value,
+    ob: Value,
+    nfull: Value,
+    rem: Value,
+    ntiles: Value,
+}
+
+/// One m-tile (`rows` output channels from tile `mt`) over every tile of the unit's block,
+/// reduction steps `s0 .. s0 + slen` (an input channel and its taps per step).
+#[allow(clippy::too_many_arguments)]
+fn direct_tile(
+    em: &mut Em,
+    cx: &DirectCtx,
+    get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
+    mt: Value,
+    rows: usize,
+    s0: Value,
+    slen: usize,
+    acc: bool,
+    last: bool,
+) {
+    let d = cx.d;
+    let g = d.g;
+    let isa = Isa::Avx512;
+    let (mr, nr, vl) = (isa.mr(), isa.nr(), isa.vl());
+    let p_total = g.pixels();
+    let ntaps = d.taps.len();
+    let k = g.cin_g() * ntaps;
+    let cout_g = g.cout_g();
+    let gap = d.pitch - g.ow;
+    let remap = gap > 0;
+    let cog = em.mul_i(mt, mr as i64);
+    let gco = em.mul_i(cx.gi, cout_g as i64);
+    let co = em.b.ins().iadd(gco, cog);
+    // Weights: [group][mtile][k][rows], from step s0.
+    let wo = em.mul_i(cx.gi, (cout_g * k) as i64);
+    let wo2 = em.mul_i(mt, (mr * k) as i64);
+    let wo = em.b.ins().iadd(wo, wo2);
+    let wo3 = em.mul_i(s0, (ntaps * rows) as i64);
+    let wo = em.b.ins().iadd(wo, wo3);
+    let wb = em.wptr(d.wpack);
+    let wpanel = em.ea(wb, wo);
+    let xo = em.mul_i(s0, d.plane as i64);
+    let xk = em.ea(cx.xb, xo);
+    let cp = em.mul_i(co, p_total as i64);
+    let crow = em.ea(cx.ob, cp);
+    let mut res = None;
+    if last {
+        for (i, s) in cx.slots.iter().enumerate() {
+            let off = (8 * (cx.ebase + i)) as i32;
+            match s {
+                Slot::Chan(o) => {
+                    let b = em.wptr(*o);
+                    let a = em.ea(b, co);
+                    em.b.ins().stack_store(I64, a, cx.ss, off);
+                }
+                Slot::Res(v) => {
+                    let base = em.vbase(v, cx.n);
+                    res = Some((em.ea(base, cp), off));
+                }
+            }
+        }
+    }
+    let ops = if last { cx.ops.to_vec() } else { Vec::new() };
+    let rest = if last { cx.rest } else { &[][..] };
+    let kv = em.ic(slen as i64);
+    // Tile `j` of the block: grid position q = q0 + j*nr.
+    let call = |em: &mut Em, f: FuncRef, j: Value, cols: Cols| {
+        let jq = em.mul_i(j, nr as i64);
+        let q = em.b.ins().iadd(cx.q0, jq);
+        let xp = em.ea(xk, q);
+        let c = em.ea(crow, q);
+        if let Some((ra, off)) = res {
+            let r = em.ea(ra, q);
+            em.b.ins().stack_store(I64, r, cx.ss, off);
+        }
+        if remap {
+            store_row_map(em, cx, g, d.pitch, q);
+        }
+        em.b.ins().call(f, &[wpanel, xp, c, kv, cx.ldc, cx.ep]);
+        if !rest.is_empty() {
+            post_epi(em, rest, cx.ob, cx.n, co, rows, q, p_total, cols);
+        }
+    };
+    let spec = |nv: usize, masked: bool| Spec {
+        isa,
+        mr: rows,
+        nv,
+        masked,
+        accumulate: acc,
+        xstride: d.plane,
+        taps: d.taps.to_vec(),
+        remap: remap.then_some((gap * 4) as i32),
+        ops: ops.clone(),
+    };
+    let z = em.ic(0);
+    if remap {
+        let f = get(&spec(isa.nv(), false), em.b.func);
+        em.lp(z, cx.ntiles, 1, |em, j| call(em, f, j, Cols::Const(nr)));
+        return;
+    }
+    let full = get(&spec(isa.nv(), false), em.b.func);
+    em.lp(z, cx.nfull, 1, |em, j| call(em, full, j, Cols::Const(nr)));
+    for nv in 1..=isa.nv() {
+        let f = get(&spec(nv, true), em.b.func);
+        let gt =
+            em.b.ins()
+                .icmp_imm_s(IntCC::SignedGreaterThan, cx.rem, ((nv - 1) * vl) as i64);
+        let le =
+            em.b.ins()
+                .icmp_imm_s(IntCC::SignedLessThanOrEqual, cx.rem, (nv * vl) as i64);
+        let ok = em.b.ins().band(gt, le);
+        em.if_(ok, |em| {
+            em.b.ins().stack_store(I64, cx.rem, cx.ss, 0);
+            call(em, f, cx.nfull, Cols::Dyn(cx.rem));
+        });
+    }
+}
+
+/// Writes the row map of the remapped tile at grid position `q` into `ep[1..4]` (see the
+/// `asm` module): for each of its two vectors, the lanes in the vector's first grid row (A),
+/// those in the next row (B), dropping garbage columns and positions past the grid, and the
+/// byte offset that moves row A's lanes to their output places.
+fn store_row_map(em: &mut Em, cx: &DirectCtx, g: &ConvGeom, pitch: usize, q: Value) {
+    let gap = (pitch - g.ow) as i64;
+    let grid = ((g.oh - 1) * pitch + g.ow) as i64;
+    let mut masks: Option<Value> = None;
+    for j in 0..2i64 {
+        let qv = em.add_i(q, 16 * j);
+        let (oy, ox) = em.divmod(qv, pitch);
+        let gv = em.ic(grid);
+        let to_end = em.b.ins().isub(gv, qv);
+        let clamp = |em: &mut Em, v: Value| {
+            let z = em.ic(0);
+            let s = em.ic(16);
+            let v = em.b.ins().smax(v, z);
+            em.b.ins().smin(v, s)
+        };
+        let bits = |em: &mut Em, n: Value| {
+            // (1 << n) - 1 for n in 0..=16
+            let one = em.ic(1);
+            let p = em.b.ins().ishl(one, n);
+            em.add_i(p, -1)
+        };
+        // Row A: lanes l < min(ow - ox, grid - qv).
+        let owv = em.ic(g.ow as i64);
+        let a_end = em.b.ins().isub(owv, ox);
+        let a_end = em.b.ins().smin(a_end, to_end);
+        let a_end = clamp(em, a_end);
+        let ma = bits(em, a_end);
+        // Row B: lanes pitch - ox <= l < min(ow + pitch - ox, grid - qv).
+        let pv = em.ic(pitch as i64);
+        let b_lo = em.b.ins().isub(pv, ox);
+        let b_lo = clamp(em, b_lo);
+        let b_hi = em.add_i(b_lo, g.ow as i64);
+        let b_hi = em.b.ins().smin(b_hi, to_end);
+        let b_hi = clamp(em, b_hi);
+        let hi_bits = bits(em, b_hi);
+        let lo_bits = bits(em, b_lo);
+        let mb = em.b.ins().band_not(hi_bits, lo_bits);
+        let off = em.mul_i(oy, -gap * 4);
+        em.b.ins().stack_store(I64, off, cx.ss, (8 + 8 * j) as i32);
+        let mb = em.b.ins().ishl_imm_u(mb, 16);
+        let m = em.b.ins().bor(ma, mb);
+        let m = if j == 1 {
+            em.b.ins().ishl_imm_u(m, 32)
+        } else {
+            m
+        };
+        masks = Some(match masks {
+            Some(prev) => em.b.ins().bor(prev, m),
+            None => m,
+        });
+    }
+    em.b.ins().stack_store(I64, masks.unwrap(), cx.ss, 24);
+}
+
+/// Copies every channel plane into its padded plane (see `KernelKind::PadPlanes`).
+#[allow(clippy::too_many_arguments)]
+fn emit_pad_planes(
+    em: &mut Em,
+    x: &View,
+    [h, w]: [usize; 2],
+    [pt, pl]: [usize; 2],
+    [hp, wp]: [usize; 2],
+    fill: Option<usize>,
+    out: &View,
+    lo: Value,
+    hi: Value,
+) {
+    em.lp(lo, hi, 1, |em, u| {
+        let (n, c) = em.divmod(u, x.c);
+        let xb = em.vbase(x, n);
+        let co = em.mul_i(c, (h * w) as i64);
+        let xb = em.ea(xb, co);
+        let ob = em.vbase(out, n);
+        let co = em.mul_i(c, (hp * wp) as i64);
+        let ob = em.ea(ob, co);
+        let f = match fill {
+            Some(off) => {
+                let base = em.wptr(off);
+                let a = em.ea(base, c);
+                em.b.ins().load(F32, ro(), a, 0)
+            }
+            None => em.fc(0.0),
+        };
+        let fv = em.splat(f);
+        // Fills `[a, b)` of the row (or plane) at `dst`.
+        let fill_range = |em: &mut Em, dst: Value, a: usize, b: usize| {
+            let n4 = (b - a) / 4 * 4;
+            em.lpc(0, n4, 4, |em, i| {
+                let p = em.ea(dst, i);
+                em.st(fv, p, (a * 4) as i32);
+            });
+            for i in a + n4..b {
+                em.st(f, dst, (i * 4) as i32);
+            }
+        };
+        fill_range(em, ob, 0, pt * wp);
+        fill_range(em, ob, (pt + h) * wp, hp * wp);
+        em.lpc(0, h, 1, |em, y| {
+            let so = em.mul_i(y, w as i64);
+            let src = em.ea(xb, so);
+            let doff = em.add_i(y, pt as i64);
+            let doff = em.mul_i(doff, wp as i64);
+            let dst = em.ea(ob, doff);
+            fill_range(em, dst, 0, pl);
+            let w4 = w / 4 * 4;
+            em.lpc(0, w4, 4, |em, i| {
+                let sa = em.ea(src, i);
+                let v = em.ld4(sa, 0);
+                let da = em.ea(dst, i);
+                em.st(v, da, (pl * 4) as i32);
+            });
+            for i in w4..w {
+                let v = em.ld1(src, (i * 4) as i32);
+                em.st(v, dst, ((pl + i) * 4) as i32);
+            }
+            fill_range(em, dst, pl + w, wp);
+        });
+    });
 }
 
 /// Copies one input plane into scratch with its padding, split into `sw` column phases:

@@ -616,6 +616,11 @@ impl CompiledModel {
     pub fn buffer_bytes(&self) -> usize {
         self.buffers * 4
     }
+    /// Floats of scratch each thread gets (packed GEMM panels, padded planes of depthwise
+    /// and pooling kernels); 0 when no kernel needs any.
+    pub fn scratch_floats(&self) -> usize {
+        self.scratch
+    }
     fn workspace_floats(&self) -> usize {
         self.buffers + self.scratch * self.threads
     }

@@ -109,6 +109,33 @@ pub(crate) enum KernelKind {
         wide: Option<Isa>,
         kc: usize,
     },
+    /// Stride-1 conv read in place from `x` by assembled AVX-512 kernels, no packing. The
+    /// output is computed on a grid of positions `q = oy * pitch + ox` (`ox < ow` valid;
+    /// `pitch == ow` for a 1x1 conv read straight from its input, `pitch` = the padded row
+    /// for a padded copy); tap `t` of input channel `ci` reads
+    /// `x[ci * plane + q + taps[t]]`. Weights as in `Gemm` (wide); the reduction runs in
+    /// chunks of `kc` (a multiple of the tap count); units split the grid into blocks of
+    /// `nb` positions and the m-tiles into `mchunks`.
+    DirectConv {
+        x: View,
+        g: ConvGeom,
+        wpack: usize,
+        kc: usize,
+        pitch: usize,
+        plane: usize,
+        taps: Vec<i32>,
+        nb: usize,
+        mchunks: usize,
+    },
+    /// Copies every channel plane into a `hpwp` plane with `pads = [top, left]` (zeros, or
+    /// the per-channel fill at blob offset `fill`): the input of a `DirectConv`.
+    PadPlanes {
+        x: View,
+        hw: [usize; 2],
+        pads: [usize; 2],
+        hpwp: [usize; 2],
+        fill: Option<usize>,
+    },
     /// Conv with one input channel per group (depthwise, any multiplier): weights at `w`
     /// as `[cout][kh*kw]`.
     Depthwise {
@@ -654,6 +681,13 @@ pub(crate) fn plan(
     // ---- Kernels ----------------------------------------------------------------------
     let mut blob = Blob(Vec::new());
     let mut kernels = Vec::new();
+    // One region after the buffers, shared by every kernel that needs a temporary tensor
+    // between two of its kernels (the padded input of a direct conv): kernels run one at a
+    // time, so each may use all of it.
+    let mut shared = Shared {
+        offset: align(buffers),
+        floats: 0,
+    };
     for step in &steps {
         match step {
             Step::Copy { src, dst, dst_off } => {
@@ -691,12 +725,25 @@ pub(crate) fn plan(
                     kernels.len(),
                     graph.value(node.output).name.replace(['.', '-'], "_")
                 );
-                let k = lower_anchor(
-                    graph, g, node, &mut blob, &view, out, epi, name, threads, wide,
+                let ks = lower_anchor(
+                    graph,
+                    g,
+                    node,
+                    &mut blob,
+                    &view,
+                    out,
+                    epi,
+                    name,
+                    threads,
+                    wide,
+                    &mut shared,
                 )?;
-                kernels.push(k);
+                kernels.extend(ks);
             }
         }
+    }
+    if shared.floats > 0 {
+        buffers = shared.offset + align(shared.floats);
     }
     let scratch = kernels.iter().map(|k| align(k.scratch)).max().unwrap_or(0);
     let flops = graph
@@ -727,6 +774,60 @@ pub(crate) fn plan(
     })
 }
 
+/// The workspace region shared by kernels for temporaries (see `plan`).
+struct Shared {
+    offset: usize,
+    floats: usize,
+}
+
+/// How a stride-1 conv reads its input in place (see `KernelKind::DirectConv`).
+struct DirectGeom {
+    /// Padded plane `[hp, wp]` when the input is first copied with its padding.
+    padded: Option<[usize; 2]>,
+    pitch: usize,
+    plane: usize,
+    taps: Vec<i32>,
+}
+
+/// Whether the AVX-512 path runs this conv in place on its input (no im2col): a stride-1
+/// 1x1 conv without padding reads the input itself; other stride-1 convs read a padded copy
+/// on a grid of the padded row pitch, which wastes `pitch - ow` columns per row, so only
+/// when the rows are long (at least 16: a vector then spans at most two rows) and the
+/// epilogue is one the assembled kernels apply whole (they store through the row map).
+fn direct_geometry(g: &ConvGeom, epi: &[Epi], wide: Option<Isa>) -> Option<DirectGeom> {
+    if wide != Some(Isa::Avx512) || g.stride != [1, 1] {
+        return None;
+    }
+    if g.is_pointwise() {
+        return Some(DirectGeom {
+            padded: None,
+            pitch: g.ow,
+            plane: g.h * g.w,
+            taps: vec![0],
+        });
+    }
+    let [pt, pl, pb, pr] = g.pad;
+    let (hp, wp) = (g.h + pt + pb, g.w + pl + pr);
+    let fused = crate::emit::fuse_prefix(epi, g.pixels()).2 == epi.len();
+    if wp < 16 || wp * 4 > g.ow * 5 || !fused {
+        return None;
+    }
+    let [kh, kw] = g.kernel;
+    let [dh, dw] = g.dilation;
+    let mut taps = Vec::with_capacity(kh * kw);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            taps.push((ky * dh * wp + kx * dw) as i32);
+        }
+    }
+    Some(DirectGeom {
+        padded: Some([hp, wp]),
+        pitch: wp,
+        plane: hp * wp,
+        taps,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn lower_anchor(
     graph: &Graph,
@@ -739,7 +840,8 @@ fn lower_anchor(
     name: String,
     threads: usize,
     wide: Option<Isa>,
-) -> Result<Kernel, CodegenError> {
+    shared: &mut Shared,
+) -> Result<Vec<Kernel>, CodegenError> {
     let param = |s: &str| {
         graph
             .param(node, s)
@@ -748,14 +850,14 @@ fn lower_anchor(
     };
     if let Some(l) = g.load {
         let x = view(l);
-        return Ok(Kernel {
+        return Ok(vec![Kernel {
             name,
             kind: KernelKind::Elementwise { x },
             units: x.n * x.c,
             out,
             epi,
             scratch: 0,
-        });
+        }]);
     }
     let x = view(node.inputs[0]);
     let xs = graph.shape(node.inputs[0]);
@@ -768,7 +870,7 @@ fn lower_anchor(
         units,
         scratch,
     };
-    Ok(match &node.op {
+    Ok(vec![match &node.op {
         Op::Conv2d(c) => {
             let bias = if c.bias {
                 Some(blob.push(param("bias")?))
@@ -816,6 +918,10 @@ fn lower_anchor(
                     scratch,
                     epi,
                 )
+            } else if let Some(d) = direct_geometry(&geom, &epi, wide) {
+                return Ok(lower_direct(
+                    &geom, d, weight, blob, x, out, epi, name, threads, shared,
+                ));
             } else {
                 let k = geom.kdim();
                 let cout_g = geom.cout_g();
@@ -935,7 +1041,105 @@ fn lower_anchor(
                 other.name()
             )));
         }
-    })
+    }])
+}
+
+/// The kernels of a direct conv: the padded copy (when it needs one) and the conv.
+#[allow(clippy::too_many_arguments)]
+fn lower_direct(
+    geom: &ConvGeom,
+    d: DirectGeom,
+    weight: &[f32],
+    blob: &mut Blob,
+    x: View,
+    out: View,
+    epi: Vec<Epi>,
+    name: String,
+    threads: usize,
+    shared: &mut Shared,
+) -> Vec<Kernel> {
+    let isa = Isa::Avx512;
+    let (mr, nr) = (isa.mr(), isa.nr());
+    let mut kernels = Vec::new();
+    let cin_g = geom.cin_g();
+    let ntaps = d.taps.len();
+    let src = match d.padded {
+        Some(hpwp) => {
+            // Reads of a grid tile reach at most nr - 1 floats past the last plane.
+            let bstride = geom.cin * d.plane;
+            let padded = View {
+                storage: 0,
+                offset: shared.offset,
+                bstride,
+                n: x.n,
+                c: geom.cin,
+                s: d.plane,
+            };
+            shared.floats = shared.floats.max(x.n * bstride + nr + ALIGN);
+            kernels.push(Kernel {
+                name: format!("{name}_pad"),
+                kind: KernelKind::PadPlanes {
+                    x,
+                    hw: [geom.h, geom.w],
+                    pads: [geom.pad[0], geom.pad[1]],
+                    hpwp,
+                    fill: geom.fill,
+                },
+                out: padded,
+                epi: Vec::new(),
+                units: x.n * geom.cin,
+                scratch: 0,
+            });
+            padded
+        }
+        None => x,
+    };
+    let grid = (geom.oh - 1) * d.pitch + geom.ow;
+    let whole = grid.div_ceil(nr) * nr;
+    let nb = if whole * cin_g <= WHOLE_BUDGET {
+        whole
+    } else {
+        ((PACK_BUDGET / cin_g) / nr * nr).clamp(nr, whole)
+    };
+    let pblocks = grid.div_ceil(nb);
+    let base = x.n * geom.groups * pblocks;
+    let mtiles = geom.cout_g().div_ceil(mr);
+    // Splitting the m-tiles costs nothing here (there is no packed block to share).
+    let mchunks = if threads > 1 && base < 4 * threads {
+        mtiles.min((4 * threads).div_ceil(base))
+    } else {
+        1
+    };
+    let steps_max = (gemm_blocking(geom.kdim(), geom.pixels(), mr, nr).kc / ntaps).max(1);
+    let chunks = cin_g.div_ceil(steps_max);
+    let kc = cin_g.div_ceil(chunks) * ntaps;
+    let wpack = blob.push(&pack_weights(
+        weight,
+        geom.groups,
+        geom.cout_g(),
+        geom.kdim(),
+        mr,
+        false,
+    ));
+    kernels.push(Kernel {
+        name,
+        kind: KernelKind::DirectConv {
+            x: src,
+            g: geom.clone(),
+            wpack,
+            kc,
+            pitch: d.pitch,
+            plane: d.plane,
+            taps: d.taps,
+            nb,
+            mchunks,
+        },
+        out,
+        epi,
+        units: base * mchunks,
+        scratch: 0,
+    });
+    kernels
 }
 
 /// Cache blocking of one GEMM: pixels per packed block and the reduction chunk.

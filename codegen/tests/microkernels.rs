@@ -112,6 +112,7 @@ fn check_isa(isa: Isa) {
                         accumulate,
                         xstride,
                         taps: vec![0],
+                        remap: None,
                         ops: ops[i % ops.len()].clone(),
                     });
                     i += 1;
@@ -130,6 +131,7 @@ fn check_isa(isa: Isa) {
                 accumulate: false,
                 xstride,
                 taps: vec![0],
+                remap: None,
                 ops: o.clone(),
             });
         }
@@ -149,6 +151,7 @@ fn check_isa(isa: Isa) {
                     accumulate: masked,
                     xstride: 150,
                     taps,
+                    remap: None,
                     ops: ops[2].clone(),
                 });
             }
@@ -232,4 +235,140 @@ fn avx2_microkernels() {
 #[test]
 fn avx512_microkernels() {
     check_isa(Isa::Avx512);
+}
+
+/// Remapped tiles (a convolution computed on a padded grid): lanes of mask A go to the
+/// vector's place plus `off`, lanes of mask B `gap` bytes lower, other lanes nowhere; the
+/// accumulated C and the residual are read through the same map.
+#[test]
+fn avx512_remap_microkernels() {
+    let isa = Isa::Avx512;
+    if !host_has(isa) {
+        eprintln!("SKIPPED: this machine cannot run {isa:?} microkernels");
+        return;
+    }
+    let gap_f = 3usize; // garbage columns per grid row
+    let ops = ops_list();
+    let mut specs = Vec::new();
+    for (mr, nv) in [(12, 2), (7, 2), (12, 1), (1, 1)] {
+        for accumulate in [false, true] {
+            for o in [&ops[0], &ops[2], &ops[4]] {
+                specs.push(Spec {
+                    isa,
+                    mr,
+                    nv,
+                    masked: false,
+                    accumulate,
+                    xstride: 40,
+                    taps: vec![0, 1, 7],
+                    remap: Some((gap_f * 4) as i32),
+                    ops: o.clone(),
+                });
+            }
+        }
+    }
+    let kernels = Microkernels::new(&specs).unwrap();
+    let mut rng = Rng(0x5151_2323_7777_0001);
+    let ldc = 100usize;
+    let margin = 16usize; // C rows are addressed from `margin` floats into each row
+    for (si, spec) in specs.iter().enumerate() {
+        let f = kernels.get(si);
+        for case in 0..6 {
+            let k = [1usize, 3, 8][case % 3];
+            // Masks: A = lanes [0, a), B = lanes [b, e) (b >= a), per vector.
+            let mut masks = [0u16; 4];
+            let mut offs = [0i64; 2];
+            for j in 0..spec.nv {
+                let a = (rng.f().abs() * 8.0) as u32 % 17;
+                let b = a + (rng.f().abs() * 4.0) as u32 % (17 - a);
+                let e = b + (rng.f().abs() * 8.0) as u32 % (17 - b);
+                masks[2 * j] = ((1u32 << a) - 1) as u16;
+                masks[2 * j + 1] = (((1u32 << e) - 1) & !((1u32 << b) - 1)) as u16;
+                offs[j] = -((case as i64 % 3) * (gap_f as i64) * 4);
+            }
+            let nt = spec.taps.len();
+            let w = rng.vec(k * nt * spec.mr);
+            let x = rng.vec(k * spec.xstride + 8 + spec.nv * 16);
+            let c0: Vec<f32> = (0..(spec.mr + 1) * ldc).map(|_| rng.f()).collect();
+            let res = rng.vec((spec.mr + 1) * ldc);
+            let v0 = rng.vec(spec.mr);
+            let v1 = rng.vec(spec.mr);
+            // Where lane l of vector j of a row lands (float index from the row's origin).
+            let place = |j: usize, l: usize| -> Option<usize> {
+                let base = (margin + j * 16 + l) as i64 + offs[j] / 4;
+                if masks[2 * j] >> l & 1 == 1 {
+                    Some(base as usize)
+                } else if masks[2 * j + 1] >> l & 1 == 1 {
+                    Some((base - gap_f as i64) as usize)
+                } else {
+                    None
+                }
+            };
+            let mut want = c0.clone();
+            for r in 0..spec.mr {
+                for j in 0..spec.nv {
+                    for l in 0..16 {
+                        let Some(pos) = place(j, l) else { continue };
+                        let col = j * 16 + l;
+                        let mut acc = if spec.accumulate {
+                            c0[r * ldc + pos]
+                        } else {
+                            0.0
+                        };
+                        for s in 0..k {
+                            for (t, &off) in spec.taps.iter().enumerate() {
+                                let xv = x[s * spec.xstride + off as usize + col];
+                                acc = w[(s * nt + t) * spec.mr + r].mul_add(xv, acc);
+                            }
+                        }
+                        for op in &spec.ops {
+                            acc = match *op {
+                                EpOp::ScaleShift(a, b) => acc
+                                    .mul_add([&v0, &v1][a as usize][r], [&v0, &v1][b as usize][r]),
+                                EpOp::Scale(a) => acc * [&v0, &v1][a as usize][r],
+                                EpOp::Shift(a) => acc + [&v0, &v1][a as usize][r],
+                                EpOp::AddRows(_) => acc + res[r * ldc + pos],
+                                EpOp::Max(b) => acc.max(f32::from_bits(b)),
+                                EpOp::Min(b) => acc.min(f32::from_bits(b)),
+                            };
+                        }
+                        want[r * ldc + pos] = acc;
+                    }
+                }
+            }
+            let mut c = c0.clone();
+            let mut ep = [0u64; 7];
+            ep[1] = offs[0] as u64;
+            ep[2] = offs[1] as u64;
+            ep[3] = masks[0] as u64
+                | (masks[1] as u64) << 16
+                | (masks[2] as u64) << 32
+                | (masks[3] as u64) << 48;
+            ep[4] = v0.as_ptr() as u64;
+            ep[5] = v1.as_ptr() as u64;
+            // SAFETY: the residual slot points `margin` floats into its rows like C.
+            ep[6] = unsafe { res.as_ptr().add(margin) } as u64;
+            // SAFETY: every lane the masks select lands inside C's rows (margin >= the
+            // largest shift), x holds every column the taps read, the slot vectors mr floats.
+            unsafe {
+                f(
+                    w.as_ptr(),
+                    x.as_ptr(),
+                    c.as_mut_ptr().add(margin),
+                    k as u64,
+                    (ldc * 4) as i64,
+                    ep.as_ptr(),
+                );
+            }
+            for (idx, (g, e)) in c.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == e.to_bits(),
+                    "{} case {case}: element (row {}, col {}): got {g}, want {e}",
+                    spec.name(),
+                    idx / ldc,
+                    idx % ldc
+                );
+            }
+        }
+    }
 }

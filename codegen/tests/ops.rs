@@ -224,3 +224,80 @@ fn identity_and_output_aliases() {
     check_body("input x: f32[1, 3, 4, 4]\n i = identity(x)\n d = dropout(i)\n output d, x");
     check_body("input x: f32[1, 3, 4, 4]\n r = relu(x)\n output r, r");
 }
+
+// ---- Direct (in-place, AVX-512) convolutions ----------------------------------------------
+//
+// Stride-1 convs on AVX-512 read their input in place: 1x1 straight from the tensor, others
+// from a padded copy on a grid with garbage columns that the assembled kernels drop through a
+// row map. Each case below checks the path was taken (a `_pad` kernel, or no packing scratch
+// for 1x1), then the result against the interpreter with 1 and 2 threads.
+
+/// Checks `body` like `check_body`, after asserting that a conv of it runs in place.
+fn check_direct(body: &str, padded: bool) {
+    use bnc_codegen::{
+        Options, compile,
+        testing::{Isa, host_has},
+    };
+    let g = common::model(body);
+    if !host_has(Isa::Avx512) {
+        eprintln!("SKIPPED direct-path check: no AVX-512 here (the body is still checked)");
+    } else {
+        let m = compile(&g, &Options::default()).unwrap();
+        let names: Vec<String> = m.kernel_names().into_iter().map(|(n, _)| n).collect();
+        let has_pad = names.iter().any(|n| n.ends_with("_pad"));
+        assert_eq!(has_pad, padded, "kernels: {names:?}");
+        if !padded {
+            assert_eq!(m.scratch_floats(), 0, "a 1x1 direct conv packs nothing");
+        }
+    }
+    check_body(body);
+}
+
+#[test]
+fn direct_3x3_rows_span_tiles() {
+    // Padded pitch 20, 18 valid columns: tiles cross rows; 17 output channels (an m edge).
+    check_direct(
+        "input x: f32[1, 5, 9, 18]\n y = conv2d(x, out = 17, kernel = 3, pad = 1)\n output y",
+        true,
+    );
+}
+
+#[test]
+fn direct_asym_pad_dilation_fill() {
+    check_direct(
+        "input x: f32[1, 6, 11, 19]\n y = conv2d(x, out = 13, kernel = 3, dilation = 2, pad = [2, 1, 0, 3], pad_fill = true)\n output y",
+        true,
+    );
+}
+
+#[test]
+fn direct_groups_batch2() {
+    check_direct(
+        "input x: f32[2, 8, 7, 21]\n y = conv2d(x, out = 26, kernel = [3, 1], pad = [1, 0, 1, 0], groups = 2)\n output y",
+        true,
+    );
+}
+
+#[test]
+fn direct_reduction_chunks_residual_relu() {
+    // 80 channels x 9 taps = 720 > one reduction chunk: later chunks accumulate through
+    // the row map, the last applies bias, the residual add and relu.
+    check_direct(
+        "input x: f32[1, 80, 6, 16]\n input r: f32[1, 24, 6, 16]\n c = conv2d(x, out = 24, kernel = 3, pad = 1)\n s = add(c, r)\n y = relu(s)\n output y",
+        true,
+    );
+}
+
+#[test]
+fn direct_pointwise_small_plane_and_chunks() {
+    // 16 pixels (under one 32-column tile), then 600 channels (several chunks) with a
+    // residual, then an epilogue the kernels do not fuse (silu, applied after the store).
+    check_direct(
+        "input x: f32[1, 7, 4, 4]\n y = conv2d(x, out = 13, kernel = 1)\n output y",
+        false,
+    );
+    check_direct(
+        "input x: f32[1, 600, 7, 7]\n input r: f32[1, 30, 7, 7]\n c = conv2d(x, out = 30, kernel = 1, bias = false)\n s = add(c, r)\n y = silu(s)\n output y",
+        false,
+    );
+}
