@@ -17,7 +17,7 @@
 //!         ldc: i64          r8   row stride of C (and of the residual) in bytes
 //!         ep:  *const u64   r9   ep[0] = valid columns n (masked variants only),
 //!                                ep[E + s] = pointer of epilogue slot s, for row 0 of the tile,
-//!                                E = 1, or 4 with `remap`)
+//!                                E = 1, or [`Remap::slots_at`] with `remap`)
 //!
 //! acc[r][j] = (accumulate ? c[r][j] : 0)
 //!             + sum_{s in 0..k, t in 0..T, in order} w[s*T + t][r] * x[s*xstride + taps[t] + j]
@@ -43,10 +43,10 @@
 //!
 //! `remap` (AVX-512, `nv` <= 2, not `masked`): the tile's columns are positions of a grid
 //! whose rows carry `gap` garbage columns that the output does not have (a convolution
-//! computed on its padded input's row pitch). Vector `j`'s lanes belong to at most two grid
-//! rows: lanes in mask `A_j` go to `c + j*64 + 4*lane + off_j`, lanes in mask `B_j` to the
-//! same minus `gap`, other lanes nowhere (the residual and accumulated C are read the same
-//! way). `ep[1 + j] = off_j` (bytes), `ep[3]` = the masks as four u16, `A_0 B_0 A_1 B_1`.
+//! computed on its padded input's row pitch). Vector `j`'s lanes belong to at most `pieces`
+//! grid rows: lanes in mask `M_{j,b}` go to `c + j*64 + 4*lane + off_j - b*gap`, other
+//! lanes nowhere (the residual and accumulated C are read the same way). `ep[1 + j] = off_j`
+//! (bytes); the masks are u16s from byte 24 of `ep`, `M_{j,b}` at index `j*pieces + b`.
 //!
 //! The k loop prefetches the weight stream [`PREFETCH_STEPS`] reduction rows ahead: weight
 //! panels are read once per tile from L2 or memory, and a broadcast that misses stalls
@@ -119,6 +119,57 @@ pub enum EpOp {
     Max(u32),
     /// `v = v < c ? v : c` (f32 bits).
     Min(u32),
+    /// AVX-512 only: `v = f(v)` with the same operation sequence as the Cranelift
+    /// epilogue (`Em::act`), so results match it bit for bit on finite inputs.
+    Act(ActOp),
+}
+
+/// Activations the AVX-512 epilogue computes (see [`EpOp::Act`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActOp {
+    Sigmoid,
+    Silu,
+    Tanh,
+    HardSigmoid,
+    HardSwish,
+}
+
+/// Constants of the activation code, in the order of the table after the code.
+const ACT_CONSTS: [u32; 18] = [
+    0x8000_0000,                        // 0: sign bit
+    (-87.0f32).to_bits(),               // 1: exp input clamp
+    88.0f32.to_bits(),                  // 2
+    std::f32::consts::LOG2_E.to_bits(), // 3
+    (-0.693_359_4f32).to_bits(),        // 4: -ln 2, high part
+    2.121_944_4e-4f32.to_bits(),        // 5: -ln 2, low part
+    (1.0f32 / 720.0).to_bits(),         // 6..=12: exp polynomial, highest degree first
+    (1.0f32 / 120.0).to_bits(),
+    (1.0f32 / 24.0).to_bits(),
+    (1.0f32 / 6.0).to_bits(),
+    0.5f32.to_bits(),
+    1.0f32.to_bits(),
+    1.0f32.to_bits(),
+    127,                      // 13: exponent bias (i32)
+    2.0f32.to_bits(),         // 14
+    3.0f32.to_bits(),         // 15
+    6.0f32.to_bits(),         // 16
+    (1.0f32 / 6.0).to_bits(), // 17
+];
+
+/// A remapped tile's grid (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Remap {
+    /// Garbage bytes per grid row.
+    pub gap: i32,
+    /// Grid rows one vector may span (2 or 3: mask registers k2..k7 hold 2 vectors' masks).
+    pub pieces: usize,
+}
+
+impl Remap {
+    /// Index in `ep` of the first epilogue slot (after offsets and masks).
+    pub fn slots_at(&self) -> usize {
+        3 + (2 * 2 * self.pieces).div_ceil(8)
+    }
 }
 
 /// Which microkernel to assemble.
@@ -134,8 +185,8 @@ pub struct Spec {
     pub xstride: usize,
     /// Offsets (floats) of the taps within one reduction step; `[0]` for a plain GEMM.
     pub taps: Vec<i32>,
-    /// Row gap in bytes of a remapped tile (see the module documentation).
-    pub remap: Option<i32>,
+    /// Row map of a tile on a grid with garbage columns (see the module documentation).
+    pub remap: Option<Remap>,
     pub ops: Vec<EpOp>,
 }
 
@@ -186,23 +237,27 @@ const XMM: [AsmRegisterXmm; 16] = regs!(
     xmm15
 );
 
-/// `r{kN}` for mask register `kN`, N in 2..=5.
+/// `r{kN}` for mask register `kN`, N in 2..=7.
 fn zk(r: AsmRegisterZmm, k: usize) -> AsmRegisterZmm {
     match k {
         2 => r.k2(),
         3 => r.k3(),
         4 => r.k4(),
-        _ => r.k5(),
+        5 => r.k5(),
+        6 => r.k6(),
+        _ => r.k7(),
     }
 }
 
-/// `m{kN}` for mask register `kN`, N in 2..=5.
+/// `m{kN}` for mask register `kN`, N in 2..=7.
 fn mk(m: AsmMemoryOperand, k: usize) -> AsmMemoryOperand {
     match k {
         2 => m.k2(),
         3 => m.k3(),
         4 => m.k4(),
-        _ => m.k5(),
+        5 => m.k5(),
+        6 => m.k6(),
+        _ => m.k7(),
     }
 }
 
@@ -305,6 +360,62 @@ impl V {
     }
 }
 
+/// `x = f(x)` on zmm register `x`, with zmm24..=27 as temporaries (free after the k loop
+/// when there are at most 24 accumulators). The sequence mirrors `Em::vexp` / `Em::act`.
+fn activation(v: &mut V, f: ActOp, x: usize, c: &[CodeLabel]) -> Result<(), IcedError> {
+    let (t0, t1, t2, t3) = (ZMM[24], ZMM[25], ZMM[26], ZMM[27]);
+    let k = |i: usize| dword_bcst(c[i]);
+    // t3 = sigmoid(src) = 1 / (1 + exp(-src)); src may be t3.
+    let sigmoid = |v: &mut V, src: AsmRegisterZmm| -> Result<(), IcedError> {
+        v.a.vxorps(t3, src, k(0))?;
+        v.a.vmaxps(t3, t3, k(1))?;
+        v.a.vminps(t3, t3, k(2))?;
+        v.a.vmulps(t0, t3, k(3))?;
+        v.a.vrndscaleps(t0, t0, 0)?;
+        v.a.vmovaps(t1, t3)?;
+        v.a.vfmadd231ps(t1, t0, k(4))?;
+        v.a.vfmadd231ps(t1, t0, k(5))?;
+        v.a.vbroadcastss(t2, dword_ptr(c[6]))?;
+        for i in 7..=12 {
+            v.a.vfmadd213ps(t2, t1, k(i))?;
+        }
+        v.a.vcvtps2dq(t0, t0)?;
+        v.a.vpaddd(t0, t0, k(13))?;
+        v.a.vpslld(t0, t0, 23)?;
+        v.a.vmulps(t3, t2, t0)?;
+        v.a.vaddps(t3, t3, k(11))?;
+        v.a.vbroadcastss(t1, dword_ptr(c[11]))?;
+        v.a.vdivps(t3, t1, t3)
+    };
+    let xr = ZMM[x];
+    match f {
+        ActOp::Sigmoid => {
+            sigmoid(v, xr)?;
+            v.a.vmovaps(xr, t3)
+        }
+        ActOp::Silu => {
+            sigmoid(v, xr)?;
+            v.a.vmulps(xr, xr, t3)
+        }
+        ActOp::Tanh => {
+            v.a.vmulps(t3, xr, k(14))?;
+            sigmoid(v, t3)?;
+            v.a.vmulps(xr, t3, k(14))?;
+            v.a.vsubps(xr, xr, k(11))
+        }
+        ActOp::HardSigmoid | ActOp::HardSwish => {
+            v.a.vaddps(t0, xr, k(15))?;
+            v.a.vxorps(t1, t1, t1)?;
+            v.a.vmaxps(t0, t0, t1)?;
+            v.a.vminps(t0, t0, k(16))?;
+            if f == ActOp::HardSwish {
+                v.a.vmulps(t0, xr, t0)?;
+            }
+            v.a.vmulps(xr, t0, k(17))
+        }
+    }
+}
+
 /// Assembles the microkernel `spec` (see the module documentation).
 pub fn assemble(spec: &Spec) -> Result<Vec<u8>, String> {
     assemble_inner(spec).map_err(|e| format!("assembling {}: {e}", spec.name()))
@@ -316,14 +427,13 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
     assert!(mr >= 1 && mr <= isa.mr() && nv >= 1 && nv <= isa.nv());
     assert!(!spec.taps.is_empty());
     let ntaps = spec.taps.len();
-    if spec.remap.is_some() {
-        assert!(isa == Isa::Avx512 && nv <= 2 && !spec.masked);
+    if let Some(m) = spec.remap {
+        assert!(isa == Isa::Avx512 && nv <= 2 && !spec.masked && (2..=3).contains(&m.pieces));
     }
-    let remap = spec.remap.unwrap_or(0);
-    let ebase = if spec.remap.is_some() { 4 } else { 1 };
-    // Remapped access to vector j of a C-shaped row at `base` with the column offset in
-    // `off`: lanes of A_j, then lanes of B_j `gap` bytes lower.
-    let kmask = |j: usize, b: bool| -> usize { 2 + 2 * j + b as usize };
+    let (gap, pieces) = spec.remap.map_or((0, 0), |m| (m.gap, m.pieces));
+    let ebase = spec.remap.map_or(1, |m| m.slots_at()) as i32;
+    // Mask register of piece b of vector j.
+    let kmask = |j: usize, b: usize| -> usize { 2 + j * pieces + b };
     // Masked input loads need the mask register through the loop (AVX-512: k1).
     let mask_x = spec.masked && isa == Isa::Avx512;
     assert!(
@@ -349,6 +459,7 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
         isa,
     };
     let mut table = v.a.create_label();
+    let mut consts: Vec<CodeLabel> = ACT_CONSTS.iter().map(|_| v.a.create_label()).collect();
     let last = nv - 1;
 
     // The mask of the last vector from n = ep[0]: lanes l with l < n - last*vl.
@@ -372,14 +483,10 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
     if mask_x || (spec.accumulate && spec.masked) {
         make_mask(&mut v, table)?;
     }
-    if spec.remap.is_some() {
-        for j in 0..nv {
-            for b in [false, true] {
-                v.a.kmovw(
-                    [k2, k3, k4, k5][kmask(j, b) - 2],
-                    word_ptr(r9 + (24 + 4 * j + 2 * b as usize) as i32),
-                )?;
-            }
+    for j in 0..nv {
+        for b in 0..pieces {
+            let kr = [k2, k3, k4, k5, k6, k7][kmask(j, b) - 2];
+            v.a.kmovw(kr, word_ptr(r9 + (24 + 2 * (j * pieces + b)) as i32))?;
         }
     }
     if spec.accumulate {
@@ -394,14 +501,15 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
                 if spec.remap.is_some() {
                     let off = if j == 0 { rax } else { r11 };
                     let a = acc(r, j);
-                    v.a.vmovups(
-                        zk(ZMM[a], kmask(j, false)).z(),
-                        zmmword_ptr(r10 + off + j as i32 * vb),
-                    )?;
-                    v.a.vmovups(
-                        zk(ZMM[a], kmask(j, true)),
-                        zmmword_ptr(r10 + off + (j as i32 * vb - remap)),
-                    )?;
+                    for b in 0..pieces {
+                        let m = zmmword_ptr(r10 + off + (j as i32 * vb - b as i32 * gap));
+                        let dst = zk(ZMM[a], kmask(j, b));
+                        if b == 0 {
+                            v.a.vmovups(dst.z(), m)?;
+                        } else {
+                            v.a.vmovups(dst, m)?;
+                        }
+                    }
                 } else if spec.masked && j == last {
                     v.load_masked(acc(r, j), m, mask)?;
                 } else {
@@ -528,21 +636,27 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
                         let m = r11 + (j as i32) * vb;
                         if spec.remap.is_some() {
                             let off = if j == 0 { rsi } else { rdi };
-                            let (ka, kb) = (kmask(j, false), kmask(j, true));
-                            v.a.vmovups(
-                                zk(ZMM[t1], ka).z(),
-                                zmmword_ptr(r11 + off + j as i32 * vb),
-                            )?;
-                            v.a.vmovups(
-                                zk(ZMM[t1], kb),
-                                zmmword_ptr(r11 + off + (j as i32 * vb - remap)),
-                            )?;
+                            for b in 0..pieces {
+                                let m = zmmword_ptr(r11 + off + (j as i32 * vb - b as i32 * gap));
+                                let dst = zk(ZMM[t1], kmask(j, b));
+                                if b == 0 {
+                                    v.a.vmovups(dst.z(), m)?;
+                                } else {
+                                    v.a.vmovups(dst, m)?;
+                                }
+                            }
                         } else if spec.masked && j == last {
                             v.load_masked(t1, m, mask)?;
                         } else {
                             v.load(t1, m)?;
                         }
                         v.binop(b'+', acc(r, j), t1)?;
+                    }
+                }
+                EpOp::Act(f) => {
+                    assert!(isa == Isa::Avx512 && nacc <= 24);
+                    for j in 0..nv {
+                        activation(&mut v, f, acc(r, j), &consts)?;
                     }
                 }
                 EpOp::Max(bits) | EpOp::Min(bits) => {
@@ -562,18 +676,10 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
             let m = r10 + (j as i32) * vb;
             if spec.remap.is_some() {
                 let off = if j == 0 { rsi } else { rdi };
-                let a = acc(r, j);
-                v.a.vmovups(
-                    mk(zmmword_ptr(r10 + off + j as i32 * vb), kmask(j, false)),
-                    ZMM[a],
-                )?;
-                v.a.vmovups(
-                    mk(
-                        zmmword_ptr(r10 + off + (j as i32 * vb - remap)),
-                        kmask(j, true),
-                    ),
-                    ZMM[a],
-                )?;
+                for b in 0..pieces {
+                    let m = zmmword_ptr(r10 + off + (j as i32 * vb - b as i32 * gap));
+                    v.a.vmovups(mk(m, kmask(j, b)), ZMM[acc(r, j)])?;
+                }
             } else if spec.masked && j == last {
                 v.store_masked(m, acc(r, j), mask)?;
             } else {
@@ -590,6 +696,10 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
     // Lane indices 0..16 (i32) for the masks (unaligned loads are fine).
     v.a.set_label(&mut table)?;
     v.a.db(&LANE_TABLE)?;
+    for (i, c) in ACT_CONSTS.iter().enumerate() {
+        v.a.set_label(&mut consts[i])?;
+        v.a.db(&c.to_le_bytes())?;
+    }
     v.a.assemble(0)
 }
 

@@ -15,9 +15,9 @@
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::Ieee32;
-use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
+use cranelift_codegen::ir::types::{F32, F32X4, I8X16, I32, I32X4, I64};
 use cranelift_codegen::ir::{
-    AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, Signature, StackSlotData,
+    AbiParam, Endianness, FuncRef, Function, InstBuilder, MemFlagsData, Signature, StackSlotData,
     StackSlotKind, Value,
 };
 use cranelift_codegen::isa::CallConv;
@@ -25,7 +25,7 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 
 use bnc_ir::Activation;
 
-use crate::asm::{EpOp, Isa, Spec};
+use crate::asm::{ActOp, EpOp, Isa, Remap, Spec};
 use crate::plan::{ConvGeom, Epi, Kernel, KernelKind, MR, NR, View, depthwise_qw};
 
 /// The kernel signature (see the module documentation).
@@ -629,9 +629,13 @@ pub(crate) fn emit_kernel(
             x,
             hw,
             pads,
-            hpwp,
+            stride,
+            phases,
+            hqwq,
             fill,
-        } => emit_pad_planes(&mut em, x, *hw, *pads, *hpwp, *fill, &out, lo, hi),
+        } => emit_pad_planes(
+            &mut em, x, *hw, *pads, *stride, phases, *hqwq, *fill, &out, lo, hi,
+        ),
         KernelKind::Depthwise { x, g, w } => emit_depthwise(&mut em, x, g, *w, &out, epi, lo, hi),
         KernelKind::Dense { x, k: kd, m, w } => {
             emit_dense(&mut em, x, *kd, *m, *w, &out, epi, lo, hi)
@@ -1041,7 +1045,7 @@ pub(crate) enum Slot {
 /// The longest prefix of `epi` the assembled kernels apply themselves: affine steps, one
 /// residual add, relu/relu6/clip. Returns the ops, their pointer slots, and the prefix
 /// length; the rest is applied by Cranelift code on the stored tile.
-pub(crate) fn fuse_prefix(epi: &[Epi], p_total: usize) -> (Vec<EpOp>, Vec<Slot>, usize) {
+pub(crate) fn fuse_prefix(epi: &[Epi], p_total: usize, isa: Isa) -> (Vec<EpOp>, Vec<Slot>, usize) {
     let mut ops = Vec::new();
     let mut slots: Vec<Slot> = Vec::new();
     let mut used = 0;
@@ -1079,6 +1083,14 @@ pub(crate) fn fuse_prefix(epi: &[Epi], p_total: usize) -> (Vec<EpOp>, Vec<Slot>,
                     ops.push(EpOp::Min((*max as f32).to_bits()));
                 }
             }
+            Epi::Act(a) if isa == Isa::Avx512 => match a {
+                Activation::Sigmoid => ops.push(EpOp::Act(ActOp::Sigmoid)),
+                Activation::Silu => ops.push(EpOp::Act(ActOp::Silu)),
+                Activation::Tanh => ops.push(EpOp::Act(ActOp::Tanh)),
+                Activation::HardSigmoid => ops.push(EpOp::Act(ActOp::HardSigmoid)),
+                Activation::HardSwish => ops.push(EpOp::Act(ActOp::HardSwish)),
+                _ => break,
+            },
             _ => break,
         }
         used += 1;
@@ -1176,7 +1188,7 @@ fn wide_multiply(
 ) {
     let isa = t.isa;
     let (mr, nr) = (isa.mr(), isa.nr());
-    let (ops, slots, fused) = fuse_prefix(t.epi, t.p_total);
+    let (ops, slots, fused) = fuse_prefix(t.epi, t.p_total, t.isa);
     let ss = em.b.create_sized_stack_slot(StackSlotData::new(
         StackSlotKind::ExplicitSlot,
         ((1 + slots.len()) * 8) as u32,
@@ -1372,15 +1384,14 @@ fn emit_direct(
     let ntaps = d.taps.len();
     let mtiles = cout_g.div_ceil(mr);
     let mper = mtiles.div_ceil(d.mchunks);
-    let gap = d.pitch - g.ow;
-    let remap = gap > 0;
-    let (ops, slots, fused) = fuse_prefix(d.epi, p_total);
+    let remap = row_map(g, d.pitch);
+    let (ops, slots, fused) = fuse_prefix(d.epi, p_total, Isa::Avx512);
     let rest = &d.epi[fused..];
     assert!(
-        !remap || rest.is_empty(),
+        remap.is_none() || rest.is_empty(),
         "a remapped tile needs its whole epilogue fused"
     );
-    let ebase = if remap { 4 } else { 1 };
+    let ebase = remap.map_or(1, |m| m.slots_at());
     let (mfull, medge) = (cout_g / mr, cout_g % mr);
     let steps = d.kc / ntaps;
     let chunks = cin_g.div_ceil(steps);
@@ -1512,8 +1523,7 @@ fn direct_tile(
     let ntaps = d.taps.len();
     let k = g.cin_g() * ntaps;
     let cout_g = g.cout_g();
-    let gap = d.pitch - g.ow;
-    let remap = gap > 0;
+    let remap = row_map(g, d.pitch);
     let cog = em.mul_i(mt, mr as i64);
     let gco = em.mul_i(cx.gi, cout_g as i64);
     let co = em.b.ins().iadd(gco, cog);
@@ -1559,8 +1569,8 @@ fn direct_tile(
             let r = em.ea(ra, q);
             em.b.ins().stack_store(I64, r, cx.ss, off);
         }
-        if remap {
-            store_row_map(em, cx, g, d.pitch, q);
+        if let Some(m) = remap {
+            store_row_map(em, cx, g, d.pitch, m.pieces, q);
         }
         em.b.ins().call(f, &[wpanel, xp, c, kv, cx.ldc, cx.ep]);
         if !rest.is_empty() {
@@ -1575,11 +1585,11 @@ fn direct_tile(
         accumulate: acc,
         xstride: d.plane,
         taps: d.taps.to_vec(),
-        remap: remap.then_some((gap * 4) as i32),
+        remap,
         ops: ops.clone(),
     };
     let z = em.ic(0);
-    if remap {
+    if remap.is_some() {
         let f = get(&spec(isa.nv(), false), em.b.func);
         em.lp(z, cx.ntiles, 1, |em, j| call(em, f, j, Cols::Const(nr)));
         return;
@@ -1602,84 +1612,99 @@ fn direct_tile(
     }
 }
 
-/// Writes the row map of the remapped tile at grid position `q` into `ep[1..4]` (see the
-/// `asm` module): for each of its two vectors, the lanes in the vector's first grid row (A),
-/// those in the next row (B), dropping garbage columns and positions past the grid, and the
-/// byte offset that moves row A's lanes to their output places.
-fn store_row_map(em: &mut Em, cx: &DirectCtx, g: &ConvGeom, pitch: usize, q: Value) {
+/// The row map of a direct conv's tiles: none when the grid has no garbage columns,
+/// else the gap and how many grid rows a 16-lane vector can span (the planner only picks
+/// pitches of at least 8, so at most 3).
+fn row_map(g: &ConvGeom, pitch: usize) -> Option<Remap> {
+    let gap = pitch - g.ow;
+    (gap > 0).then(|| Remap {
+        gap: (gap * 4) as i32,
+        pieces: if pitch >= 16 { 2 } else { 3 },
+    })
+}
+
+/// Writes the row map of the remapped tile at grid position `q` into `ep` (see the `asm`
+/// module): for each of its two vectors, the byte offset that moves lanes of the vector's
+/// first grid row to their output places, and per grid row `b` the mask of its lanes
+/// (dropping garbage columns and positions past the grid): lane `l` at column `ox + l` is
+/// in row `b` when `b*pitch <= ox + l < b*pitch + ow`.
+fn store_row_map(em: &mut Em, cx: &DirectCtx, g: &ConvGeom, pitch: usize, pieces: usize, q: Value) {
     let gap = (pitch - g.ow) as i64;
     let grid = ((g.oh - 1) * pitch + g.ow) as i64;
-    let mut masks: Option<Value> = None;
+    let clamp = |em: &mut Em, v: Value| {
+        let z = em.ic(0);
+        let s = em.ic(16);
+        let v = em.b.ins().smax(v, z);
+        em.b.ins().smin(v, s)
+    };
+    // (1 << n) - 1 for n in 0..=16.
+    let bits = |em: &mut Em, n: Value| {
+        let one = em.ic(1);
+        let p = em.b.ins().ishl(one, n);
+        em.add_i(p, -1)
+    };
+    let mut masks = Vec::new();
     for j in 0..2i64 {
         let qv = em.add_i(q, 16 * j);
         let (oy, ox) = em.divmod(qv, pitch);
         let gv = em.ic(grid);
         let to_end = em.b.ins().isub(gv, qv);
-        let clamp = |em: &mut Em, v: Value| {
-            let z = em.ic(0);
-            let s = em.ic(16);
-            let v = em.b.ins().smax(v, z);
-            em.b.ins().smin(v, s)
-        };
-        let bits = |em: &mut Em, n: Value| {
-            // (1 << n) - 1 for n in 0..=16
-            let one = em.ic(1);
-            let p = em.b.ins().ishl(one, n);
-            em.add_i(p, -1)
-        };
-        // Row A: lanes l < min(ow - ox, grid - qv).
-        let owv = em.ic(g.ow as i64);
-        let a_end = em.b.ins().isub(owv, ox);
-        let a_end = em.b.ins().smin(a_end, to_end);
-        let a_end = clamp(em, a_end);
-        let ma = bits(em, a_end);
-        // Row B: lanes pitch - ox <= l < min(ow + pitch - ox, grid - qv).
-        let pv = em.ic(pitch as i64);
-        let b_lo = em.b.ins().isub(pv, ox);
-        let b_lo = clamp(em, b_lo);
-        let b_hi = em.add_i(b_lo, g.ow as i64);
-        let b_hi = em.b.ins().smin(b_hi, to_end);
-        let b_hi = clamp(em, b_hi);
-        let hi_bits = bits(em, b_hi);
-        let lo_bits = bits(em, b_lo);
-        let mb = em.b.ins().band_not(hi_bits, lo_bits);
+        for b in 0..pieces as i64 {
+            let start = em.ic(b * pitch as i64);
+            let start = em.b.ins().isub(start, ox);
+            let lo = clamp(em, start);
+            let hi = em.add_i(start, g.ow as i64);
+            let hi = em.b.ins().smin(hi, to_end);
+            let hi = clamp(em, hi);
+            let hb = bits(em, hi);
+            let lb = bits(em, lo);
+            masks.push(em.b.ins().band_not(hb, lb));
+        }
         let off = em.mul_i(oy, -gap * 4);
         em.b.ins().stack_store(I64, off, cx.ss, (8 + 8 * j) as i32);
-        let mb = em.b.ins().ishl_imm_u(mb, 16);
-        let m = em.b.ins().bor(ma, mb);
-        let m = if j == 1 {
-            em.b.ins().ishl_imm_u(m, 32)
-        } else {
-            m
-        };
-        masks = Some(match masks {
-            Some(prev) => em.b.ins().bor(prev, m),
-            None => m,
-        });
     }
-    em.b.ins().stack_store(I64, masks.unwrap(), cx.ss, 24);
+    for (w, chunk) in masks.chunks(4).enumerate() {
+        let mut word = chunk[0];
+        for (i, &m) in chunk.iter().enumerate().skip(1) {
+            let sh = em.b.ins().ishl_imm_u(m, 16 * i as i64);
+            word = em.b.ins().bor(word, sh);
+        }
+        em.b.ins()
+            .stack_store(I64, word, cx.ss, (24 + 8 * w) as i32);
+    }
 }
 
-/// Copies every channel plane into its padded plane (see `KernelKind::PadPlanes`).
+/// Copies every channel plane into its padded phase planes (see `KernelKind::PadPlanes`).
+/// Which rows and columns of a phase come from the input is known at compile time, so a
+/// row is: fill, copy (vectors for stride 1, scalars otherwise), fill.
 #[allow(clippy::too_many_arguments)]
 fn emit_pad_planes(
     em: &mut Em,
     x: &View,
     [h, w]: [usize; 2],
     [pt, pl]: [usize; 2],
-    [hp, wp]: [usize; 2],
+    [sh, sw]: [usize; 2],
+    phases: &[[usize; 2]],
+    [hq, wq]: [usize; 2],
     fill: Option<usize>,
     out: &View,
     lo: Value,
     hi: Value,
 ) {
+    // Phase coordinate range [lo, hi) whose padded coordinate `v * s + p` is inside the
+    // input `[pad, pad + n)`.
+    let inside = |p: usize, s: usize, pad: usize, n: usize, len: usize| -> (usize, usize) {
+        let lo = pad.saturating_sub(p).div_ceil(s);
+        let hi = (pad + n).saturating_sub(p).div_ceil(s).min(len);
+        (lo.min(hi), hi)
+    };
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, x.c);
         let xb = em.vbase(x, n);
         let co = em.mul_i(c, (h * w) as i64);
         let xb = em.ea(xb, co);
         let ob = em.vbase(out, n);
-        let co = em.mul_i(c, (hp * wp) as i64);
+        let co = em.mul_i(c, (phases.len() * hq * wq) as i64);
         let ob = em.ea(ob, co);
         let f = match fill {
             Some(off) => {
@@ -1701,28 +1726,77 @@ fn emit_pad_planes(
                 em.st(f, dst, (i * 4) as i32);
             }
         };
-        fill_range(em, ob, 0, pt * wp);
-        fill_range(em, ob, (pt + h) * wp, hp * wp);
-        em.lpc(0, h, 1, |em, y| {
-            let so = em.mul_i(y, w as i64);
-            let src = em.ea(xb, so);
-            let doff = em.add_i(y, pt as i64);
-            let doff = em.mul_i(doff, wp as i64);
-            let dst = em.ea(ob, doff);
-            fill_range(em, dst, 0, pl);
-            let w4 = w / 4 * 4;
-            em.lpc(0, w4, 4, |em, i| {
-                let sa = em.ea(src, i);
-                let v = em.ld4(sa, 0);
-                let da = em.ea(dst, i);
-                em.st(v, da, (pl * 4) as i32);
-            });
-            for i in w4..w {
-                let v = em.ld1(src, (i * 4) as i32);
-                em.st(v, dst, ((pl + i) * 4) as i32);
+        for (pi, &[py, px]) in phases.iter().enumerate() {
+            let base = pi * hq * wq;
+            let (ylo, yhi) = inside(py, sh, pt, h, hq);
+            let (xlo, xhi) = inside(px, sw, pl, w, wq);
+            fill_range(em, ob, base, base + ylo * wq);
+            fill_range(em, ob, base + yhi * wq, base + hq * wq);
+            if ylo == yhi {
+                continue;
             }
-            fill_range(em, dst, pl + w, wp);
-        });
+            em.lpc(ylo, yhi, 1, |em, y| {
+                // Input row y*sh + py - pt, first column xlo*sw + px - pl.
+                let iy = em.mul_i(y, sh as i64);
+                let iy = em.add_i(iy, py as i64 - pt as i64);
+                let so = em.mul_i(iy, w as i64);
+                let src = em.ea(xb, so);
+                let doff = em.mul_i(y, wq as i64);
+                let dst = em.ea(ob, doff);
+                fill_range(em, dst, base, base + xlo);
+                let x0 = xlo * sw + px - pl;
+                let cnt = xhi - xlo;
+                if sw == 1 {
+                    let c4 = cnt / 4 * 4;
+                    em.lpc(0, c4, 4, |em, i| {
+                        let sa = em.ea(src, i);
+                        let v = em.ld4(sa, (x0 * 4) as i32);
+                        let da = em.ea(dst, i);
+                        em.st(v, da, ((base + xlo) * 4) as i32);
+                    });
+                    for i in c4..cnt {
+                        let v = em.ld1(src, ((x0 + i) * 4) as i32);
+                        em.st(v, dst, ((base + xlo + i) * 4) as i32);
+                    }
+                } else {
+                    // Stride 2: 4 outputs from 8 consecutive inputs (the even or odd lanes of
+                    // two vectors), while all 8 are inside the row; scalars for the rest.
+                    let c4 = if sw == 2 {
+                        (0..=cnt / 4).rev().find(|g| x0 + 8 * g <= w).unwrap_or(0) * 4
+                    } else {
+                        0
+                    };
+                    if c4 > 0 {
+                        let lanes: Vec<u8> = [0u8, 2, 4, 6]
+                            .iter()
+                            .flat_map(|&l| (0..4).map(move |b| l * 4 + b))
+                            .collect();
+                        let mask = em.b.func.dfg.immediates.push(lanes.into());
+                        em.lpc(0, c4, 4, |em, i| {
+                            let si = em.mul_i(i, 2);
+                            let sa = em.ea(src, si);
+                            let a = em.ld4(sa, (x0 * 4) as i32);
+                            let b = em.ld4(sa, (x0 * 4 + 16) as i32);
+                            let le = MemFlagsData::new().with_endianness(Endianness::Little);
+                            let a = em.b.ins().bitcast(I8X16, le, a);
+                            let b = em.b.ins().bitcast(I8X16, le, b);
+                            let e = em.b.ins().shuffle(a, b, mask);
+                            let e = em.b.ins().bitcast(F32X4, le, e);
+                            let da = em.ea(dst, i);
+                            em.st(e, da, ((base + xlo) * 4) as i32);
+                        });
+                    }
+                    em.lpc(c4, cnt, 1, |em, i| {
+                        let si = em.mul_i(i, sw as i64);
+                        let sa = em.ea(src, si);
+                        let v = em.ld1(sa, (x0 * 4) as i32);
+                        let da = em.ea(dst, i);
+                        em.st(v, da, ((base + xlo) * 4) as i32);
+                    });
+                }
+                fill_range(em, dst, base + xhi, base + wq);
+            });
+        }
     });
 }
 

@@ -207,6 +207,10 @@ pub struct Options {
     /// true); false keeps the Cranelift f32x4 fallback with the same ISA flags (for
     /// before/after comparisons).
     pub wide_gemm: bool,
+    /// Let AVX-512 convolutions read their input in place instead of packing it (default
+    /// true; see `KernelKind::DirectConv`); false packs every conv (im2col), to compare and
+    /// to keep that path tested on machines where the direct one applies.
+    pub direct_conv: bool,
     /// Fuse affine/batchnorm nodes into the epilogue of the kernel producing their input
     /// (default true); false gives each its own elementwise kernel (an extra read and
     /// write of the tensor), to measure what the fusion saves.
@@ -226,6 +230,7 @@ impl Default for Options {
             allow_fma: true,
             target_cpu: TargetCpu::Native,
             wide_gemm: true,
+            direct_conv: true,
             fuse_affine: true,
             flush_denormals: true,
         }
@@ -523,7 +528,13 @@ fn compile_inner(
     let (isa, wide) = target_isa(options.target_cpu, false, options.allow_fma)?;
     let wide = wide.filter(|_| options.wide_gemm);
     let fma = options.allow_fma && isa_has_fma(&*isa);
-    let plan = plan::plan(graph, threads, wide, options.fuse_affine)?;
+    let plan = plan::plan(
+        graph,
+        threads,
+        wide,
+        options.fuse_affine,
+        options.direct_conv,
+    )?;
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
     let mut texts = Texts::default();
     let ids = define_kernels(
@@ -786,7 +797,7 @@ impl CompiledModel {
 #[doc(hidden)]
 pub mod testing {
     use super::*;
-    pub use crate::asm::{EpOp, Isa, Spec, assemble};
+    pub use crate::asm::{ActOp, EpOp, Isa, Remap, Spec, assemble};
 
     /// Whether this machine can run `isa` kernels.
     pub fn host_has(isa: Isa) -> bool {

@@ -48,7 +48,7 @@ pub fn emit_object(
     let (isa, wide) = target_isa(options.target_cpu, true, options.allow_fma)?;
     let wide = wide.filter(|_| options.wide_gemm);
     let fma = options.allow_fma && isa_has_fma(&*isa);
-    let plan = plan::plan(graph, 1, wide, options.fuse_affine)?;
+    let plan = plan::plan(graph, 1, wide, options.fuse_affine, options.direct_conv)?;
     let builder = ObjectBuilder::new(isa, symbol_prefix.to_string(), default_libcall_names())
         .map_err(backend)?;
     let mut module = ObjectModule::new(builder);

@@ -127,13 +127,18 @@ pub(crate) enum KernelKind {
         nb: usize,
         mchunks: usize,
     },
-    /// Copies every channel plane into a `hpwp` plane with `pads = [top, left]` (zeros, or
-    /// the per-channel fill at blob offset `fill`): the input of a `DirectConv`.
+    /// The input of a `DirectConv`: each channel plane, padded by `pads = [top, left]`
+    /// (zeros, or the per-channel fill at blob offset `fill`; also past the bottom and right
+    /// edges), split by `stride` into phases: phase `i` of the list, `(py, px)`, is an
+    /// `hqwq` plane with `out[y][x] = padded[y * sh + py][x * sw + px]`, the phases of one
+    /// channel one after another.
     PadPlanes {
         x: View,
         hw: [usize; 2],
         pads: [usize; 2],
-        hpwp: [usize; 2],
+        stride: [usize; 2],
+        phases: Vec<[usize; 2]>,
+        hqwq: [usize; 2],
         fill: Option<usize>,
     },
     /// Conv with one input channel per group (depthwise, any multiplier): weights at `w`
@@ -328,6 +333,7 @@ pub(crate) fn plan(
     threads: usize,
     wide: Option<Isa>,
     fuse_affine: bool,
+    direct: bool,
 ) -> Result<Plan, CodegenError> {
     graph
         .verify()
@@ -736,6 +742,7 @@ pub(crate) fn plan(
                     name,
                     threads,
                     wide,
+                    direct,
                     &mut shared,
                 )?;
                 kernels.extend(ks);
@@ -780,27 +787,32 @@ struct Shared {
     floats: usize,
 }
 
-/// How a stride-1 conv reads its input in place (see `KernelKind::DirectConv`).
+/// How a conv reads its input in place (see `KernelKind::DirectConv`).
 struct DirectGeom {
-    /// Padded plane `[hp, wp]` when the input is first copied with its padding.
-    padded: Option<[usize; 2]>,
+    /// The phases and phase plane `[hq, wq]` when the input is first copied (padded and
+    /// split by the stride, see `KernelKind::PadPlanes`).
+    copy: Option<(Vec<[usize; 2]>, [usize; 2])>,
     pitch: usize,
     plane: usize,
     taps: Vec<i32>,
 }
 
-/// Whether the AVX-512 path runs this conv in place on its input (no im2col): a stride-1
-/// 1x1 conv without padding reads the input itself; other stride-1 convs read a padded copy
-/// on a grid of the padded row pitch, which wastes `pitch - ow` columns per row, so only
-/// when the rows are long (at least 16: a vector then spans at most two rows) and the
-/// epilogue is one the assembled kernels apply whole (they store through the row map).
+/// Whether the AVX-512 path runs this conv in place (no im2col; depthwise convs too, as
+/// one-row tiles, instead of their Cranelift kernel). A stride-1 1x1 conv
+/// without padding reads its input itself. Others read a copy of the input, padded and
+/// split into stride phases, so that every tap is a constant offset from the output
+/// position on a grid of the phase plane's row pitch; the grid wastes `pitch - ow`
+/// columns per row, so only when that is at most a quarter of the row and the pitch is at
+/// least 8 (a vector then spans at most 3 grid rows), and when the epilogue is one the
+/// assembled kernels apply whole (they store through the row map). A 1x1 conv with stride
+/// has no waste: its copy is the subsampled input.
 fn direct_geometry(g: &ConvGeom, epi: &[Epi], wide: Option<Isa>) -> Option<DirectGeom> {
-    if wide != Some(Isa::Avx512) || g.stride != [1, 1] {
+    if wide != Some(Isa::Avx512) {
         return None;
     }
     if g.is_pointwise() {
         return Some(DirectGeom {
-            padded: None,
+            copy: None,
             pitch: g.ow,
             plane: g.h * g.w,
             taps: vec![0],
@@ -808,22 +820,42 @@ fn direct_geometry(g: &ConvGeom, epi: &[Epi], wide: Option<Isa>) -> Option<Direc
     }
     let [pt, pl, pb, pr] = g.pad;
     let (hp, wp) = (g.h + pt + pb, g.w + pl + pr);
-    let fused = crate::emit::fuse_prefix(epi, g.pixels()).2 == epi.len();
-    if wp < 16 || wp * 4 > g.ow * 5 || !fused {
-        return None;
-    }
+    let [sh, sw] = g.stride;
+    let (hq, wq) = (hp.div_ceil(sh), wp.div_ceil(sw));
     let [kh, kw] = g.kernel;
     let [dh, dw] = g.dilation;
+    let mut phases: Vec<[usize; 2]> = Vec::new();
     let mut taps = Vec::with_capacity(kh * kw);
     for ky in 0..kh {
         for kx in 0..kw {
-            taps.push((ky * dh * wp + kx * dw) as i32);
+            let (y, x) = (ky * dh, kx * dw);
+            let ph = [y % sh, x % sw];
+            let i = match phases.iter().position(|&p| p == ph) {
+                Some(i) => i,
+                None => {
+                    phases.push(ph);
+                    phases.len() - 1
+                }
+            };
+            taps.push((i * hq * wq + (y / sh) * wq + x / sw) as i32);
         }
     }
+    // The phase planes hold every output position's taps.
+    debug_assert!((g.oh - 1) + (kh - 1) * dh / sh < hq && (g.ow - 1) + (kw - 1) * dw / sw < wq);
+    if wq > g.ow {
+        let fused = crate::emit::fuse_prefix(epi, g.pixels(), Isa::Avx512).2 == epi.len();
+        // A depthwise conv's time goes to calls and memory, not to the FMAs the garbage
+        // columns waste: any pitch the row map allows.
+        let wasteful = wq * 3 > g.ow * 4 && g.cin_g() > 1;
+        if wq < 8 || wasteful || !fused {
+            return None;
+        }
+    }
+    let plane = phases.len() * hq * wq;
     Some(DirectGeom {
-        padded: Some([hp, wp]),
-        pitch: wp,
-        plane: hp * wp,
+        copy: Some((phases, [hq, wq])),
+        pitch: wq,
+        plane,
         taps,
     })
 }
@@ -840,6 +872,7 @@ fn lower_anchor(
     name: String,
     threads: usize,
     wide: Option<Isa>,
+    direct: bool,
     shared: &mut Shared,
 ) -> Result<Vec<Kernel>, CodegenError> {
     let param = |s: &str| {
@@ -907,7 +940,11 @@ fn lower_anchor(
             };
             let weight = param("weight")?;
             let taps = c.kernel[0] * c.kernel[1];
-            if geom.cin_g() == 1 && geom.groups > 1 && taps <= 64 {
+            if let Some(d) = direct_geometry(&geom, &epi, wide.filter(|_| direct)) {
+                return Ok(lower_direct(
+                    &geom, d, weight, blob, x, out, epi, name, threads, shared,
+                ));
+            } else if geom.cin_g() == 1 && geom.groups > 1 && taps <= 64 {
                 let w = blob.push(weight);
                 let qw = depthwise_qw(&geom);
                 let ph = geom.h + geom.pad[0] + geom.pad[2];
@@ -918,10 +955,6 @@ fn lower_anchor(
                     scratch,
                     epi,
                 )
-            } else if let Some(d) = direct_geometry(&geom, &epi, wide) {
-                return Ok(lower_direct(
-                    &geom, d, weight, blob, x, out, epi, name, threads, shared,
-                ));
             } else {
                 let k = geom.kdim();
                 let cout_g = geom.cout_g();
@@ -1063,8 +1096,8 @@ fn lower_direct(
     let mut kernels = Vec::new();
     let cin_g = geom.cin_g();
     let ntaps = d.taps.len();
-    let src = match d.padded {
-        Some(hpwp) => {
+    let src = match d.copy {
+        Some((phases, hqwq)) => {
             // Reads of a grid tile reach at most nr - 1 floats past the last plane.
             let bstride = geom.cin * d.plane;
             let padded = View {
@@ -1082,7 +1115,9 @@ fn lower_direct(
                     x,
                     hw: [geom.h, geom.w],
                     pads: [geom.pad[0], geom.pad[1]],
-                    hpwp,
+                    stride: geom.stride,
+                    phases,
+                    hqwq,
                     fill: geom.fill,
                 },
                 out: padded,
@@ -1104,12 +1139,9 @@ fn lower_direct(
     let pblocks = grid.div_ceil(nb);
     let base = x.n * geom.groups * pblocks;
     let mtiles = geom.cout_g().div_ceil(mr);
-    // Splitting the m-tiles costs nothing here (there is no packed block to share).
-    let mchunks = if threads > 1 && base < 4 * threads {
-        mtiles.min((4 * threads).div_ceil(base))
-    } else {
-        1
-    };
+    // With threads, one unit per m-tile: splitting them costs nothing here (there is no
+    // packed block to share) and balances threads better than coarser chunks.
+    let mchunks = if threads > 1 { mtiles } else { 1 };
     let steps_max = (gemm_blocking(geom.kdim(), geom.pixels(), mr, nr).kc / ntaps).max(1);
     let chunks = cin_g.div_ceil(steps_max);
     let kc = cin_g.div_ceil(chunks) * ntaps;

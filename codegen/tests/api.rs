@@ -154,7 +154,14 @@ fn conv_affine_relu_is_one_kernel() {
         "input x: f32[1, 4, 6, 6]\n c = conv2d(x, out = 4, kernel = 3, pad = 1)\n b = batchnorm(c)\n a = add(b, x)\n r = relu(a)\n output r",
     );
     let m = compile(&g, &Options::default()).unwrap();
-    assert_eq!(m.kernel_count(), 1, "{:?}", m.kernel_names());
+    // One kernel computes the conv and its whole epilogue (a direct conv is preceded by
+    // the copy of its padded input, which computes nothing).
+    let compute = m
+        .kernel_names()
+        .iter()
+        .filter(|(n, _)| !n.ends_with("_pad"))
+        .count();
+    assert_eq!(compute, 1, "{:?}", m.kernel_names());
 }
 
 #[test]

@@ -23,6 +23,14 @@ fn levels() -> Vec<Options> {
                 target_cpu: t,
                 ..Options::default()
             });
+            if t == TargetCpu::X86_64V4 {
+                // The packed (im2col) path, which direct convs otherwise replace here.
+                v.push(Options {
+                    target_cpu: t,
+                    direct_conv: false,
+                    ..Options::default()
+                });
+            }
         } else {
             eprintln!("SKIPPED: this machine cannot run {t} code");
         }

@@ -4,7 +4,7 @@
 //! the same single-rounding FMA chain (`f32::mul_add`) in the same order, so the comparison
 //! is bit for bit; stores outside the tile must not happen (sentinels).
 
-use bnc_codegen::testing::{EpOp, Isa, Microkernels, Spec, host_has};
+use bnc_codegen::testing::{ActOp, EpOp, Isa, Microkernels, Remap, Spec, host_has};
 
 const SENTINEL: f32 = -12345.5;
 
@@ -25,6 +25,34 @@ fn ops_list() -> Vec<Vec<EpOp>> {
             EpOp::Min(6.0f32.to_bits()),
         ],
     ]
+}
+
+/// The Cranelift epilogue's activation sequence (`Em::vexp`, `Em::act`) in scalar f32.
+fn act_ref(f: ActOp, x: f32) -> f32 {
+    fn exp(x: f32) -> f32 {
+        let x = x.max(-87.0).min(88.0);
+        let k = (x * std::f32::consts::LOG2_E).round_ties_even();
+        let r = k.mul_add(-0.693_359_4, x);
+        let r = k.mul_add(2.121_944_4e-4, r);
+        let mut p = 1.0f32 / 720.0;
+        for c in [1.0f32 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = p.mul_add(r, c);
+        }
+        p * f32::from_bits(((k as i32 + 127) << 23) as u32)
+    }
+    let sigmoid = |x: f32| 1.0 / (1.0 + exp(-x));
+    let hard = |x: f32| {
+        let t = x + 3.0;
+        let t = if t > 0.0 { t } else { 0.0 };
+        if t < 6.0 { t } else { 6.0 }
+    };
+    match f {
+        ActOp::Sigmoid => sigmoid(x),
+        ActOp::Silu => x * sigmoid(x),
+        ActOp::Tanh => sigmoid(x * 2.0) * 2.0 - 1.0,
+        ActOp::HardSigmoid => hard(x) * (1.0 / 6.0),
+        ActOp::HardSwish => (x * hard(x)) * (1.0 / 6.0),
+    }
 }
 
 struct Rng(u64);
@@ -82,6 +110,7 @@ fn reference(
                         let b = f32::from_bits(b);
                         if acc < b { acc } else { b }
                     }
+                    EpOp::Act(f) => act_ref(f, acc),
                 };
             }
             c[r * ldc + j] = acc;
@@ -134,6 +163,35 @@ fn check_isa(isa: Isa) {
                 remap: None,
                 ops: o.clone(),
             });
+        }
+    }
+    // Activations computed in the AVX-512 epilogue, on full and edge tiles.
+    if isa == Isa::Avx512 {
+        let acts = [
+            ActOp::Sigmoid,
+            ActOp::Silu,
+            ActOp::Tanh,
+            ActOp::HardSigmoid,
+            ActOp::HardSwish,
+        ];
+        for (i, f) in acts.into_iter().enumerate() {
+            for (mr, nv, masked) in [(isa.mr(), isa.nv(), false), (5, 1, true), (12, 2, true)] {
+                specs.push(Spec {
+                    isa,
+                    mr,
+                    nv,
+                    masked,
+                    accumulate: masked,
+                    xstride,
+                    taps: vec![0],
+                    remap: None,
+                    ops: vec![
+                        EpOp::ScaleShift(0, 1),
+                        EpOp::Act(f),
+                        EpOp::Shift((i % 2) as u8),
+                    ],
+                });
+            }
         }
     }
     // Several taps (a convolution window read in place), full and edge tiles.
@@ -237,9 +295,9 @@ fn avx512_microkernels() {
     check_isa(Isa::Avx512);
 }
 
-/// Remapped tiles (a convolution computed on a padded grid): lanes of mask A go to the
-/// vector's place plus `off`, lanes of mask B `gap` bytes lower, other lanes nowhere; the
-/// accumulated C and the residual are read through the same map.
+/// Remapped tiles (a convolution computed on a padded grid): lanes of mask `b` of a vector
+/// go to the vector's place plus `off - b * gap`, other lanes nowhere; the accumulated C and
+/// the residual are read through the same map. Two and three pieces per vector.
 #[test]
 fn avx512_remap_microkernels() {
     let isa = Isa::Avx512;
@@ -250,7 +308,7 @@ fn avx512_remap_microkernels() {
     let gap_f = 3usize; // garbage columns per grid row
     let ops = ops_list();
     let mut specs = Vec::new();
-    for (mr, nv) in [(12, 2), (7, 2), (12, 1), (1, 1)] {
+    for (mr, nv, pieces) in [(12, 2, 2), (7, 2, 3), (12, 1, 2), (1, 1, 3), (12, 2, 3)] {
         for accumulate in [false, true] {
             for o in [&ops[0], &ops[2], &ops[4]] {
                 specs.push(Spec {
@@ -261,7 +319,10 @@ fn avx512_remap_microkernels() {
                     accumulate,
                     xstride: 40,
                     taps: vec![0, 1, 7],
-                    remap: Some((gap_f * 4) as i32),
+                    remap: Some(Remap {
+                        gap: (gap_f * 4) as i32,
+                        pieces,
+                    }),
                     ops: o.clone(),
                 });
             }
@@ -275,15 +336,18 @@ fn avx512_remap_microkernels() {
         let f = kernels.get(si);
         for case in 0..6 {
             let k = [1usize, 3, 8][case % 3];
-            // Masks: A = lanes [0, a), B = lanes [b, e) (b >= a), per vector.
-            let mut masks = [0u16; 4];
+            // Masks: consecutive disjoint lane ranges per piece (with holes), per vector.
+            let pieces = spec.remap.unwrap().pieces;
+            let mut masks = [0u16; 6];
             let mut offs = [0i64; 2];
             for j in 0..spec.nv {
-                let a = (rng.f().abs() * 8.0) as u32 % 17;
-                let b = a + (rng.f().abs() * 4.0) as u32 % (17 - a);
-                let e = b + (rng.f().abs() * 8.0) as u32 % (17 - b);
-                masks[2 * j] = ((1u32 << a) - 1) as u16;
-                masks[2 * j + 1] = (((1u32 << e) - 1) & !((1u32 << b) - 1)) as u16;
+                let mut lo = 0u32;
+                for b in 0..pieces {
+                    let start = lo + (rng.f().abs() * 2.0) as u32 % (17 - lo);
+                    let end = start + (rng.f().abs() * 6.0) as u32 % (17 - start);
+                    masks[j * pieces + b] = (((1u32 << end) - 1) & !((1u32 << start) - 1)) as u16;
+                    lo = end;
+                }
                 offs[j] = -((case as i64 % 3) * (gap_f as i64) * 4);
             }
             let nt = spec.taps.len();
@@ -296,13 +360,9 @@ fn avx512_remap_microkernels() {
             // Where lane l of vector j of a row lands (float index from the row's origin).
             let place = |j: usize, l: usize| -> Option<usize> {
                 let base = (margin + j * 16 + l) as i64 + offs[j] / 4;
-                if masks[2 * j] >> l & 1 == 1 {
-                    Some(base as usize)
-                } else if masks[2 * j + 1] >> l & 1 == 1 {
-                    Some((base - gap_f as i64) as usize)
-                } else {
-                    None
-                }
+                (0..pieces)
+                    .find(|&b| masks[j * pieces + b] >> l & 1 == 1)
+                    .map(|b| (base - (b * gap_f) as i64) as usize)
             };
             let mut want = c0.clone();
             for r in 0..spec.mr {
@@ -330,6 +390,7 @@ fn avx512_remap_microkernels() {
                                 EpOp::AddRows(_) => acc + res[r * ldc + pos],
                                 EpOp::Max(b) => acc.max(f32::from_bits(b)),
                                 EpOp::Min(b) => acc.min(f32::from_bits(b)),
+                                EpOp::Act(f) => act_ref(f, acc),
                             };
                         }
                         want[r * ldc + pos] = acc;
@@ -337,17 +398,17 @@ fn avx512_remap_microkernels() {
                 }
             }
             let mut c = c0.clone();
-            let mut ep = [0u64; 7];
+            let mut ep = [0u64; 8];
             ep[1] = offs[0] as u64;
             ep[2] = offs[1] as u64;
-            ep[3] = masks[0] as u64
-                | (masks[1] as u64) << 16
-                | (masks[2] as u64) << 32
-                | (masks[3] as u64) << 48;
-            ep[4] = v0.as_ptr() as u64;
-            ep[5] = v1.as_ptr() as u64;
+            for (i, m) in masks.iter().enumerate() {
+                ep[3 + i / 4] |= (*m as u64) << (16 * (i % 4));
+            }
+            let e = spec.remap.unwrap().slots_at();
+            ep[e] = v0.as_ptr() as u64;
+            ep[e + 1] = v1.as_ptr() as u64;
             // SAFETY: the residual slot points `margin` floats into its rows like C.
-            ep[6] = unsafe { res.as_ptr().add(margin) } as u64;
+            ep[e + 2] = unsafe { res.as_ptr().add(margin) } as u64;
             // SAFETY: every lane the masks select lands inside C's rows (margin >= the
             // largest shift), x holds every column the taps read, the slot vectors mr floats.
             unsafe {

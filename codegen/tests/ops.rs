@@ -56,22 +56,44 @@ fn conv_groups() {
     );
 }
 
+/// Also checks `body` with `direct_conv: false`: on AVX-512 machines depthwise and small
+/// convs otherwise run as direct convs, and this keeps their own kernels tested.
+fn check_packed_too(body: &str) {
+    use bnc_codegen::{Options, compile};
+    check_body(body);
+    let g = common::model(body);
+    let ins = common::inputs(&g, 2);
+    let want = bnc_ir::interp::run(&g, &ins).unwrap();
+    let opts = Options {
+        direct_conv: false,
+        ..Options::default()
+    };
+    let got = common::run_compiled(&compile(&g, &opts).unwrap(), &ins);
+    for (w, g) in want.iter().zip(&got) {
+        let err = w.max_abs_diff(g) / w.max_abs().max(1.0);
+        assert!(
+            err <= common::TOL,
+            "direct_conv: false: relative error {err}"
+        );
+    }
+}
+
 #[test]
 fn conv_depthwise() {
-    check_body(
+    check_packed_too(
         "input x: f32[1, 17, 11, 10]\n y = conv2d(x, out = 17, kernel = 3, pad = 1, groups = 17)\n output y",
     );
-    check_body(
+    check_packed_too(
         "input x: f32[1, 5, 13, 14]\n y = conv2d(x, out = 5, kernel = 5, stride = 2, pad = 2, groups = 5, bias = false)\n output y",
     );
 }
 
 #[test]
 fn conv_depthwise_multiplier_dilation() {
-    check_body(
+    check_packed_too(
         "input x: f32[1, 5, 12, 12]\n y = conv2d(x, out = 10, kernel = 3, pad = [1, 2, 0, 1], dilation = 2, groups = 5)\n output y",
     );
-    check_body(
+    check_packed_too(
         "input x: f32[1, 3, 15, 9]\n y = conv2d(x, out = 6, kernel = 3, stride = [2, 3], groups = 3)\n output y",
     );
 }
@@ -299,5 +321,57 @@ fn direct_pointwise_small_plane_and_chunks() {
     check_direct(
         "input x: f32[1, 600, 7, 7]\n input r: f32[1, 30, 7, 7]\n c = conv2d(x, out = 30, kernel = 1, bias = false)\n s = add(c, r)\n y = silu(s)\n output y",
         false,
+    );
+}
+
+#[test]
+fn direct_stride2_phases() {
+    // 3x3 / 2: four phase planes of pitch 16 for 15 output columns.
+    check_direct(
+        "input x: f32[1, 6, 13, 30]\n y = conv2d(x, out = 14, kernel = 3, stride = 2, pad = 1)\n output y",
+        true,
+    );
+    // 1x1 / 2: one phase, the subsampled input, no garbage columns (odd sizes).
+    check_direct(
+        "input x: f32[1, 9, 15, 13]\n y = conv2d(x, out = 20, kernel = 1, stride = 2, bias = false)\n output y",
+        true,
+    );
+    // A 7x7 / 2 stem (3 input channels, 49 taps per step) with pad fill.
+    check_direct(
+        "input x: f32[1, 3, 21, 40]\n y = conv2d(x, out = 16, kernel = 7, stride = 2, pad = 3, pad_fill = true)\n output y",
+        true,
+    );
+}
+
+#[test]
+fn direct_short_rows_three_pieces() {
+    // Pitch 9 for 7 columns and pitch 8 for 7 (stride 2): a vector spans up to three grid
+    // rows; with a residual and relu through the three-piece row map, and more channels
+    // than one reduction chunk.
+    check_direct(
+        "input x: f32[1, 40, 7, 7]\n input r: f32[1, 25, 7, 7]\n c = conv2d(x, out = 25, kernel = 3, pad = 1)\n s = add(c, r)\n y = relu(s)\n output y",
+        true,
+    );
+    check_direct(
+        "input x: f32[1, 8, 14, 14]\n y = conv2d(x, out = 12, kernel = 3, stride = 2, pad = 1)\n output y",
+        true,
+    );
+}
+
+#[test]
+fn direct_depthwise() {
+    // A 112-wide depthwise with stride 2 (four phases) and relu6, a 5x5 on 7x7 (pitch 11,
+    // three pieces per vector), and a multiplier of 2 with dilation.
+    check_direct(
+        "input x: f32[1, 12, 22, 30]\n c = conv2d(x, out = 12, kernel = 3, stride = 2, pad = 1, groups = 12)\n y = relu6(c)\n output y",
+        true,
+    );
+    check_direct(
+        "input x: f32[1, 20, 7, 7]\n c = conv2d(x, out = 20, kernel = 5, pad = 2, groups = 20, bias = false)\n y = silu(c)\n output y",
+        true,
+    );
+    check_direct(
+        "input x: f32[2, 6, 12, 17]\n y = conv2d(x, out = 12, kernel = 3, pad = 2, dilation = 2, groups = 6)\n output y",
+        true,
     );
 }
