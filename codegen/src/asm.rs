@@ -55,6 +55,8 @@
 use iced_x86::IcedError;
 use iced_x86::code_asm::*;
 
+mod chanvec;
+
 /// Instruction set of a wide microkernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
@@ -187,19 +189,28 @@ pub struct Spec {
     pub taps: Vec<i32>,
     /// Row map of a tile on a grid with garbage columns (see the module documentation).
     pub remap: Option<Remap>,
+    /// A channel-vectorised kernel (see `chanvec.rs`): `mr` pixels, `nv` vectors of
+    /// output channels.
+    pub chanvec: bool,
+    /// Input offsets (floats) of a channel-vectorised tile's pixels; empty otherwise.
+    pub xoffs: Vec<i32>,
+    /// Channel-vectorised only: store the sums to the partial-sum tile, no epilogue.
+    pub partial: bool,
     pub ops: Vec<EpOp>,
 }
 
 impl Spec {
     pub fn name(&self) -> String {
         format!(
-            "uk_{}_{}x{}{}{}{}",
+            "uk_{}_{}x{}{}{}{}{}{}",
             self.isa.name(),
             self.mr,
             self.nv * self.isa.vl(),
             if self.masked { "_m" } else { "" },
             if self.accumulate { "_acc" } else { "" },
             if self.remap.is_some() { "_remap" } else { "" },
+            if self.chanvec { "_cv" } else { "" },
+            if self.partial { "_part" } else { "" },
         )
     }
 }
@@ -418,7 +429,12 @@ fn activation(v: &mut V, f: ActOp, x: usize, c: &[CodeLabel]) -> Result<(), Iced
 
 /// Assembles the microkernel `spec` (see the module documentation).
 pub fn assemble(spec: &Spec) -> Result<Vec<u8>, String> {
-    assemble_inner(spec).map_err(|e| format!("assembling {}: {e}", spec.name()))
+    let r = if spec.chanvec {
+        chanvec::assemble_chanvec(spec)
+    } else {
+        assemble_inner(spec)
+    };
+    r.map_err(|e| format!("assembling {}: {e}", spec.name()))
 }
 
 fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
@@ -722,6 +738,9 @@ mod tests {
                             xstride: isa.nr(),
                             taps: vec![0],
                             remap: None,
+                            chanvec: false,
+                            xoffs: Vec::new(),
+                            partial: false,
                             ops: vec![
                                 EpOp::ScaleShift(0, 1),
                                 EpOp::AddRows(2),

@@ -26,7 +26,10 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 use bnc_ir::Activation;
 
 use crate::asm::{ActOp, EpOp, Isa, Remap, Spec};
-use crate::plan::{ConvGeom, Epi, Kernel, KernelKind, MR, NR, View, depthwise_qw};
+use crate::plan::{
+    CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR, View,
+    chanvec_group_floats, depthwise_qw,
+};
 
 /// The kernel signature (see the module documentation).
 pub(crate) fn kernel_signature(cc: CallConv) -> Signature {
@@ -606,6 +609,7 @@ pub(crate) fn emit_kernel(
             taps,
             nb,
             mchunks,
+            chanvec,
         } => emit_direct(
             &mut em,
             &Direct {
@@ -618,6 +622,7 @@ pub(crate) fn emit_kernel(
                 taps,
                 nb: *nb,
                 mchunks: *mchunks,
+                chanvec: *chanvec,
                 out: &out,
                 epi,
             },
@@ -1326,6 +1331,9 @@ fn wide_tile(
         xstride: nr,
         taps: vec![0],
         remap: None,
+        chanvec: false,
+        xoffs: Vec::new(),
+        partial: false,
         ops: ops.clone(),
     };
     let full = get(&spec(isa.nv(), false), em.b.func);
@@ -1359,6 +1367,7 @@ struct Direct<'a> {
     taps: &'a [i32],
     nb: usize,
     mchunks: usize,
+    chanvec: Option<usize>,
     out: &'a View,
     epi: &'a [Epi],
 }
@@ -1374,6 +1383,9 @@ fn emit_direct(
     hi: Value,
     get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
 ) {
+    if let Some(cv) = d.chanvec {
+        return emit_direct_chanvec(em, d, cv, lo, hi, get);
+    }
     let isa = Isa::Avx512;
     let (mr, nr) = (isa.mr(), isa.nr());
     let g = d.g;
@@ -1474,6 +1486,152 @@ fn emit_direct(
             }
             let s0 = em.ic(((chunks - 1) * steps) as i64);
             phase(em, s0, slast, true, true);
+        }
+    });
+}
+
+/// A channel-vectorised direct conv (see `asm/chanvec.rs`): a unit is (batch item, group,
+/// tile of 32 output channels); for each reduction chunk, each output row, each run of up to
+/// `cv` pixels of it: one assembled kernel call.
+fn emit_direct_chanvec(
+    em: &mut Em,
+    d: &Direct,
+    cv: usize,
+    lo: Value,
+    hi: Value,
+    get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
+) {
+    let g = d.g;
+    let p_total = g.pixels();
+    let (cin_g, cout_g) = (g.cin_g(), g.cout_g());
+    let ntaps = d.taps.len();
+    let k = cin_g * ntaps;
+    let ct_n = cout_g.div_ceil(CV_CHANNELS);
+    let (ops, slots, fused) = fuse_prefix(d.epi, p_total, Isa::Avx512);
+    let rest = &d.epi[fused..];
+    let steps = d.kc / ntaps;
+    let chunks = cin_g.div_ceil(steps);
+    let slast = cin_g - (chunks - 1) * steps;
+    em.lp(lo, hi, 1, |em, u| {
+        let (t, ct) = em.divmod(u, ct_n);
+        let (n, gi) = em.divmod(t, g.groups);
+        let xb = em.vbase(d.x, n);
+        let gofs = em.mul_i(gi, (cin_g * d.plane) as i64);
+        let xb = em.ea(xb, gofs);
+        let ob = em.vbase(d.out, n);
+        let ss = em.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            ((2 + slots.len()) * 8) as u32,
+            3,
+        ));
+        let ep = em.b.ins().stack_addr(I64, ss, 0);
+        let ldc = em.ic((p_total * 4) as i64);
+        let gco = em.mul_i(gi, cout_g as i64);
+        let cto = em.mul_i(ct, CV_CHANNELS as i64);
+        let co = em.b.ins().iadd(gco, cto);
+        let wt = em.mul_i(gi, chanvec_group_floats(cout_g, k) as i64);
+        let wt2 = em.mul_i(ct, (k * CV_CHANNELS) as i64);
+        let wt = em.b.ins().iadd(wt, wt2);
+        let wb = em.wptr(d.wpack);
+        let wtile = em.ea(wb, wt);
+        let cp = em.mul_i(co, p_total as i64);
+        let cbase = em.ea(ob, cp);
+        // The whole unit for a tile of `chans` channels (the last one may be partial).
+        let body =
+            |em: &mut Em, get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef, chans: usize| {
+                let nv = chans.div_ceil(16);
+                let masked = !chans.is_multiple_of(16);
+                if masked {
+                    let nc = em.ic(chans as i64);
+                    em.b.ins().stack_store(I64, nc, ss, 0);
+                }
+                let mut res = None;
+                for (i, sl) in slots.iter().enumerate() {
+                    let off = (8 * (2 + i)) as i32;
+                    match sl {
+                        Slot::Chan(o) => {
+                            let b = em.wptr(*o);
+                            let a = em.ea(b, co);
+                            em.b.ins().stack_store(I64, a, ss, off);
+                        }
+                        Slot::Res(v) => {
+                            let base = em.vbase(v, n);
+                            res = Some((em.ea(base, cp), off));
+                        }
+                    }
+                }
+                let mut phase = |em: &mut Em, s0: Value, slen: usize, acc: bool, last: bool| {
+                    let wo = em.mul_i(s0, (ntaps * nv * 16) as i64);
+                    let wpanel = em.ea(wtile, wo);
+                    let xo = em.mul_i(s0, d.plane as i64);
+                    let xk = em.ea(xb, xo);
+                    let kv = em.ic(slen as i64);
+                    // Tiles of consecutive output pixels (balanced, at most `cv` each;
+                    // unrolled: these images are small), reading the input through the
+                    // grid pitch.
+                    let ntile = p_total.div_ceil(cv);
+                    for ti in 0..ntile {
+                        let (p0, p1) = (ti * p_total / ntile, (ti + 1) * p_total / ntile);
+                        let grid = |p: usize| ((p / g.ow) * d.pitch + p % g.ow) as i32;
+                        let spec = Spec {
+                            isa: Isa::Avx512,
+                            mr: p1 - p0,
+                            nv,
+                            masked,
+                            accumulate: acc,
+                            xstride: d.plane,
+                            taps: d.taps.to_vec(),
+                            remap: None,
+                            chanvec: true,
+                            xoffs: (p0..p1).map(|p| grid(p) - grid(p0)).collect(),
+                            partial: !last,
+                            ops: if last { ops.clone() } else { Vec::new() },
+                        };
+                        let f = get(&spec, em.b.func);
+                        // Tile ti's partial sums live in this thread's scratch.
+                        let pt = em.add_i(em.scratch, (ti * CV_TILE_FLOATS * 4) as i64);
+                        em.b.ins().stack_store(I64, pt, ss, 8);
+                        let xp = em.add_i(xk, grid(p0) as i64 * 4);
+                        let c = em.add_i(cbase, (p0 * 4) as i64);
+                        if let (true, Some((ra, off))) = (last, res) {
+                            let r = em.add_i(ra, (p0 * 4) as i64);
+                            em.b.ins().stack_store(I64, r, ss, off);
+                        }
+                        em.b.ins().call(f, &[wpanel, xp, c, kv, ldc, ep]);
+                        if last && !rest.is_empty() {
+                            let pv = em.ic(p0 as i64);
+                            let cols = Cols::Const(p1 - p0);
+                            post_epi(em, rest, ob, n, co, chans, pv, p_total, cols);
+                        }
+                    }
+                };
+                let z = em.ic(0);
+                if chunks == 1 {
+                    phase(em, z, cin_g, false, true);
+                } else {
+                    phase(em, z, steps, false, false);
+                    if chunks > 2 {
+                        em.lpc(1, chunks - 1, 1, |em, c| {
+                            let s0 = em.mul_i(c, steps as i64);
+                            phase(em, s0, steps, true, false);
+                        });
+                    }
+                    let s0 = em.ic(((chunks - 1) * steps) as i64);
+                    phase(em, s0, slast, true, true);
+                }
+            };
+        let edge = cout_g % CV_CHANNELS;
+        if edge == 0 {
+            body(em, &mut *get, CV_CHANNELS);
+        } else {
+            let is_last = em.b.ins().icmp_imm_s(IntCC::Equal, ct, (ct_n - 1) as i64);
+            // Both branches declare kernels through `get`, one after the other.
+            let get = std::cell::RefCell::new(&mut *get);
+            em.if_else(
+                is_last,
+                |em| body(em, &mut **get.borrow_mut(), edge),
+                |em| body(em, &mut **get.borrow_mut(), CV_CHANNELS),
+            );
         }
     });
 }
@@ -1586,6 +1744,9 @@ fn direct_tile(
         xstride: d.plane,
         taps: d.taps.to_vec(),
         remap,
+        chanvec: false,
+        xoffs: Vec::new(),
+        partial: false,
         ops: ops.clone(),
     };
     let z = em.ic(0);

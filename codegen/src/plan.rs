@@ -126,6 +126,11 @@ pub(crate) enum KernelKind {
         taps: Vec<i32>,
         nb: usize,
         mchunks: usize,
+        /// Channel-vectorised tiles of this many pixels (small images, see
+        /// `asm/chanvec.rs`): weights `[group][32-channel tile][k][32]` zero-padded, one
+        /// unit per channel tile, tiles are runs of one output row, `nb` and `mchunks`
+        /// unused.
+        chanvec: Option<usize>,
     },
     /// The input of a `DirectConv`: each channel plane, padded by `pads = [top, left]`
     /// (zeros, or the per-channel fill at blob offset `fill`; also past the bottom and right
@@ -1129,6 +1134,40 @@ fn lower_direct(
         }
         None => x,
     };
+    if let Some(cv) = chanvec_pixels(geom) {
+        // Reduction chunks whose weight rows (32 channels, 128 bytes a row) stay in half of
+        // L1 while every tile of the unit uses them; partial sums wait in scratch.
+        let steps_max = (L1_BYTES / 2 / (CV_CHANNELS * 4) / ntaps).max(1);
+        let chunks = cin_g.div_ceil(steps_max);
+        let kc = cin_g.div_ceil(chunks) * ntaps;
+        let wpack = blob.push(&pack_weights_chanvec(
+            weight,
+            geom.groups,
+            geom.cout_g(),
+            geom.kdim(),
+        ));
+        let ctiles = geom.cout_g().div_ceil(CV_CHANNELS);
+        kernels.push(Kernel {
+            name,
+            kind: KernelKind::DirectConv {
+                x: src,
+                g: geom.clone(),
+                wpack,
+                kc,
+                pitch: d.pitch,
+                plane: d.plane,
+                taps: d.taps,
+                nb: 0,
+                mchunks: 1,
+                chanvec: Some(cv),
+            },
+            out,
+            epi,
+            units: x.n * geom.groups * ctiles,
+            scratch: geom.pixels().div_ceil(cv) * CV_TILE_FLOATS,
+        });
+        return kernels;
+    }
     let grid = (geom.oh - 1) * d.pitch + geom.ow;
     let whole = grid.div_ceil(nr) * nr;
     let nb = if whole * cin_g <= WHOLE_BUDGET {
@@ -1165,6 +1204,7 @@ fn lower_direct(
             taps: d.taps,
             nb,
             mchunks,
+            chanvec: None,
         },
         out,
         epi,
@@ -1172,6 +1212,50 @@ fn lower_direct(
         scratch: 0,
     });
     kernels
+}
+
+/// Output channels per channel-vectorised tile (two 16-lane vectors).
+pub(crate) const CV_CHANNELS: usize = 32;
+/// Floats of one channel-vectorised tile's partial sums (12 pixels x 32 channels).
+pub(crate) const CV_TILE_FLOATS: usize = 12 * CV_CHANNELS;
+
+/// Pixels per tile when a direct conv is channel-vectorised: on images of at most 64
+/// pixels and 8 columns (7x7 in the classic networks: pixel vectors would fill 49 of 64
+/// lanes), when there are enough output channels for whole vectors and it is not depthwise.
+/// A tile is a run of up to 12 consecutive output pixels.
+fn chanvec_pixels(g: &ConvGeom) -> Option<usize> {
+    (g.ow <= 8 && g.pixels() <= 64 && g.cout_g() >= 16 && g.cin_g() >= 16).then_some(12)
+}
+
+/// Packs `[groups * cout_g][k]` weights for channel-vectorised kernels: per group, tiles of
+/// 32 channels `[k][32]`, the last one `[k][16 * vectors]` (its vectors only), zeros past
+/// `cout_g`. Group `g` starts at `g * chanvec_group_floats`, tile `t` of it `t * k * 32`
+/// further.
+pub(crate) fn pack_weights_chanvec(
+    weight: &[f32],
+    groups: usize,
+    cout_g: usize,
+    k: usize,
+) -> Vec<f32> {
+    let gs = chanvec_group_floats(cout_g, k);
+    let mut packed = vec![0.0f32; groups * gs];
+    for gi in 0..groups {
+        for co in 0..cout_g {
+            let (ct, lane) = (co / CV_CHANNELS, co % CV_CHANNELS);
+            let width = (cout_g - ct * CV_CHANNELS).min(CV_CHANNELS).div_ceil(16) * 16;
+            let tile = gi * gs + ct * k * CV_CHANNELS;
+            let row = &weight[(gi * cout_g + co) * k..(gi * cout_g + co + 1) * k];
+            for (kk, &wv) in row.iter().enumerate() {
+                packed[tile + kk * width + lane] = wv;
+            }
+        }
+    }
+    packed
+}
+
+/// Floats of one group's channel-vectorised weights (see `pack_weights_chanvec`).
+pub(crate) fn chanvec_group_floats(cout_g: usize, k: usize) -> usize {
+    cout_g.div_ceil(16) * 16 * k
 }
 
 /// Cache blocking of one GEMM: pixels per packed block and the reduction chunk.

@@ -30,7 +30,7 @@ fn ops_list() -> Vec<Vec<EpOp>> {
 /// The Cranelift epilogue's activation sequence (`Em::vexp`, `Em::act`) in scalar f32.
 fn act_ref(f: ActOp, x: f32) -> f32 {
     fn exp(x: f32) -> f32 {
-        let x = x.max(-87.0).min(88.0);
+        let x = x.clamp(-87.0, 88.0);
         let k = (x * std::f32::consts::LOG2_E).round_ties_even();
         let r = k.mul_add(-0.693_359_4, x);
         let r = k.mul_add(2.121_944_4e-4, r);
@@ -142,6 +142,9 @@ fn check_isa(isa: Isa) {
                         xstride,
                         taps: vec![0],
                         remap: None,
+                        chanvec: false,
+                        xoffs: Vec::new(),
+                        partial: false,
                         ops: ops[i % ops.len()].clone(),
                     });
                     i += 1;
@@ -161,6 +164,9 @@ fn check_isa(isa: Isa) {
                 xstride,
                 taps: vec![0],
                 remap: None,
+                chanvec: false,
+                xoffs: Vec::new(),
+                partial: false,
                 ops: o.clone(),
             });
         }
@@ -185,6 +191,9 @@ fn check_isa(isa: Isa) {
                     xstride,
                     taps: vec![0],
                     remap: None,
+                    chanvec: false,
+                    xoffs: Vec::new(),
+                    partial: false,
                     ops: vec![
                         EpOp::ScaleShift(0, 1),
                         EpOp::Act(f),
@@ -210,6 +219,9 @@ fn check_isa(isa: Isa) {
                     xstride: 150,
                     taps,
                     remap: None,
+                    chanvec: false,
+                    xoffs: Vec::new(),
+                    partial: false,
                     ops: ops[2].clone(),
                 });
             }
@@ -323,6 +335,9 @@ fn avx512_remap_microkernels() {
                         gap: (gap_f * 4) as i32,
                         pieces,
                     }),
+                    chanvec: false,
+                    xoffs: Vec::new(),
+                    partial: false,
                     ops: o.clone(),
                 });
             }
@@ -429,6 +444,168 @@ fn avx512_remap_microkernels() {
                     idx / ldc,
                     idx % ldc
                 );
+            }
+        }
+    }
+}
+
+/// Channel-vectorised kernels (vectors along output channels, pixels broadcast): every
+/// pixel count, both vector counts, partial last vector, accumulating, several taps, each
+/// epilogue including the residual (gathered) and activations; nothing stored past the
+/// valid channels or pixels (sentinels).
+#[test]
+fn avx512_chanvec_microkernels() {
+    let isa = Isa::Avx512;
+    if !host_has(isa) {
+        eprintln!("SKIPPED: this machine cannot run {isa:?} microkernels");
+        return;
+    }
+    let mut ops = ops_list();
+    ops.push(vec![EpOp::Shift(1), EpOp::Act(ActOp::Silu)]);
+    ops.push(vec![EpOp::AddRows(2), EpOp::Act(ActOp::HardSwish)]);
+    let mut specs = Vec::new();
+    let mut i = 0;
+    for mr in 1..=12 {
+        for nv in 1..=2 {
+            for masked in [false, true] {
+                specs.push(Spec {
+                    isa,
+                    mr,
+                    nv,
+                    masked,
+                    accumulate: i % 3 == 1,
+                    xstride: 23,
+                    taps: if i % 2 == 0 { vec![0] } else { vec![0, 2, 9] },
+                    remap: None,
+                    chanvec: true,
+                    partial: i % 4 == 3,
+                    // Every other kernel's pixels jump 3 input columns after each 5 (a tile
+                    // spanning output rows of a padded grid).
+                    xoffs: (0..mr as i32)
+                        .map(|r| r + (i % 2) as i32 * (r / 5) * 3)
+                        .collect(),
+                    ops: ops[i % ops.len()].clone(),
+                });
+                i += 1;
+            }
+        }
+    }
+    let kernels = Microkernels::new(&specs).unwrap();
+    let mut rng = Rng(0x0c0f_fee0_1234_5678);
+    let ldc = 29usize; // floats between channels of C
+    for (si, spec) in specs.iter().enumerate() {
+        let f = kernels.get(si);
+        let chans = spec.nv * 16;
+        let ns: Vec<usize> = if spec.masked {
+            vec![chans - 15, chans - 8, chans - 1]
+        } else {
+            vec![chans]
+        };
+        let nt = spec.taps.len();
+        for &k in &[1usize, 3, 4, 9] {
+            for &n in &ns {
+                let w = rng.vec(k * nt * chans);
+                let x = rng.vec(k * spec.xstride + 9 + spec.mr * 2);
+                let rows = chans + 1; // one sentinel channel row
+                let mut c0 = vec![SENTINEL; rows * ldc];
+                for ch in 0..n {
+                    for r in 0..spec.mr {
+                        c0[ch * ldc + r] = rng.f();
+                    }
+                }
+                let res = rng.vec(rows * ldc);
+                let v0 = rng.vec(chans);
+                let v1 = rng.vec(chans);
+                // The partial-sum tile: [pixel][channel] dense.
+                let p0 = rng.vec(spec.mr * chans);
+                let mut want = c0.clone();
+                let mut want_p = p0.clone();
+                for ch in 0..n {
+                    for r in 0..spec.mr {
+                        let mut acc = if spec.accumulate {
+                            p0[r * chans + ch]
+                        } else {
+                            0.0
+                        };
+                        for s in 0..k {
+                            for (t, &off) in spec.taps.iter().enumerate() {
+                                let xv = x[s * spec.xstride + (off + spec.xoffs[r]) as usize];
+                                acc = w[(s * nt + t) * chans + ch].mul_add(xv, acc);
+                            }
+                        }
+                        if spec.partial {
+                            want_p[r * chans + ch] = acc;
+                            continue;
+                        }
+                        for op in &spec.ops {
+                            acc = match *op {
+                                EpOp::ScaleShift(a, b) => acc.mul_add(
+                                    [&v0, &v1][a as usize][ch],
+                                    [&v0, &v1][b as usize][ch],
+                                ),
+                                EpOp::Scale(a) => acc * [&v0, &v1][a as usize][ch],
+                                EpOp::Shift(a) => acc + [&v0, &v1][a as usize][ch],
+                                EpOp::AddRows(_) => acc + res[ch * ldc + r],
+                                EpOp::Max(b) => {
+                                    let b = f32::from_bits(b);
+                                    if acc > b { acc } else { b }
+                                }
+                                EpOp::Min(b) => {
+                                    let b = f32::from_bits(b);
+                                    if acc < b { acc } else { b }
+                                }
+                                EpOp::Act(f) => act_ref(f, acc),
+                            };
+                        }
+                        want[ch * ldc + r] = acc;
+                    }
+                }
+                let mut c = c0.clone();
+                let mut p = p0.clone();
+                let ep: [u64; 5] = [
+                    n as u64,
+                    p.as_mut_ptr() as u64,
+                    v0.as_ptr() as u64,
+                    v1.as_ptr() as u64,
+                    res.as_ptr() as u64,
+                ];
+                // SAFETY: w holds k*T rows of nv*16 floats, x every pixel the taps reach,
+                // C and the residual nv*16 channel rows of ldc >= mr floats, the slot vectors
+                // nv*16 floats; the ISA is checked above.
+                unsafe {
+                    f(
+                        w.as_ptr(),
+                        x.as_ptr(),
+                        c.as_mut_ptr(),
+                        k as u64,
+                        (ldc * 4) as i64,
+                        ep.as_ptr(),
+                    );
+                }
+                if spec.partial {
+                    // Channels past n of the partial tile hold sums of the zero-padded
+                    // weights' lanes; only the valid ones are specified.
+                    for r in 0..spec.mr {
+                        for ch in 0..n {
+                            let (g, e) = (p[r * chans + ch], want_p[r * chans + ch]);
+                            assert!(
+                                g.to_bits() == e.to_bits(),
+                                "{} partial: got {g}, want {e}",
+                                spec.name()
+                            );
+                        }
+                    }
+                }
+                for (idx, (g, e)) in c.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == e.to_bits(),
+                        "{} ops {:?}: k={k} n={n} (channel {}, pixel {}): got {g}, want {e}",
+                        spec.name(),
+                        spec.ops,
+                        idx / ldc,
+                        idx % ldc
+                    );
+                }
             }
         }
     }

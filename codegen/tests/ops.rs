@@ -269,7 +269,9 @@ fn check_direct(body: &str, padded: bool) {
         let has_pad = names.iter().any(|n| n.ends_with("_pad"));
         assert_eq!(has_pad, padded, "kernels: {names:?}");
         if !padded {
-            assert_eq!(m.scratch_floats(), 0, "a 1x1 direct conv packs nothing");
+            // A 1x1 direct conv packs nothing: at most the partial sums of a small image's
+            // channel-vectorised tiles (6 tiles of 12 pixels x 32 channels).
+            assert!(m.scratch_floats() <= 6 * 12 * 32, "scratch {}", m.scratch_floats());
         }
     }
     check_body(body);
@@ -373,5 +375,25 @@ fn direct_depthwise() {
     check_direct(
         "input x: f32[2, 6, 12, 17]\n y = conv2d(x, out = 12, kernel = 3, pad = 2, dilation = 2, groups = 6)\n output y",
         true,
+    );
+}
+
+#[test]
+fn direct_chanvec_small_images() {
+    // 7x7 outputs: channel-vectorised tiles (vectors along output channels). 70 channels =
+    // two whole 32-channel tiles and a partial one; a 3x3 with residual and relu6; a
+    // stride-2 3x3 from 14x14 with groups and batch 2; a 1x1 whose epilogue multiplies by
+    // another tensor (not fused: applied after the store).
+    check_direct(
+        "input x: f32[1, 48, 7, 7]\n input r: f32[1, 70, 7, 7]\n c = conv2d(x, out = 70, kernel = 3, pad = 1)\n s = add(c, r)\n y = relu6(s)\n output y",
+        true,
+    );
+    check_direct(
+        "input x: f32[2, 64, 14, 13]\n y = conv2d(x, out = 40, kernel = 3, stride = 2, pad = 1, groups = 2)\n output y",
+        true,
+    );
+    check_direct(
+        "input x: f32[1, 96, 5, 6]\n input m: f32[1, 33, 5, 6]\n c = conv2d(x, out = 33, kernel = 1)\n y = mul(c, m)\n output y",
+        false,
     );
 }
