@@ -20,13 +20,15 @@
 //!    phase-split copy, everything else with f32x4 loops and scalar tails.
 //! 4. **Runtime**: kernels run in order; each splits its work units (for a conv: one
 //!    packed pixel block x a range of m-tiles, i.e. a macro-tile) into `threads`
-//!    contiguous ranges on a rayon pool. Every output element is computed by the same code
+//!    contiguous ranges on a small spin-then-park pool (`pool.rs`), the calling thread
+//!    running the first. Every output element is computed by the same code
 //!    in the same order whatever the split, so any thread count gives bit-identical results.
 
 mod asm;
 mod emit;
 mod object;
 mod plan;
+mod pool;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -278,7 +280,7 @@ pub struct CompiledModel {
     scratch: usize,
     threads: usize,
     flush_denormals: bool,
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<pool::Pool>,
     cache: Mutex<Vec<Workspace>>,
     flops: u64,
     texts: Texts,
@@ -556,12 +558,7 @@ fn compile_inner(
         })
         .collect();
     let pool = if threads > 1 {
-        Some(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map_err(backend)?,
-        )
+        Some(pool::Pool::new(threads).map_err(backend)?)
     } else {
         None
     };
@@ -776,12 +773,7 @@ impl CompiledModel {
                 Some(pool) if k.units > 1 => {
                     let t = self.threads.min(k.units);
                     let units = k.units;
-                    pool.scope(|s| {
-                        for i in 0..t {
-                            let call = &call;
-                            s.spawn(move |_| call(i * units / t, (i + 1) * units / t, i));
-                        }
-                    });
+                    pool.run(t, &|i| call(i * units / t, (i + 1) * units / t, i));
                 }
                 _ => call(0, k.units, 0),
             }
