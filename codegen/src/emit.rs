@@ -27,7 +27,7 @@ use bnc_ir::Activation;
 
 use crate::asm::{ActOp, EpOp, Isa, Remap, Spec};
 use crate::plan::{
-    CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR, View,
+    CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR, View, balanced_tiles,
     chanvec_group_floats, depthwise_qw,
 };
 
@@ -1394,7 +1394,7 @@ fn emit_direct(
     let pblocks = grid.div_ceil(d.nb);
     let (cin_g, cout_g) = (g.cin_g(), g.cout_g());
     let ntaps = d.taps.len();
-    let mtiles = cout_g.div_ceil(mr);
+    let (mtiles, q, rem_rows) = balanced_tiles(cout_g, mr);
     let mper = mtiles.div_ceil(d.mchunks);
     let remap = row_map(g, d.pitch);
     let (ops, slots, fused) = fuse_prefix(d.epi, p_total, Isa::Avx512);
@@ -1404,7 +1404,6 @@ fn emit_direct(
         "a remapped tile needs its whole epilogue fused"
     );
     let ebase = remap.map_or(1, |m| m.slots_at());
-    let (mfull, medge) = (cout_g / mr, cout_g % mr);
     let steps = d.kc / ntaps;
     let chunks = cin_g.div_ceil(steps);
     let slast = cin_g - (chunks - 1) * steps;
@@ -1455,23 +1454,20 @@ fn emit_direct(
             rem,
             ntiles,
         };
+        // Balanced m-tiles: the first `rem_rows` have q + 1 rows, the others q.
         let mut phase = |em: &mut Em, s0: Value, slen: usize, acc: bool, last: bool| {
-            if mfull > 0 {
-                let mf = em.ic(mfull as i64);
-                let hi = em.b.ins().smin(m_hi, mf);
+            if rem_rows > 0 {
+                let r = em.ic(rem_rows as i64);
+                let hi = em.b.ins().smin(m_hi, r);
                 em.lp(m_lo, hi, 1, |em, mt| {
-                    direct_tile(em, &cx, &mut *get, mt, mr, s0, slen, acc, last)
+                    direct_tile(em, &cx, &mut *get, mt, q + 1, s0, slen, acc, last)
                 });
             }
-            if medge > 0 {
-                let has =
-                    em.b.ins()
-                        .icmp_imm_s(IntCC::SignedGreaterThan, m_hi, mfull as i64);
-                em.if_(has, |em| {
-                    let mt = em.ic(mfull as i64);
-                    direct_tile(em, &cx, &mut *get, mt, medge, s0, slen, acc, last)
-                });
-            }
+            let r = em.ic(rem_rows as i64);
+            let lo = em.b.ins().smax(m_lo, r);
+            em.lp(lo, m_hi, 1, |em, mt| {
+                direct_tile(em, &cx, &mut *get, mt, q, s0, slen, acc, last)
+            });
         };
         let z = em.ic(0);
         if chunks == 1 {
@@ -1682,12 +1678,17 @@ fn direct_tile(
     let k = g.cin_g() * ntaps;
     let cout_g = g.cout_g();
     let remap = row_map(g, d.pitch);
-    let cog = em.mul_i(mt, mr as i64);
+    // First row of balanced tile mt (see `balanced_tiles`).
+    let (_, q, rem_rows) = balanced_tiles(cout_g, mr);
+    let cog = em.mul_i(mt, q as i64);
+    let extra = em.ic(rem_rows as i64);
+    let extra = em.b.ins().smin(mt, extra);
+    let cog = em.b.ins().iadd(cog, extra);
     let gco = em.mul_i(cx.gi, cout_g as i64);
     let co = em.b.ins().iadd(gco, cog);
-    // Weights: [group][mtile][k][rows], from step s0.
+    // Weights: [group][mtile][k][rows], tile mt at its first row * k, from step s0.
     let wo = em.mul_i(cx.gi, (cout_g * k) as i64);
-    let wo2 = em.mul_i(mt, (mr * k) as i64);
+    let wo2 = em.mul_i(cog, k as i64);
     let wo = em.b.ins().iadd(wo, wo2);
     let wo3 = em.mul_i(s0, (ntaps * rows) as i64);
     let wo = em.b.ins().iadd(wo, wo3);

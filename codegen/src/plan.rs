@@ -1170,27 +1170,29 @@ fn lower_direct(
     }
     let grid = (geom.oh - 1) * d.pitch + geom.ow;
     let whole = grid.div_ceil(nr) * nr;
-    let nb = if whole * cin_g <= WHOLE_BUDGET {
+    let nb_max = if whole * cin_g <= WHOLE_BUDGET {
         whole
     } else {
         ((PACK_BUDGET / cin_g) / nr * nr).clamp(nr, whole)
     };
+    // Blocks of equal size (whole tiles), so that units split across threads weigh the same.
+    let pblocks = grid.div_ceil(nb_max);
+    let nb = grid.div_ceil(pblocks).div_ceil(nr) * nr;
     let pblocks = grid.div_ceil(nb);
     let base = x.n * geom.groups * pblocks;
-    let mtiles = geom.cout_g().div_ceil(mr);
+    let mtiles = balanced_tiles(geom.cout_g(), mr).0;
     // With threads, one unit per m-tile: splitting them costs nothing here (there is no
     // packed block to share) and balances threads better than coarser chunks.
     let mchunks = if threads > 1 { mtiles } else { 1 };
     let steps_max = (gemm_blocking(geom.kdim(), geom.pixels(), mr, nr).kc / ntaps).max(1);
     let chunks = cin_g.div_ceil(steps_max);
     let kc = cin_g.div_ceil(chunks) * ntaps;
-    let wpack = blob.push(&pack_weights(
+    let wpack = blob.push(&pack_weights_balanced(
         weight,
         geom.groups,
         geom.cout_g(),
         geom.kdim(),
         mr,
-        false,
     ));
     kernels.push(Kernel {
         name,
@@ -1212,6 +1214,42 @@ fn lower_direct(
         scratch: 0,
     });
     kernels
+}
+
+/// Splits `m` rows into `(tiles, q, rem)`: `tiles = ceil(m / mr)` tiles, the first `rem`
+/// of `q + 1` rows and the others of `q` (all within one of each other, at most `mr`), so
+/// no tile is a thin edge (slow per FLOP) and threads get even work. Tile `t` starts at
+/// row `t * q + min(t, rem)`.
+pub(crate) fn balanced_tiles(m: usize, mr: usize) -> (usize, usize, usize) {
+    let tiles = m.div_ceil(mr);
+    (tiles, m / tiles, m % tiles)
+}
+
+/// Packs `[groups * cout_g][k]` weights into the balanced m-tiles of `balanced_tiles`:
+/// per group, tile `t` is `[k][rows_t]` at `row_start(t) * k`.
+pub(crate) fn pack_weights_balanced(
+    weight: &[f32],
+    groups: usize,
+    cout_g: usize,
+    k: usize,
+    mr: usize,
+) -> Vec<f32> {
+    let (tiles, q, rem) = balanced_tiles(cout_g, mr);
+    let mut packed = vec![0.0f32; groups * cout_g * k];
+    for gi in 0..groups {
+        for t in 0..tiles {
+            let (start, rows) = (t * q + t.min(rem), q + usize::from(t < rem));
+            for r in 0..rows {
+                let co = start + r;
+                let row = &weight[(gi * cout_g + co) * k..(gi * cout_g + co + 1) * k];
+                let tile = gi * cout_g * k + start * k;
+                for (kk, &wv) in row.iter().enumerate() {
+                    packed[tile + kk * rows + r] = wv;
+                }
+            }
+        }
+    }
+    packed
 }
 
 /// Output channels per channel-vectorised tile (two 16-lane vectors).

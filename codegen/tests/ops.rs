@@ -271,7 +271,11 @@ fn check_direct(body: &str, padded: bool) {
         if !padded {
             // A 1x1 direct conv packs nothing: at most the partial sums of a small image's
             // channel-vectorised tiles (6 tiles of 12 pixels x 32 channels).
-            assert!(m.scratch_floats() <= 6 * 12 * 32, "scratch {}", m.scratch_floats());
+            assert!(
+                m.scratch_floats() <= 6 * 12 * 32,
+                "scratch {}",
+                m.scratch_floats()
+            );
         }
     }
     check_body(body);
