@@ -7,7 +7,7 @@ shared machine hit both engines alike. Reports the median over rounds of each bl
 median, and the ratio bnc / ORT.
 
 Needs the ONNX files written by compare.py (bench/out/MODEL.onnx): run `bash bench/run.sh`
-once, then `bash bench/latency.sh` (which builds bnc and calls this script).
+once (or let bench/latency.sh do it), then `bash bench/latency.sh`.
 """
 
 import argparse

@@ -12,14 +12,19 @@
 //!    become prefixes of one buffer); the remaining buffers are laid out in one workspace by
 //!    liveness (greedy first fit, largest first). Weights are packed at compile time.
 //! 3. **Kernels** (`emit.rs`): each group is one Cranelift function specialised to its
-//!    shapes; convs run as GEMM on packed panels through a microkernel: with AVX2+FMA or
-//!    AVX-512 (see [`TargetCpu`]) hand-assembled 4x24 / 12x32 kernels (`asm.rs`, emitted
-//!    with iced-x86 and defined with `define_function_bytes`; edge tiles, K-blocking and
-//!    the common epilogues are kernel variants), otherwise one 8x4 f32x4 Cranelift
-//!    microkernel (`emit::emit_ukernel`, the fallback). Depthwise convs run on a padded
-//!    phase-split copy, everything else with f32x4 loops and scalar tails.
-//! 4. **Runtime**: kernels run in order; each splits its work units (for a conv: one
-//!    packed pixel block x a range of m-tiles, i.e. a macro-tile) into `threads`
+//!    shapes; convs run through microkernels: with AVX2+FMA or AVX-512 (see [`TargetCpu`])
+//!    hand-assembled 4x24 / 12x32 kernels (`asm.rs`, emitted with iced-x86 and defined with
+//!    `define_function_bytes`; edge tiles, K-blocking and the common epilogues are kernel
+//!    variants), otherwise one 8x4 f32x4 Cranelift microkernel (`emit::emit_ukernel`, the
+//!    fallback). On AVX-512 convs read their input in place (`KernelKind::DirectConv`): 1x1
+//!    straight from the tensor, others from a padded, stride-phase-split copy with the
+//!    window's taps as constant offsets, outputs computed on the copy's row pitch and the
+//!    garbage columns dropped by a row map in the kernel's stores; depthwise convs too, and
+//!    7x7 outputs with vectors along output channels (`asm/chanvec.rs`). Elsewhere convs
+//!    run as GEMM on packed (im2col) panels and depthwise convs on a padded phase-split
+//!    copy; everything else with f32x4 loops and scalar tails.
+//! 4. **Runtime**: kernels run in order; each splits its work units (for a conv: a pixel
+//!    block x a range of m-tiles, i.e. a macro-tile) into `threads`
 //!    contiguous ranges on a small spin-then-park pool (`pool.rs`), the calling thread
 //!    running the first. Every output element is computed by the same code
 //!    in the same order whatever the split, so any thread count gives bit-identical results.
