@@ -196,12 +196,24 @@ fn bench_gemm() {
 }
 
 /// Per-kernel times of one model: `BNC_MODEL=resnet18 cargo test --release --test bench -- --ignored --nocapture profile`
+/// (`BNC_THREADS=2` to split every kernel over 2 threads).
 #[test]
 #[ignore]
 fn profile() {
     let name = std::env::var("BNC_MODEL").unwrap_or_else(|_| "resnet18".into());
+    let threads = std::env::var("BNC_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
     let g = example(&name);
-    let m = compile(&g, &Options::default()).unwrap();
+    let m = compile(
+        &g,
+        &Options {
+            threads,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let ins = common::inputs(&g, 1);
     let inp: Vec<&[f32]> = ins.iter().map(|t| t.data.as_slice()).collect();
     let mut outs: Vec<Vec<f32>> = m
