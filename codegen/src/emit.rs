@@ -1372,7 +1372,7 @@ struct Direct<'a> {
     epi: &'a [Epi],
 }
 
-/// A stride-1 conv read in place (see `KernelKind::DirectConv`). A unit is (batch item,
+/// A conv read in place (see `KernelKind::DirectConv`). A unit is (batch item,
 /// group, block of grid positions, chunk of m-tiles); for each reduction chunk, each m-tile
 /// of the unit, each 32-position tile of the block: one assembled kernel call, writing its
 /// tile straight into the output (through the row map when the grid has garbage columns).

@@ -109,10 +109,12 @@ pub(crate) enum KernelKind {
         wide: Option<Isa>,
         kc: usize,
     },
-    /// Stride-1 conv read in place from `x` by assembled AVX-512 kernels, no packing. The
-    /// output is computed on a grid of positions `q = oy * pitch + ox` (`ox < ow` valid;
-    /// `pitch == ow` for a 1x1 conv read straight from its input, `pitch` = the padded row
-    /// for a padded copy); tap `t` of input channel `ci` reads
+    /// Conv read in place from `x` by assembled AVX-512 kernels, no packing: `x` is the
+    /// conv's input (a stride-1 1x1 conv) or its `PadPlanes` copy (padded and split into
+    /// stride phases, so every tap is a constant offset). The output is computed on a grid
+    /// of positions `q = oy * pitch + ox` (`ox < ow` valid; `pitch == ow` for a 1x1 conv
+    /// read straight from its input, else the phase planes' row); tap `t` of input channel
+    /// `ci` reads
     /// `x[ci * plane + q + taps[t]]`. Weights as in `Gemm` (wide); the reduction runs in
     /// chunks of `kc` (a multiple of the tap count); units split the grid into blocks of
     /// `nb` positions and the m-tiles into `mchunks`.
@@ -815,7 +817,17 @@ fn direct_geometry(g: &ConvGeom, epi: &[Epi], wide: Option<Isa>) -> Option<Direc
     if wide != Some(Isa::Avx512) {
         return None;
     }
+    // The kernels address the input with i32 displacements: up to 4 reduction steps of a
+    // channel plane and the taps inside one (planes beyond ~130 M floats keep im2col).
+    let fits = |plane: usize| {
+        plane
+            .checked_mul(16)
+            .is_some_and(|b| b <= i32::MAX as usize)
+    };
     if g.is_pointwise() {
+        if !fits(g.h * g.w) {
+            return None;
+        }
         return Some(DirectGeom {
             copy: None,
             pitch: g.ow,
@@ -857,6 +869,9 @@ fn direct_geometry(g: &ConvGeom, epi: &[Epi], wide: Option<Isa>) -> Option<Direc
         }
     }
     let plane = phases.len() * hq * wq;
+    if !fits(plane) {
+        return None;
+    }
     Some(DirectGeom {
         copy: Some((phases, [hq, wq])),
         pitch: wq,
