@@ -1028,6 +1028,31 @@ fn lower_anchor(
                     },
                 );
             }
+            // On AVX-512 a dense layer is a 1x1 conv on a 1x1 image, run by the
+            // channel-vectorised kernels (weights streamed as vectors, the input
+            // broadcast); below 16 inputs or outputs the Cranelift kernel stays.
+            let geom = ConvGeom {
+                cin: xs[1],
+                h: 1,
+                w: 1,
+                cout: os[1],
+                oh: 1,
+                ow: 1,
+                kernel: [1, 1],
+                stride: [1, 1],
+                dilation: [1, 1],
+                pad: [0; 4],
+                groups: 1,
+                fill: None,
+            };
+            if chanvec_pixels(&geom).is_some()
+                && let Some(d) = direct_geometry(&geom, &epi, wide.filter(|_| direct))
+            {
+                let weight = param("weight")?;
+                return Ok(lower_direct(
+                    &geom, d, weight, blob, x, out, epi, name, threads, shared,
+                ));
+            }
             let w = blob.push(param("weight")?);
             kernel(
                 KernelKind::Dense {

@@ -124,6 +124,26 @@ fn dense_odd() {
 }
 
 #[test]
+fn dense_as_channel_vectorised_conv() {
+    // At least 16 inputs and outputs: on AVX-512 a dense layer runs as a 1x1 conv on a
+    // 1x1 image (channel-vectorised, several reduction chunks, a partial channel tile),
+    // with its bias, a residual add and an activation; also checked with the Cranelift
+    // dense kernel (`direct_conv: false`).
+    let body = "input x: f32[2, 700]\n input r: f32[2, 45]\n d = dense(x, out = 45)\n s = add(d, r)\n y = silu(s)\n output y";
+    if bnc_codegen::testing::host_has(bnc_codegen::testing::Isa::Avx512) {
+        // The channel-vectorised path keeps one tile's partial sums per thread.
+        let m = bnc_codegen::compile(&common::model(body), &Default::default()).unwrap();
+        assert_eq!(
+            m.scratch_floats(),
+            12 * 32,
+            "not the channel-vectorised path"
+        );
+    }
+    check_packed_too(body);
+    check_packed_too("input x: f32[1, 16]\n y = dense(x, out = 100, bias = false)\n output y");
+}
+
+#[test]
 fn activations() {
     for act in [
         "relu(x)",
