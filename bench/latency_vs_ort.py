@@ -4,7 +4,8 @@
 For each model and thread count, rounds alternate an onnxruntime block and a bnc block
 (`bnc run --repeat`, a separate process running the compiled JIT code), so load changes on a
 shared machine hit both engines alike. Reports the median over rounds of each block's
-median, and the ratio bnc / ORT.
+median and the ratio bnc / ORT, and the same for the fastest run of each engine (on a
+machine whose speed changes from second to second, the minimum is the steadier number).
 
 Needs the ONNX files written by compare.py (bench/out/MODEL.onnx): run `bash bench/run.sh`
 once (or let bench/latency.sh do it), then `bash bench/latency.sh`.
@@ -30,7 +31,7 @@ def ort_block(sess, feed, runs):
         t = time.perf_counter()
         sess.run(None, feed)
         times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def bnc_block(bnc, path, x_npy, threads, runs):
@@ -39,10 +40,10 @@ def bnc_block(bnc, path, x_npy, threads, runs):
         capture_output=True,
         text=True,
     )
-    m = re.search(r"repeat: \d+ runs, median ([0-9.]+) ms", p.stderr)
+    m = re.search(r"repeat: \d+ runs, median ([0-9.]+) ms, min ([0-9.]+) ms", p.stderr)
     if p.returncode != 0 or not m:
         raise RuntimeError(p.stderr.strip())
-    return float(m.group(1))
+    return float(m.group(1)), float(m.group(2))
 
 
 def main():
@@ -69,14 +70,20 @@ def main():
             for _ in range(args.rounds):
                 o.append(ort_block(sess, feed, args.runs))
                 b.append(bnc_block(args.bnc, path, x_npy, t, args.runs))
-            mo, mb = statistics.median(o), statistics.median(b)
-            rows.append((name, t, mb, mo, mb / mo))
-            print(f"{name:16} {t}T  bnc {mb:7.2f} ms  ORT {mo:7.2f} ms  bnc/ORT {mb / mo:5.2f}", flush=True)
+            mo = statistics.median(x[0] for x in o)
+            mb = statistics.median(x[0] for x in b)
+            lo, lb = min(x[1] for x in o), min(x[1] for x in b)
+            rows.append((name, t, mb, mo, lb, lo))
+            print(
+                f"{name:16} {t}T  median bnc {mb:7.2f} ORT {mo:7.2f} ratio {mb / mo:5.2f}"
+                f"  | min bnc {lb:7.2f} ORT {lo:7.2f} ratio {lb / lo:5.2f}",
+                flush=True,
+            )
     print()
-    print("| model | threads | bnc ms | ORT ms | bnc / ORT |")
+    print("| model | threads | bnc ms (median / min) | ORT ms (median / min) | bnc / ORT (median / min) |")
     print("|---|---|---|---|---|")
-    for name, t, mb, mo, r in rows:
-        print(f"| {name} | {t} | {mb:.2f} | {mo:.2f} | {r:.2f} |")
+    for name, t, mb, mo, lb, lo in rows:
+        print(f"| {name} | {t} | {mb:.2f} / {lb:.2f} | {mo:.2f} / {lo:.2f} | {mb / mo:.2f} / {lb / lo:.2f} |")
 
 
 if __name__ == "__main__":
