@@ -81,9 +81,11 @@ struct CompileArgs {
     symbol_prefix: Option<String>,
 
     /// Which x86-64 level the generated code may use: x86-64-v2 (SSE4.2, 128-bit Cranelift
-    /// kernels), x86-64-v3 (AVX2 + FMA), x86-64-v4 (AVX-512), or native (this machine's
-    /// widest). Default: x86-64-v3 for obj/header (runs on any AVX2 machine; nothing checks
-    /// the CPU at load time), native for clif/asm.
+    /// kernels), x86-64-v3 (AVX2 + FMA), x86-64-v4 (AVX-512), native (this machine's
+    /// widest), or multi (obj only: all three variants in one object, about 3x larger, and
+    /// `PREFIX_forward` picks the widest this CPU runs with cpuid on each call). Default:
+    /// x86-64-v3 for obj/header (runs on any AVX2 machine; nothing checks the CPU at load
+    /// time), native for clif/asm.
     #[arg(long, value_name = "LEVEL", value_parser = parse_target_cpu)]
     target_cpu: Option<codegen::TargetCpu>,
 }

@@ -548,4 +548,22 @@ fn target_cpu_selects_the_instruction_set() {
         "{}",
         text(&bad.stderr)
     );
+    // `multi` is for objects: the JIT says so; an object builds.
+    let jit = bnc(&["run", "examples/tiny.nn", "--target-cpu", "multi"]);
+    assert_eq!(jit.status.code(), Some(1));
+    assert!(
+        text(&jit.stderr).contains("object"),
+        "{}",
+        text(&jit.stderr)
+    );
+    let o_path = scratch("tc_multi.o");
+    let obj = bnc(&[
+        "examples/tiny.nn",
+        "--emit=obj",
+        "--target-cpu=multi",
+        "-o",
+        o_path.to_str().unwrap(),
+    ]);
+    assert!(obj.status.success(), "{}", text(&obj.stderr));
+    assert!(std::fs::metadata(&o_path).unwrap().len() > 0);
 }

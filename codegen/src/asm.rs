@@ -427,6 +427,57 @@ fn activation(v: &mut V, f: ActOp, x: usize, c: &[CodeLabel]) -> Result<(), Iced
     }
 }
 
+/// `int cpu_level(void)`: 4 when this CPU and OS run the AVX-512 microkernels (AVX-512F
+/// with the opmask and zmm state enabled in XCR0), 3 for the AVX2 ones (AVX2 + FMA with the
+/// ymm state enabled), else 2. System V, saves the `rbx` that `cpuid` clobbers.
+pub fn assemble_cpu_level() -> Result<Vec<u8>, String> {
+    cpu_level_inner().map_err(|e| format!("assembling cpu_level: {e}"))
+}
+
+fn cpu_level_inner() -> Result<Vec<u8>, IcedError> {
+    let mut a = CodeAssembler::new(64)?;
+    let mut done = a.create_label();
+    a.push(rbx)?;
+    a.mov(r9d, 2)?;
+    // Leaf 7 must exist.
+    a.xor(eax, eax)?;
+    a.cpuid()?;
+    a.cmp(eax, 7)?;
+    a.jb(done)?;
+    // Leaf 1: OSXSAVE (27), AVX (28), FMA (12).
+    a.mov(eax, 1)?;
+    a.cpuid()?;
+    for bit in [27, 28, 12] {
+        a.bt(ecx, bit)?;
+        a.jae(done)?;
+    }
+    // XCR0: SSE and AVX state (bits 1, 2) saved by the OS.
+    a.xor(ecx, ecx)?;
+    a.xgetbv()?;
+    a.mov(r10d, eax)?;
+    a.and(eax, 6)?;
+    a.cmp(eax, 6)?;
+    a.jne(done)?;
+    // Leaf 7: AVX2 (ebx 5), then AVX-512F (ebx 16) with opmask/zmm state (XCR0 5, 6, 7).
+    a.mov(eax, 7)?;
+    a.xor(ecx, ecx)?;
+    a.cpuid()?;
+    a.bt(ebx, 5)?;
+    a.jae(done)?;
+    a.mov(r9d, 3)?;
+    a.bt(ebx, 16)?;
+    a.jae(done)?;
+    a.and(r10d, 0xE0)?;
+    a.cmp(r10d, 0xE0)?;
+    a.jne(done)?;
+    a.mov(r9d, 4)?;
+    a.set_label(&mut done)?;
+    a.mov(eax, r9d)?;
+    a.pop(rbx)?;
+    a.ret()?;
+    a.assemble(0)
+}
+
 /// Assembles the microkernel `spec` (see the module documentation).
 pub fn assemble(spec: &Spec) -> Result<Vec<u8>, String> {
     let r = if spec.chanvec {

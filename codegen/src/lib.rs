@@ -127,9 +127,12 @@ fn backend(e: impl fmt::Display) -> CodegenError {
 /// | `x86-64-v3`  | + AVX, AVX2, FMA, BMI1/2, LZCNT            | assembled AVX2+FMA 4x24      |
 /// | `x86-64-v4`  | + AVX-512 F/DQ/VL                          | assembled AVX-512F 12x32     |
 /// | `native`     | whatever the compiling host has            | the widest the host supports |
+/// | `multi`      | x86-64-v2 for the Cranelift code           | all three, chosen at run time|
 ///
 /// The JIT ([`compile`]) runs on the host, so a level above the host's is an error there;
-/// [`emit_object`] accepts any level.
+/// [`emit_object`] accepts any level. `multi` is for objects only: the object holds the
+/// model three times (fallback, AVX2, AVX-512 microkernels and their packed weights) and
+/// `<p>_forward` picks one with `cpuid`/`xgetbv` on each call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TargetCpu {
     X86_64V2,
@@ -137,14 +140,16 @@ pub enum TargetCpu {
     X86_64V4,
     #[default]
     Native,
+    Multi,
 }
 
 impl TargetCpu {
-    pub const ALL: [TargetCpu; 4] = [
+    pub const ALL: [TargetCpu; 5] = [
         TargetCpu::X86_64V2,
         TargetCpu::X86_64V3,
         TargetCpu::X86_64V4,
         TargetCpu::Native,
+        TargetCpu::Multi,
     ];
     /// The name used on the command line (`x86-64-v3`, `native`, ...).
     pub fn name(self) -> &'static str {
@@ -153,6 +158,7 @@ impl TargetCpu {
             TargetCpu::X86_64V3 => "x86-64-v3",
             TargetCpu::X86_64V4 => "x86-64-v4",
             TargetCpu::Native => "native",
+            TargetCpu::Multi => "multi",
         }
     }
     /// Whether the machine running this code can execute code for this level.
@@ -168,7 +174,7 @@ impl TargetCpu {
                 TargetCpu::X86_64V4 => {
                     v3 && has!("avx512f") && has!("avx512dq") && has!("avx512vl")
                 }
-                TargetCpu::Native => true,
+                TargetCpu::Native | TargetCpu::Multi => true,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -192,7 +198,7 @@ impl std::str::FromStr for TargetCpu {
             .find(|t| t.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown target cpu `{s}` (expected x86-64-v2, x86-64-v3, x86-64-v4 or native)"
+                    "unknown target cpu `{s}` (expected x86-64-v2, x86-64-v3, x86-64-v4, native or multi)"
                 )
             })
     }
@@ -323,10 +329,16 @@ pub(crate) fn target_isa(
         .map_err(backend)?;
     let mut isa = match target {
         TargetCpu::Native => cranelift_native::builder().map_err(backend)?,
+        TargetCpu::Multi => {
+            return Err(CodegenError::Unsupported(
+                "`multi` is for object files (--emit=obj); the JIT compiles for this machine"
+                    .into(),
+            ));
+        }
         _ => cranelift_native::builder_with_options(false).map_err(backend)?,
     };
     let extra: &[&str] = match target {
-        TargetCpu::Native => &[],
+        TargetCpu::Native | TargetCpu::Multi => &[],
         TargetCpu::X86_64V2 => &["x86-64-v2"],
         // The v3/v4 presets leave `has_avx` (and v4 `has_avx512f`) off; both levels have them.
         TargetCpu::X86_64V3 => &["x86-64-v3", "has_avx"],
@@ -806,6 +818,32 @@ pub mod testing {
 
     /// `fn(w, x, c, k, ldc_bytes, ep)`, see the `asm` module.
     pub type MicroFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, u64, i64, *const u64);
+
+    /// What the `multi` objects' CPU check (`asm::assemble_cpu_level`) answers on this
+    /// machine: 4 (AVX-512 kernels), 3 (AVX2) or 2.
+    pub fn cpu_level() -> Result<i32, CodegenError> {
+        let (isa, _) = target_isa(TargetCpu::Native, false, true)?;
+        let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        let mut sig = module.make_signature();
+        sig.returns.push(cranelift_codegen::ir::AbiParam::new(
+            cranelift_codegen::ir::types::I32,
+        ));
+        let id = module
+            .declare_function("cpu_level", Linkage::Local, &sig)
+            .map_err(backend)?;
+        let bytes = asm::assemble_cpu_level().map_err(CodegenError::Backend)?;
+        module
+            .define_function_bytes(id, 16, &bytes, &[])
+            .map_err(backend)?;
+        module.finalize_definitions().map_err(backend)?;
+        let p = module.get_finalized_function(id);
+        // SAFETY: the bytes are a complete System V function `int(void)` (cpuid, xgetbv and
+        // integer moves only), finalized as executable code in `module`, alive for the call.
+        let level = unsafe { std::mem::transmute::<*const u8, extern "C" fn() -> i32>(p)() };
+        // SAFETY: no pointer into the module outlives this point.
+        unsafe { module.free_memory() };
+        Ok(level)
+    }
 
     /// A set of assembled microkernels loaded into executable memory.
     pub struct Microkernels {

@@ -13,7 +13,10 @@
 //! AVX-512 microkernels. For an object that ships to other machines the recommended
 //! default (the CLI's) is `x86-64-v3`: every x86-64 CPU since 2013-2015 (Haswell, Zen 1)
 //! runs it, and on this Zen 4 the AVX-512 kernels are no faster (512-bit FMAs issue at half
-//! rate). Nothing in the object checks the CPU at load time.
+//! rate). Nothing in the object checks the CPU at load time, except with `multi`: the model
+//! is compiled three times (x86-64-v2 Cranelift code throughout, with the fallback, AVX2 and
+//! AVX-512 microkernels and each variant's packed weights, so the object is about three
+//! times larger) and `<p>_forward` asks `cpuid`/`xgetbv` which one this CPU runs.
 
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{
@@ -25,7 +28,10 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 
 use bnc_ir::Graph;
 
-use crate::{CodegenError, Options, backend, define_kernels, isa_has_fma, plan, target_isa};
+use crate::asm::Isa;
+use crate::{
+    CodegenError, Options, TargetCpu, backend, define_kernels, isa_has_fma, plan, target_isa,
+};
 
 fn valid_prefix(p: &str) -> bool {
     !p.is_empty()
@@ -45,24 +51,166 @@ pub fn emit_object(
             "`{symbol_prefix}` is not a C identifier"
         )));
     }
-    let (isa, wide) = target_isa(options.target_cpu, true, options.allow_fma)?;
-    let wide = wide.filter(|_| options.wide_gemm);
+    let p = symbol_prefix;
+    let multi = options.target_cpu == TargetCpu::Multi;
+    let level = if multi {
+        TargetCpu::X86_64V2
+    } else {
+        options.target_cpu
+    };
+    let (isa, wide) = target_isa(level, true, options.allow_fma)?;
     let fma = options.allow_fma && isa_has_fma(&*isa);
-    let plan = plan::plan(graph, 1, wide, options.fuse_affine, options.direct_conv)?;
-    let builder = ObjectBuilder::new(isa, symbol_prefix.to_string(), default_libcall_names())
-        .map_err(backend)?;
+    let builder =
+        ObjectBuilder::new(isa, p.to_string(), default_libcall_names()).map_err(backend)?;
     let mut module = ObjectModule::new(builder);
-    let kernel_prefix = format!("{symbol_prefix}__");
-    let ids = define_kernels(&mut module, &plan, fma, &kernel_prefix, None)?;
+    let cc = module.isa().default_call_conv();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut ctx = module.make_context();
+    let mut sig = Signature::new(cc);
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    sig.returns.push(AbiParam::new(I32));
+    let fwd_name = format!("{p}_forward");
 
-    // Weights.
+    let (plan, workspace) = if !multi {
+        let wide = wide.filter(|_| options.wide_gemm);
+        let plan = plan::plan(graph, 1, wide, options.fuse_affine, options.direct_conv)?;
+        let fwd = module
+            .declare_function(&fwd_name, Linkage::Export, &sig)
+            .map_err(backend)?;
+        define_forward(
+            &mut module,
+            &mut ctx,
+            &mut fctx,
+            &plan,
+            fma,
+            fwd,
+            &format!("{p}__"),
+        )?;
+        let ws = plan.workspace_floats() * 4;
+        (plan, ws)
+    } else {
+        // Every variant's Cranelift code is x86-64-v2 (no FMA); the assembled microkernels
+        // carry the wide instructions.
+        let mut variants = Vec::new();
+        let levels: &[(u32, Option<Isa>)] = if options.wide_gemm {
+            &[(2, None), (3, Some(Isa::Avx2)), (4, Some(Isa::Avx512))]
+        } else {
+            &[(2, None)]
+        };
+        for &(lvl, wide) in levels {
+            let plan = plan::plan(graph, 1, wide, options.fuse_affine, options.direct_conv)?;
+            let id = module
+                .declare_function(&format!("{p}__forward_v{lvl}"), Linkage::Local, &sig)
+                .map_err(backend)?;
+            let pre = format!("{p}__v{lvl}_");
+            define_forward(&mut module, &mut ctx, &mut fctx, &plan, false, id, &pre)?;
+            variants.push((lvl, id, plan));
+        }
+        // cpu_level() -> int, then the dispatching forward.
+        let mut lsig = Signature::new(cc);
+        lsig.returns.push(AbiParam::new(I32));
+        let level_id = module
+            .declare_function(&format!("{p}__cpu_level"), Linkage::Local, &lsig)
+            .map_err(backend)?;
+        let bytes = crate::asm::assemble_cpu_level().map_err(CodegenError::Backend)?;
+        module
+            .define_function_bytes(level_id, 16, &bytes, &[])
+            .map_err(backend)?;
+        let fwd = module
+            .declare_function(&fwd_name, Linkage::Export, &sig)
+            .map_err(backend)?;
+        ctx.func.signature = sig.clone();
+        ctx.func.name = UserFuncName::user(0, fwd.as_u32());
+        {
+            let lref = module.declare_func_in_func(level_id, &mut ctx.func);
+            let refs: Vec<_> = variants
+                .iter()
+                .map(|(l, id, _)| (*l, module.declare_func_in_func(*id, &mut ctx.func)))
+                .collect();
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let args = b.block_params(entry).to_vec();
+            let call = b.ins().call(lref, &[]);
+            let have = b.inst_results(call)[0];
+            // Widest variant first: run it when the CPU's level reaches it.
+            for (lvl, fref) in refs.iter().rev() {
+                let run = b.create_block();
+                let next = b.create_block();
+                let ok = b.ins().icmp_imm_s(
+                    cranelift_codegen::ir::condcodes::IntCC::SignedGreaterThanOrEqual,
+                    have,
+                    *lvl as i64,
+                );
+                b.ins().brif(ok, run, &[], next, &[]);
+                b.switch_to_block(run);
+                let c = b.ins().call(*fref, &args);
+                let r = b.inst_results(c)[0];
+                b.ins().return_(&[r]);
+                b.switch_to_block(next);
+            }
+            let bad = b.ins().iconst(I32, -1);
+            b.ins().return_(&[bad]);
+            b.seal_all_blocks();
+            b.finalize(module.isa().frontend_config());
+        }
+        module
+            .define_function(fwd, &mut ctx)
+            .map_err(|e| backend(format!("{e:?}")))?;
+        module.clear_context(&mut ctx);
+        let ws = variants
+            .iter()
+            .map(|(_, _, pl)| pl.workspace_floats() * 4)
+            .max()
+            .unwrap_or(0);
+        let plan = variants.swap_remove(0).2;
+        (plan, ws)
+    };
+
+    // workspace_size() -> size_t
+    let mut sig = Signature::new(cc);
+    sig.returns.push(AbiParam::new(I64));
+    let wsf = module
+        .declare_function(&format!("{p}_workspace_size"), Linkage::Export, &sig)
+        .map_err(backend)?;
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, wsf.as_u32());
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let entry = b.create_block();
+        b.switch_to_block(entry);
+        let v = b.ins().iconst(I64, workspace as i64);
+        b.ins().return_(&[v]);
+        b.seal_all_blocks();
+        b.finalize(module.isa().frontend_config());
+    }
+    module
+        .define_function(wsf, &mut ctx)
+        .map_err(|e| backend(format!("{e:?}")))?;
+    module.clear_context(&mut ctx);
+
+    let product = module.finish();
+    let obj = product.emit().map_err(backend)?;
+    Ok((obj, header(&plan, workspace, p)))
+}
+
+/// Defines the kernels of `plan` (symbols prefixed `prefix`), its packed weights
+/// (`<prefix>weights`) and `fwd(inputs, outputs, workspace) -> 0`, which runs them in order.
+fn define_forward(
+    module: &mut ObjectModule,
+    ctx: &mut cranelift_codegen::Context,
+    fctx: &mut FunctionBuilderContext,
+    plan: &plan::Plan,
+    fma: bool,
+    fwd: cranelift_module::FuncId,
+    prefix: &str,
+) -> Result<(), CodegenError> {
+    let ids = define_kernels(module, plan, fma, prefix, None)?;
     let data_id = module
-        .declare_data(
-            &format!("{symbol_prefix}__weights"),
-            Linkage::Local,
-            false,
-            false,
-        )
+        .declare_data(&format!("{prefix}weights"), Linkage::Local, false, false)
         .map_err(backend)?;
     let mut desc = DataDescription::new();
     let mut bytes = Vec::with_capacity(plan.blob.len() * 4 + 4);
@@ -77,18 +225,11 @@ pub fn emit_object(
     module.define_data(data_id, &desc).map_err(backend)?;
 
     let cc = module.isa().default_call_conv();
-    let mut fctx = FunctionBuilderContext::new();
-    let mut ctx = module.make_context();
-
-    // forward(inputs, outputs, workspace) -> int
     let mut sig = Signature::new(cc);
     for _ in 0..3 {
         sig.params.push(AbiParam::new(I64));
     }
     sig.returns.push(AbiParam::new(I32));
-    let fwd = module
-        .declare_function(&format!("{symbol_prefix}_forward"), Linkage::Export, &sig)
-        .map_err(backend)?;
     ctx.func.signature = sig;
     ctx.func.name = UserFuncName::user(0, fwd.as_u32());
     {
@@ -97,7 +238,7 @@ pub fn emit_object(
             .iter()
             .map(|&id| module.declare_func_in_func(id, &mut ctx.func))
             .collect();
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -135,42 +276,13 @@ pub fn emit_object(
         b.finalize(module.isa().frontend_config());
     }
     module
-        .define_function(fwd, &mut ctx)
+        .define_function(fwd, ctx)
         .map_err(|e| backend(format!("{e:?}")))?;
-    module.clear_context(&mut ctx);
-
-    // workspace_size() -> size_t
-    let mut sig = Signature::new(cc);
-    sig.returns.push(AbiParam::new(I64));
-    let wsf = module
-        .declare_function(
-            &format!("{symbol_prefix}_workspace_size"),
-            Linkage::Export,
-            &sig,
-        )
-        .map_err(backend)?;
-    ctx.func.signature = sig;
-    ctx.func.name = UserFuncName::user(0, wsf.as_u32());
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let entry = b.create_block();
-        b.switch_to_block(entry);
-        let v = b.ins().iconst(I64, (plan.workspace_floats() * 4) as i64);
-        b.ins().return_(&[v]);
-        b.seal_all_blocks();
-        b.finalize(module.isa().frontend_config());
-    }
-    module
-        .define_function(wsf, &mut ctx)
-        .map_err(|e| backend(format!("{e:?}")))?;
-    module.clear_context(&mut ctx);
-
-    let product = module.finish();
-    let obj = product.emit().map_err(backend)?;
-    Ok((obj, header(&plan, symbol_prefix)))
+    module.clear_context(ctx);
+    Ok(())
 }
 
-fn header(plan: &plan::Plan, p: &str) -> String {
+fn header(plan: &plan::Plan, workspace: usize, p: &str) -> String {
     let guard = format!("{}_H", p.to_ascii_uppercase());
     let mut h = String::new();
     h.push_str(&format!(
@@ -203,7 +315,7 @@ fn header(plan: &plan::Plan, p: &str) -> String {
         p.to_ascii_uppercase(),
         plan.outputs.len(),
         p.to_ascii_uppercase(),
-        plan.workspace_floats() * 4
+        workspace
     ));
     h.push_str(&format!(
         "/* Bytes of scratch memory `{p}_forward` needs (any alignment; 64 is best). */\n\

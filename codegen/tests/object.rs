@@ -60,6 +60,70 @@ fn x86_64_v3_object_links_with_cc_and_matches_interpreter() {
     link_and_check(&o, "v3");
 }
 
+/// `multi`: the model three times (fallback, AVX2, AVX-512 microkernels) and a dispatcher
+/// that asks `cpuid`; links with `cc`, matches the interpreter on this machine (whichever
+/// variant it picks), and holds the wide code of both levels.
+#[test]
+fn multi_object_dispatches_and_matches_interpreter() {
+    let o = Options {
+        target_cpu: TargetCpu::Multi,
+        ..Options::default()
+    };
+    link_and_check(&o, "multi");
+    let (obj, header) = emit_object(&test_model(), &o, "mdl").unwrap();
+    assert!(header.contains("mdl_forward"), "{header}");
+    let path = std::env::temp_dir().join(format!("bnc_obj_multi_{}.o", std::process::id()));
+    std::fs::write(&path, &obj).unwrap();
+    let out = match Command::new("objdump").arg("-d").arg(&path).output() {
+        Ok(o) if o.status.success() => o,
+        _ => {
+            eprintln!("SKIPPED: no working `objdump`, cannot disassemble the object");
+            let _ = std::fs::remove_file(&path);
+            return;
+        }
+    };
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "cpuid",
+        "xgetbv",
+        "ymm",
+        "zmm",
+        "<mdl__forward_v2>:",
+        "<mdl__forward_v4>:",
+    ] {
+        assert!(text.contains(needle), "multi object lacks `{needle}`");
+    }
+}
+
+/// The CPU check the `multi` dispatcher runs agrees with the standard library's feature
+/// detection on this machine.
+#[test]
+fn multi_cpu_check_agrees_with_feature_detection() {
+    let level = bnc_codegen::testing::cpu_level().unwrap();
+    let want = if TargetCpu::X86_64V4.host_supports() {
+        4
+    } else if TargetCpu::X86_64V3.host_supports() {
+        3
+    } else {
+        2
+    };
+    assert_eq!(level, want);
+}
+
+/// The JIT compiles for the machine it runs on: `multi` is an object-file level.
+#[test]
+fn multi_is_an_error_for_the_jit() {
+    let o = Options {
+        target_cpu: TargetCpu::Multi,
+        ..Options::default()
+    };
+    let e = bnc_codegen::compile(&test_model(), &o)
+        .err()
+        .expect("an error");
+    assert!(e.to_string().contains("object"), "{e}");
+}
+
 #[test]
 fn x86_64_v2_object_links_and_has_no_wide_registers() {
     let o = Options {
