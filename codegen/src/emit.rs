@@ -1216,41 +1216,100 @@ fn wide_multiply(
         nfull,
         rem,
     };
-    let mfull = t.cout_g / mr;
-    let medge = t.cout_g % mr;
-    let chunks = t.k.div_ceil(t.kc);
-    let klast = t.k - (chunks - 1) * t.kc;
-    let mut phase = |em: &mut Em, kc0: Value, klen: usize, acc: bool, last: bool| {
-        if mfull > 0 {
-            let mf = em.ic(mfull as i64);
-            let hi = em.b.ins().smin(m_hi, mf);
-            em.lp(m_lo, hi, 1, |em, mt| {
-                wide_tile(em, t, &cx, &mut *get, mt, mr, kc0, klen, acc, last)
-            });
-        }
-        if medge > 0 {
-            let has =
-                em.b.ins()
-                    .icmp_imm_s(IntCC::SignedGreaterThan, m_hi, mfull as i64);
-            em.if_(has, |em| {
-                let mt = em.ic(mfull as i64);
-                wide_tile(em, t, &cx, &mut *get, mt, medge, kc0, klen, acc, last)
-            });
-        }
-    };
+    for_each_chunk(em, t.k, t.kc, &mut |em, kc0, klen, acc, last| {
+        for_each_mtile(em, t.cout_g, mr, m_lo, m_hi, &mut |em, mt, rows| {
+            wide_tile(em, t, &cx, &mut *get, mt, rows, kc0, klen, acc, last)
+        });
+    });
+}
+
+/// Runs `phase(em, start, len, accumulate, last)` over the reduction `0..total` in chunks
+/// of `chunk` (the last may be shorter): the first from zero, later ones accumulating onto
+/// it, the last also applying the epilogue; the middle chunks are one emitted loop.
+fn for_each_chunk(
+    em: &mut Em,
+    total: usize,
+    chunk: usize,
+    phase: &mut dyn FnMut(&mut Em, Value, usize, bool, bool),
+) {
+    let chunks = total.div_ceil(chunk);
     let z = em.ic(0);
     if chunks == 1 {
-        phase(em, z, t.k, false, true);
-    } else {
-        phase(em, z, t.kc, false, false);
-        if chunks > 2 {
-            em.lpc(1, chunks - 1, 1, |em, c| {
-                let kc0 = em.mul_i(c, t.kc as i64);
-                phase(em, kc0, t.kc, true, false);
-            });
-        }
-        let kc0 = em.ic(((chunks - 1) * t.kc) as i64);
-        phase(em, kc0, klast, true, true);
+        phase(em, z, total, false, true);
+        return;
+    }
+    phase(em, z, chunk, false, false);
+    if chunks > 2 {
+        em.lpc(1, chunks - 1, 1, |em, c| {
+            let s0 = em.mul_i(c, chunk as i64);
+            phase(em, s0, chunk, true, false);
+        });
+    }
+    let s0 = em.ic(((chunks - 1) * chunk) as i64);
+    phase(em, s0, total - (chunks - 1) * chunk, true, true);
+}
+
+/// Runs `tile(em, mt, rows)` for the balanced m-tiles `m_lo..m_hi` of `m` rows (see
+/// `balanced_tiles`): first those of q + 1 rows, then those of q.
+fn for_each_mtile(
+    em: &mut Em,
+    m: usize,
+    mr: usize,
+    m_lo: Value,
+    m_hi: Value,
+    tile: &mut dyn FnMut(&mut Em, Value, usize),
+) {
+    let (_, q, rem) = balanced_tiles(m, mr);
+    let r = em.ic(rem as i64);
+    if rem > 0 {
+        let hi = em.b.ins().smin(m_hi, r);
+        em.lp(m_lo, hi, 1, |em, mt| tile(em, mt, q + 1));
+    }
+    let lo = em.b.ins().smax(m_lo, r);
+    em.lp(lo, m_hi, 1, |em, mt| tile(em, mt, q));
+}
+
+/// First row of balanced m-tile `mt` of `m` rows: `mt * q + min(mt, rem)`.
+fn mtile_start(em: &mut Em, mt: Value, m: usize, mr: usize) -> Value {
+    let (_, q, rem) = balanced_tiles(m, mr);
+    let start = em.mul_i(mt, q as i64);
+    let extra = em.ic(rem as i64);
+    let extra = em.b.ins().smin(mt, extra);
+    em.b.ins().iadd(start, extra)
+}
+
+/// Calls kernel `full` on tiles `0..nfull`, then on tile `nfull` the narrowest masked
+/// variant (`spec(vectors, masked)`) covering its `rem` columns, with `ep[0] = rem`.
+#[allow(clippy::too_many_arguments)]
+fn full_tiles_then_masked(
+    em: &mut Em,
+    isa: Isa,
+    nfull: Value,
+    rem: Value,
+    ss: cranelift_codegen::ir::StackSlot,
+    spec: &dyn Fn(usize, bool) -> Spec,
+    get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
+    call: &dyn Fn(&mut Em, FuncRef, Value, Cols),
+) {
+    let vl = isa.vl();
+    let full = get(&spec(isa.nv(), false), em.b.func);
+    let z = em.ic(0);
+    em.lp(z, nfull, 1, |em, j| {
+        call(em, full, j, Cols::Const(isa.nr()))
+    });
+    for nv in 1..=isa.nv() {
+        let f = get(&spec(nv, true), em.b.func);
+        let gt =
+            em.b.ins()
+                .icmp_imm_s(IntCC::SignedGreaterThan, rem, ((nv - 1) * vl) as i64);
+        let le =
+            em.b.ins()
+                .icmp_imm_s(IntCC::SignedLessThanOrEqual, rem, (nv * vl) as i64);
+        let ok = em.b.ins().band(gt, le);
+        em.if_(ok, |em| {
+            em.b.ins().stack_store(I64, rem, ss, 0);
+            call(em, f, nfull, Cols::Dyn(rem));
+        });
     }
 }
 
@@ -1269,13 +1328,13 @@ fn wide_tile(
     last: bool,
 ) {
     let isa = t.isa;
-    let (mr, nr, vl) = (isa.mr(), isa.nr(), isa.vl());
-    let cog = em.mul_i(mt, mr as i64);
+    let (mr, nr) = (isa.mr(), isa.nr());
+    let cog = mtile_start(em, mt, t.cout_g, mr);
     let gco = em.mul_i(t.gi, t.cout_g as i64);
     let co = em.b.ins().iadd(gco, cog);
-    // Weight micro-panel: [k][rows] from tile start, chunk offset kc0 * rows.
+    // Weight micro-panel: [k][rows] from the tile's first row, chunk offset kc0 * rows.
     let wo = em.mul_i(t.gi, (t.cout_g * t.k) as i64);
-    let wo2 = em.mul_i(mt, (mr * t.k) as i64);
+    let wo2 = em.mul_i(cog, t.k as i64);
     let wo = em.b.ins().iadd(wo, wo2);
     let wo3 = em.mul_i(kc0, rows as i64);
     let wo = em.b.ins().iadd(wo, wo3);
@@ -1336,24 +1395,7 @@ fn wide_tile(
         partial: false,
         ops: ops.clone(),
     };
-    let full = get(&spec(isa.nv(), false), em.b.func);
-    let z = em.ic(0);
-    em.lp(z, cx.nfull, 1, |em, j| call(em, full, j, Cols::Const(nr)));
-    // The partial panel: the narrowest masked variant covering `rem` columns.
-    for nv in 1..=isa.nv() {
-        let f = get(&spec(nv, true), em.b.func);
-        let gt =
-            em.b.ins()
-                .icmp_imm_s(IntCC::SignedGreaterThan, cx.rem, ((nv - 1) * vl) as i64);
-        let le =
-            em.b.ins()
-                .icmp_imm_s(IntCC::SignedLessThanOrEqual, cx.rem, (nv * vl) as i64);
-        let ok = em.b.ins().band(gt, le);
-        em.if_(ok, |em| {
-            em.b.ins().stack_store(I64, cx.rem, cx.ss, 0);
-            call(em, f, cx.nfull, Cols::Dyn(cx.rem));
-        });
-    }
+    full_tiles_then_masked(em, isa, cx.nfull, cx.rem, cx.ss, &spec, get, &call);
 }
 
 /// A direct conv kernel's parameters (see `KernelKind::DirectConv`).
@@ -1394,7 +1436,7 @@ fn emit_direct(
     let pblocks = grid.div_ceil(d.nb);
     let (cin_g, cout_g) = (g.cin_g(), g.cout_g());
     let ntaps = d.taps.len();
-    let (mtiles, q, rem_rows) = balanced_tiles(cout_g, mr);
+    let mtiles = balanced_tiles(cout_g, mr).0;
     let mper = mtiles.div_ceil(d.mchunks);
     let remap = row_map(g, d.pitch);
     let (ops, slots, fused) = fuse_prefix(d.epi, p_total, Isa::Avx512);
@@ -1405,8 +1447,6 @@ fn emit_direct(
     );
     let ebase = remap.map_or(1, |m| m.slots_at());
     let steps = d.kc / ntaps;
-    let chunks = cin_g.div_ceil(steps);
-    let slast = cin_g - (chunks - 1) * steps;
     em.lp(lo, hi, 1, |em, u| {
         let (t, mci) = em.divmod(u, d.mchunks);
         let (t2, pb) = em.divmod(t, pblocks);
@@ -1454,35 +1494,11 @@ fn emit_direct(
             rem,
             ntiles,
         };
-        // Balanced m-tiles: the first `rem_rows` have q + 1 rows, the others q.
-        let mut phase = |em: &mut Em, s0: Value, slen: usize, acc: bool, last: bool| {
-            if rem_rows > 0 {
-                let r = em.ic(rem_rows as i64);
-                let hi = em.b.ins().smin(m_hi, r);
-                em.lp(m_lo, hi, 1, |em, mt| {
-                    direct_tile(em, &cx, &mut *get, mt, q + 1, s0, slen, acc, last)
-                });
-            }
-            let r = em.ic(rem_rows as i64);
-            let lo = em.b.ins().smax(m_lo, r);
-            em.lp(lo, m_hi, 1, |em, mt| {
-                direct_tile(em, &cx, &mut *get, mt, q, s0, slen, acc, last)
+        for_each_chunk(em, cin_g, steps, &mut |em, s0, slen, acc, last| {
+            for_each_mtile(em, cout_g, mr, m_lo, m_hi, &mut |em, mt, rows| {
+                direct_tile(em, &cx, &mut *get, mt, rows, s0, slen, acc, last)
             });
-        };
-        let z = em.ic(0);
-        if chunks == 1 {
-            phase(em, z, cin_g, false, true);
-        } else {
-            phase(em, z, steps, false, false);
-            if chunks > 2 {
-                em.lpc(1, chunks - 1, 1, |em, c| {
-                    let s0 = em.mul_i(c, steps as i64);
-                    phase(em, s0, steps, true, false);
-                });
-            }
-            let s0 = em.ic(((chunks - 1) * steps) as i64);
-            phase(em, s0, slast, true, true);
-        }
+        });
     });
 }
 
@@ -1506,8 +1522,6 @@ fn emit_direct_chanvec(
     let (ops, slots, fused) = fuse_prefix(d.epi, p_total, Isa::Avx512);
     let rest = &d.epi[fused..];
     let steps = d.kc / ntaps;
-    let chunks = cin_g.div_ceil(steps);
-    let slast = cin_g - (chunks - 1) * steps;
     em.lp(lo, hi, 1, |em, u| {
         let (t, ct) = em.divmod(u, ct_n);
         let (n, gi) = em.divmod(t, g.groups);
@@ -1601,20 +1615,7 @@ fn emit_direct_chanvec(
                         }
                     }
                 };
-                let z = em.ic(0);
-                if chunks == 1 {
-                    phase(em, z, cin_g, false, true);
-                } else {
-                    phase(em, z, steps, false, false);
-                    if chunks > 2 {
-                        em.lpc(1, chunks - 1, 1, |em, c| {
-                            let s0 = em.mul_i(c, steps as i64);
-                            phase(em, s0, steps, true, false);
-                        });
-                    }
-                    let s0 = em.ic(((chunks - 1) * steps) as i64);
-                    phase(em, s0, slast, true, true);
-                }
+                for_each_chunk(em, cin_g, steps, &mut phase);
             };
         let edge = cout_g % CV_CHANNELS;
         if edge == 0 {
@@ -1672,18 +1673,13 @@ fn direct_tile(
     let d = cx.d;
     let g = d.g;
     let isa = Isa::Avx512;
-    let (mr, nr, vl) = (isa.mr(), isa.nr(), isa.vl());
+    let (mr, nr) = (isa.mr(), isa.nr());
     let p_total = g.pixels();
     let ntaps = d.taps.len();
     let k = g.cin_g() * ntaps;
     let cout_g = g.cout_g();
     let remap = row_map(g, d.pitch);
-    // First row of balanced tile mt (see `balanced_tiles`).
-    let (_, q, rem_rows) = balanced_tiles(cout_g, mr);
-    let cog = em.mul_i(mt, q as i64);
-    let extra = em.ic(rem_rows as i64);
-    let extra = em.b.ins().smin(mt, extra);
-    let cog = em.b.ins().iadd(cog, extra);
+    let cog = mtile_start(em, mt, cout_g, mr);
     let gco = em.mul_i(cx.gi, cout_g as i64);
     let co = em.b.ins().iadd(gco, cog);
     // Weights: [group][mtile][k][rows], tile mt at its first row * k, from step s0.
@@ -1756,22 +1752,7 @@ fn direct_tile(
         em.lp(z, cx.ntiles, 1, |em, j| call(em, f, j, Cols::Const(nr)));
         return;
     }
-    let full = get(&spec(isa.nv(), false), em.b.func);
-    em.lp(z, cx.nfull, 1, |em, j| call(em, full, j, Cols::Const(nr)));
-    for nv in 1..=isa.nv() {
-        let f = get(&spec(nv, true), em.b.func);
-        let gt =
-            em.b.ins()
-                .icmp_imm_s(IntCC::SignedGreaterThan, cx.rem, ((nv - 1) * vl) as i64);
-        let le =
-            em.b.ins()
-                .icmp_imm_s(IntCC::SignedLessThanOrEqual, cx.rem, (nv * vl) as i64);
-        let ok = em.b.ins().band(gt, le);
-        em.if_(ok, |em| {
-            em.b.ins().stack_store(I64, cx.rem, cx.ss, 0);
-            call(em, f, cx.nfull, Cols::Dyn(cx.rem));
-        });
-    }
+    full_tiles_then_masked(em, isa, cx.nfull, cx.rem, cx.ss, &spec, get, &call);
 }
 
 /// The row map of a direct conv's tiles: none when the grid has no garbage columns,

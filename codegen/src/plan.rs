@@ -97,9 +97,8 @@ pub(crate) enum KernelKind {
     /// m-tiles of a block across units for parallelism.
     ///
     /// Fallback (`wide == None`): weights at `wpack` laid out `[group][mtile][k][MR]`, rows
-    /// past `cout_g` zero. Wide: `[group][mtile][k][mr_t]` with `mr_t = min(isa.mr(), rows
-    /// left)` (the M edge tile is packed narrow, not padded), so tile `mt` of group `gi`
-    /// starts at `gi*cout_g*k + mt*isa.mr()*k`; the reduction runs in chunks of `kc`.
+    /// past `cout_g` zero. Wide: the balanced m-tiles of `pack_weights_balanced` (no padding,
+    /// no thin edge tile); the reduction runs in chunks of `kc`.
     Gemm {
         x: View,
         g: ConvGeom,
@@ -992,14 +991,10 @@ fn lower_anchor(
                 } else {
                     1
                 };
-                let wpack = blob.push(&pack_weights(
-                    weight,
-                    geom.groups,
-                    cout_g,
-                    k,
-                    mr,
-                    wide.is_none(),
-                ));
+                let wpack = blob.push(&match wide {
+                    None => pack_weights_padded(weight, geom.groups, cout_g, k, mr),
+                    Some(_) => pack_weights_balanced(weight, geom.groups, cout_g, k, mr),
+                });
                 let scratch = b.nb * k + if wide.is_some() { ALIGN } else { MR * NR };
                 kernel(
                     KernelKind::Gemm {
@@ -1371,28 +1366,24 @@ pub(crate) fn gemm_blocking(k: usize, pixels: usize, mr: usize, nr: usize) -> Bl
     Blocking { nb, kc }
 }
 
-/// Packs `[groups * cout_g][k]` weights into m-tile panels `[group][mtile][k][rows]`:
-/// `padded` gives every tile `mr` rows (zeros past `cout_g`, the fallback layout); otherwise
-/// the last tile of a group has only the rows left.
-pub(crate) fn pack_weights(
+/// Packs `[groups * cout_g][k]` weights into m-tile panels `[group][mtile][k][mr]`, every
+/// tile `mr` rows, zeros past `cout_g` (the fallback microkernel's layout).
+pub(crate) fn pack_weights_padded(
     weight: &[f32],
     groups: usize,
     cout_g: usize,
     k: usize,
     mr: usize,
-    padded: bool,
 ) -> Vec<f32> {
-    let mtiles = cout_g.div_ceil(mr);
-    let gstride = if padded { mtiles * mr * k } else { cout_g * k };
+    let gstride = cout_g.div_ceil(mr) * mr * k;
     let mut packed = vec![0.0f32; groups * gstride];
     for gi in 0..groups {
         for co in 0..cout_g {
             let (mt, r) = (co / mr, co % mr);
-            let rows = if padded { mr } else { mr.min(cout_g - mt * mr) };
             let tile = gi * gstride + mt * mr * k;
             let row = &weight[(gi * cout_g + co) * k..(gi * cout_g + co + 1) * k];
             for (kk, &wv) in row.iter().enumerate() {
-                packed[tile + kk * rows + r] = wv;
+                packed[tile + kk * mr + r] = wv;
             }
         }
     }
