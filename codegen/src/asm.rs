@@ -525,8 +525,8 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
         a: CodeAssembler::new(64)?,
         isa,
     };
-    let mut table = v.a.create_label();
-    let mut consts: Vec<CodeLabel> = ACT_CONSTS.iter().map(|_| v.a.create_label()).collect();
+    let table = v.a.create_label();
+    let consts: Vec<CodeLabel> = ACT_CONSTS.iter().map(|_| v.a.create_label()).collect();
     let last = nv - 1;
 
     // The mask of the last vector from n = ep[0]: lanes l with l < n - last*vl.
@@ -624,41 +624,13 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
         }
         Ok(())
     };
-    let unroll = if ntaps == 1 { UNROLL } else { 1 };
-    let step_w = (ntaps * mr * 4) as i32;
-    let mut main = v.a.create_label();
-    let mut tail = v.a.create_label();
-    let mut tail_loop = v.a.create_label();
-    let mut done = v.a.create_label();
-    v.a.mov(rax, rcx)?;
-    if unroll > 1 {
-        v.a.shr(rax, unroll.trailing_zeros())?;
-        v.a.jz(tail)?;
-    }
-    v.a.set_label(&mut main)?;
-    for u in 0..unroll {
-        for t in 0..ntaps {
-            row(&mut v, u, t, &mut bi)?;
-        }
-    }
-    v.a.add(rdi, unroll as i32 * step_w)?;
-    v.a.add(rsi, unroll as i32 * xs)?;
-    v.a.dec(rax)?;
-    v.a.jnz(main)?;
-    if unroll > 1 {
-        v.a.set_label(&mut tail)?;
-        v.a.and(ecx, (unroll - 1) as u32)?;
-        v.a.jz(done)?;
-        v.a.set_label(&mut tail_loop)?;
-        for t in 0..ntaps {
-            row(&mut v, 0, t, &mut bi)?;
-        }
-        v.a.add(rdi, step_w)?;
-        v.a.add(rsi, xs)?;
-        v.a.dec(ecx)?;
-        v.a.jnz(tail_loop)?;
-    }
-    v.a.set_label(&mut done)?;
+    k_loop(
+        &mut v,
+        ntaps,
+        (ntaps * mr * 4) as i32,
+        xs,
+        &mut |v, u, t| row(v, u, t, &mut bi),
+    )?;
 
     // ---- epilogue and stores, row by row ----
     if spec.masked && !mask_x {
@@ -759,8 +731,64 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
         }
     }
     v.a.vzeroupper()?;
+    finish(v, table, consts)
+}
+
+/// The reduction loop of both kernel kinds: `rcx` steps of `ntaps` rows, `row(v, u, t)`
+/// emitting row `t` of step `u` of the unrolled body; after each pass `rdi` advances
+/// `step_w` bytes per step and `rsi` `xs`. One tap unrolls [`UNROLL`] steps (and loops over
+/// the rest); several taps are the unrolled body. Uses `rax`, and `ecx` for the tail.
+fn k_loop(
+    v: &mut V,
+    ntaps: usize,
+    step_w: i32,
+    xs: i32,
+    row: &mut dyn FnMut(&mut V, usize, usize) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
+    let unroll = if ntaps == 1 { UNROLL } else { 1 };
+    let mut main = v.a.create_label();
+    let mut tail = v.a.create_label();
+    let mut tail_loop = v.a.create_label();
+    let mut done = v.a.create_label();
+    v.a.mov(rax, rcx)?;
+    if unroll > 1 {
+        v.a.shr(rax, unroll.trailing_zeros())?;
+        v.a.jz(tail)?;
+    }
+    v.a.set_label(&mut main)?;
+    for u in 0..unroll {
+        for t in 0..ntaps {
+            row(v, u, t)?;
+        }
+    }
+    v.a.add(rdi, unroll as i32 * step_w)?;
+    v.a.add(rsi, unroll as i32 * xs)?;
+    v.a.dec(rax)?;
+    v.a.jnz(main)?;
+    if unroll > 1 {
+        v.a.set_label(&mut tail)?;
+        v.a.and(ecx, (unroll - 1) as u32)?;
+        v.a.jz(done)?;
+        v.a.set_label(&mut tail_loop)?;
+        for t in 0..ntaps {
+            row(v, 0, t)?;
+        }
+        v.a.add(rdi, step_w)?;
+        v.a.add(rsi, xs)?;
+        v.a.dec(ecx)?;
+        v.a.jnz(tail_loop)?;
+    }
+    v.a.set_label(&mut done)
+}
+
+/// `ret`, then the tables both kernel kinds address: lane indices 0..16 (i32, for masks;
+/// unaligned loads are fine) and the activation constants.
+fn finish(
+    mut v: V,
+    mut table: CodeLabel,
+    mut consts: Vec<CodeLabel>,
+) -> Result<Vec<u8>, IcedError> {
     v.a.ret()?;
-    // Lane indices 0..16 (i32) for the masks (unaligned loads are fine).
     v.a.set_label(&mut table)?;
     v.a.db(&LANE_TABLE)?;
     for (i, c) in ACT_CONSTS.iter().enumerate() {

@@ -124,40 +124,9 @@ pub(super) fn assemble_chanvec(spec: &Spec) -> Result<Vec<u8>, IcedError> {
         }
         Ok(())
     };
-    let unroll = if ntaps == 1 { UNROLL } else { 1 };
-    let mut main = v.a.create_label();
-    let mut tail = v.a.create_label();
-    let mut tail_loop = v.a.create_label();
-    let mut done = v.a.create_label();
-    v.a.mov(rax, rcx)?;
-    if unroll > 1 {
-        v.a.shr(rax, unroll.trailing_zeros())?;
-        v.a.jz(tail)?;
-    }
-    v.a.set_label(&mut main)?;
-    for u in 0..unroll {
-        for t in 0..ntaps {
-            row(&mut v, u, t, &mut bi)?;
-        }
-    }
-    v.a.add(rdi, unroll as i32 * ntaps as i32 * row_w)?;
-    v.a.add(rsi, unroll as i32 * xs)?;
-    v.a.dec(rax)?;
-    v.a.jnz(main)?;
-    if unroll > 1 {
-        v.a.set_label(&mut tail)?;
-        v.a.and(ecx, (unroll - 1) as u32)?;
-        v.a.jz(done)?;
-        v.a.set_label(&mut tail_loop)?;
-        for t in 0..ntaps {
-            row(&mut v, 0, t, &mut bi)?;
-        }
-        v.a.add(rdi, ntaps as i32 * row_w)?;
-        v.a.add(rsi, xs)?;
-        v.a.dec(ecx)?;
-        v.a.jnz(tail_loop)?;
-    }
-    v.a.set_label(&mut done)?;
+    k_loop(&mut v, ntaps, ntaps as i32 * row_w, xs, &mut |v, u, t| {
+        row(v, u, t, &mut bi)
+    })?;
 
     if spec.partial {
         v.a.mov(rax, qword_ptr(r9 + 8))?;
@@ -245,20 +214,4 @@ pub(super) fn assemble_chanvec(spec: &Spec) -> Result<Vec<u8>, IcedError> {
     }
     v.a.vzeroupper()?;
     finish(v, table, consts)
-}
-
-/// `ret`, then the constant tables.
-fn finish(
-    mut v: V,
-    mut table: CodeLabel,
-    mut consts: Vec<CodeLabel>,
-) -> Result<Vec<u8>, IcedError> {
-    v.a.ret()?;
-    v.a.set_label(&mut table)?;
-    v.a.db(&LANE_TABLE)?;
-    for (i, c) in ACT_CONSTS.iter().enumerate() {
-        v.a.set_label(&mut consts[i])?;
-        v.a.db(&c.to_le_bytes())?;
-    }
-    v.a.assemble(0)
 }
