@@ -27,6 +27,29 @@ fn ops_list() -> Vec<Vec<EpOp>> {
     ]
 }
 
+/// The contract's epilogue on one element: `chan(s)` is slot `s`'s per-channel value for
+/// the element's channel, `res` its residual.
+fn apply_ops(ops: &[EpOp], mut acc: f32, chan: impl Fn(u8) -> f32, res: f32) -> f32 {
+    for op in ops {
+        acc = match *op {
+            EpOp::ScaleShift(a, b) => acc.mul_add(chan(a), chan(b)),
+            EpOp::Scale(a) => acc * chan(a),
+            EpOp::Shift(a) => acc + chan(a),
+            EpOp::AddRows(_) => acc + res,
+            EpOp::Max(b) => {
+                let b = f32::from_bits(b);
+                if acc > b { acc } else { b }
+            }
+            EpOp::Min(b) => {
+                let b = f32::from_bits(b);
+                if acc < b { acc } else { b }
+            }
+            EpOp::Act(f) => act_ref(f, acc),
+        };
+    }
+    acc
+}
+
 /// The Cranelift epilogue's activation sequence (`Em::vexp`, `Em::act`) in scalar f32.
 fn act_ref(f: ActOp, x: f32) -> f32 {
     fn exp(x: f32) -> f32 {
@@ -96,23 +119,7 @@ fn reference(
                     acc = w[(s * nt + t) * spec.mr + r].mul_add(xv, acc);
                 }
             }
-            for op in &spec.ops {
-                acc = match *op {
-                    EpOp::ScaleShift(a, b) => acc.mul_add(vecs[a as usize][r], vecs[b as usize][r]),
-                    EpOp::Scale(a) => acc * vecs[a as usize][r],
-                    EpOp::Shift(a) => acc + vecs[a as usize][r],
-                    EpOp::AddRows(_) => acc + res[r * ldc + j],
-                    EpOp::Max(b) => {
-                        let b = f32::from_bits(b);
-                        if acc > b { acc } else { b }
-                    }
-                    EpOp::Min(b) => {
-                        let b = f32::from_bits(b);
-                        if acc < b { acc } else { b }
-                    }
-                    EpOp::Act(f) => act_ref(f, acc),
-                };
-            }
+            acc = apply_ops(&spec.ops, acc, |s| vecs[s as usize][r], res[r * ldc + j]);
             c[r * ldc + j] = acc;
         }
     }
@@ -396,18 +403,8 @@ fn avx512_remap_microkernels() {
                                 acc = w[(s * nt + t) * spec.mr + r].mul_add(xv, acc);
                             }
                         }
-                        for op in &spec.ops {
-                            acc = match *op {
-                                EpOp::ScaleShift(a, b) => acc
-                                    .mul_add([&v0, &v1][a as usize][r], [&v0, &v1][b as usize][r]),
-                                EpOp::Scale(a) => acc * [&v0, &v1][a as usize][r],
-                                EpOp::Shift(a) => acc + [&v0, &v1][a as usize][r],
-                                EpOp::AddRows(_) => acc + res[r * ldc + pos],
-                                EpOp::Max(b) => acc.max(f32::from_bits(b)),
-                                EpOp::Min(b) => acc.min(f32::from_bits(b)),
-                                EpOp::Act(f) => act_ref(f, acc),
-                            };
-                        }
+                        let chan = |s: u8| [&v0, &v1][s as usize][r];
+                        acc = apply_ops(&spec.ops, acc, chan, res[r * ldc + pos]);
                         want[r * ldc + pos] = acc;
                     }
                 }
@@ -537,26 +534,8 @@ fn avx512_chanvec_microkernels() {
                             want_p[r * chans + ch] = acc;
                             continue;
                         }
-                        for op in &spec.ops {
-                            acc = match *op {
-                                EpOp::ScaleShift(a, b) => acc.mul_add(
-                                    [&v0, &v1][a as usize][ch],
-                                    [&v0, &v1][b as usize][ch],
-                                ),
-                                EpOp::Scale(a) => acc * [&v0, &v1][a as usize][ch],
-                                EpOp::Shift(a) => acc + [&v0, &v1][a as usize][ch],
-                                EpOp::AddRows(_) => acc + res[ch * ldc + r],
-                                EpOp::Max(b) => {
-                                    let b = f32::from_bits(b);
-                                    if acc > b { acc } else { b }
-                                }
-                                EpOp::Min(b) => {
-                                    let b = f32::from_bits(b);
-                                    if acc < b { acc } else { b }
-                                }
-                                EpOp::Act(f) => act_ref(f, acc),
-                            };
-                        }
+                        let chan = |s: u8| [&v0, &v1][s as usize][ch];
+                        acc = apply_ops(&spec.ops, acc, chan, res[ch * ldc + r]);
                         want[ch * ldc + r] = acc;
                     }
                 }
