@@ -31,6 +31,7 @@
 
 mod asm;
 mod emit;
+mod hugemem;
 mod object;
 mod plan;
 mod pool;
@@ -252,14 +253,14 @@ impl Default for Options {
 
 /// Scratch memory for one run: planned buffers plus per-thread scratch.
 pub struct Workspace {
-    data: Vec<f32>,
+    data: hugemem::HugeBuf,
 }
 
 impl Workspace {
     /// A workspace of `floats` elements (see [`CompiledModel::new_workspace`]).
     pub fn with_len(floats: usize) -> Workspace {
         Workspace {
-            data: vec![0.0; floats],
+            data: hugemem::HugeBuf::zeroed(floats),
         }
     }
     pub fn len(&self) -> usize {
@@ -284,7 +285,7 @@ struct CompiledKernel {
 pub struct CompiledModel {
     module: Mutex<Option<JITModule>>,
     kernels: Vec<CompiledKernel>,
-    blob: Arc<Vec<f32>>,
+    blob: Arc<hugemem::HugeBuf>,
     inputs: Vec<(String, Shape)>,
     outputs: Vec<(String, Shape)>,
     buffers: usize,
@@ -582,7 +583,7 @@ fn compile_inner(
     Ok(CompiledModel {
         module: Mutex::new(Some(module)),
         kernels,
-        blob: Arc::new(plan.blob.clone()),
+        blob: Arc::new(hugemem::HugeBuf::from_slice(&plan.blob)),
         inputs: plan.inputs.clone(),
         outputs: plan.outputs.clone(),
         buffers: plan.buffers,
@@ -676,9 +677,15 @@ impl CompiledModel {
     /// Runs the model. `inputs[i]` must have as many elements as input `i`, and likewise
     /// for outputs. Uses a cached workspace.
     pub fn run(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<(), CodegenError> {
+        self.with_cached_workspace(|ws| self.run_impl(ws, inputs, outputs, None))
+    }
+
+    /// Calls `f` with a workspace from the cache (or a new one), then caches it: pages of
+    /// a fresh workspace are faulted in by the kernels that first touch them.
+    fn with_cached_workspace<T>(&self, f: impl FnOnce(&mut Workspace) -> T) -> T {
         let ws = self.cache.lock().ok().and_then(|mut c| c.pop());
         let mut ws = ws.unwrap_or_else(|| self.new_workspace());
-        let r = self.run_with_workspace(&mut ws, inputs, outputs);
+        let r = f(&mut ws);
         if let Ok(mut c) = self.cache.lock() {
             c.push(ws);
         }
@@ -695,15 +702,15 @@ impl CompiledModel {
         self.run_impl(ws, inputs, outputs, None)
     }
 
-    /// Runs once and returns each kernel's name and wall time in seconds (for tuning).
+    /// Runs once (with a cached workspace, like `run`) and returns each kernel's name and
+    /// wall time in seconds (for tuning).
     pub fn profile(
         &self,
         inputs: &[&[f32]],
         outputs: &mut [&mut [f32]],
     ) -> Result<Vec<(String, f64)>, CodegenError> {
-        let mut ws = self.new_workspace();
         let mut times = Vec::new();
-        self.run_impl(&mut ws, inputs, outputs, Some(&mut times))?;
+        self.with_cached_workspace(|ws| self.run_impl(ws, inputs, outputs, Some(&mut times)))?;
         Ok(times)
     }
 
