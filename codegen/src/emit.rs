@@ -1393,6 +1393,7 @@ fn wide_tile(
         chanvec: false,
         xoffs: Vec::new(),
         partial: false,
+        prefetch_x: false,
         ops: ops.clone(),
     };
     full_tiles_then_masked(em, isa, cx.nfull, cx.rem, cx.ss, &spec, get, &call);
@@ -1595,6 +1596,7 @@ fn emit_direct_chanvec(
                             chanvec: true,
                             xoffs: (p0..p1).map(|p| grid(p) - grid(p0)).collect(),
                             partial: !last,
+                            prefetch_x: false,
                             ops: if last { ops.clone() } else { Vec::new() },
                         };
                         let f = get(&spec, em.b.func);
@@ -1744,6 +1746,7 @@ fn direct_tile(
         chanvec: false,
         xoffs: Vec::new(),
         partial: false,
+        prefetch_x: true,
         ops: ops.clone(),
     };
     let z = em.ic(0);

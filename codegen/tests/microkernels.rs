@@ -152,6 +152,7 @@ fn check_isa(isa: Isa) {
                         chanvec: false,
                         xoffs: Vec::new(),
                         partial: false,
+                        prefetch_x: false,
                         ops: ops[i % ops.len()].clone(),
                     });
                     i += 1;
@@ -174,6 +175,7 @@ fn check_isa(isa: Isa) {
                 chanvec: false,
                 xoffs: Vec::new(),
                 partial: false,
+                prefetch_x: false,
                 ops: o.clone(),
             });
         }
@@ -201,6 +203,7 @@ fn check_isa(isa: Isa) {
                     chanvec: false,
                     xoffs: Vec::new(),
                     partial: false,
+                    prefetch_x: false,
                     ops: vec![
                         EpOp::ScaleShift(0, 1),
                         EpOp::Act(f),
@@ -229,6 +232,8 @@ fn check_isa(isa: Isa) {
                     chanvec: false,
                     xoffs: Vec::new(),
                     partial: false,
+                    // Prefetches past the input's end: they must not fault.
+                    prefetch_x: masked,
                     ops: ops[2].clone(),
                 });
             }
@@ -345,6 +350,7 @@ fn avx512_remap_microkernels() {
                     chanvec: false,
                     xoffs: Vec::new(),
                     partial: false,
+                    prefetch_x: false,
                     ops: o.clone(),
                 });
             }
@@ -476,6 +482,7 @@ fn avx512_chanvec_microkernels() {
                     remap: None,
                     chanvec: true,
                     partial: i % 4 == 3,
+                    prefetch_x: false,
                     // Every other kernel's pixels jump 3 input columns after each 5 (a tile
                     // spanning output rows of a padded grid).
                     xoffs: (0..mr as i32)
