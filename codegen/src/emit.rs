@@ -609,6 +609,7 @@ pub(crate) fn emit_kernel(
             taps,
             nb,
             mchunks,
+            m_major,
             chanvec,
         } => emit_direct(
             &mut em,
@@ -622,6 +623,7 @@ pub(crate) fn emit_kernel(
                 taps,
                 nb: *nb,
                 mchunks: *mchunks,
+                m_major: *m_major,
                 chanvec: *chanvec,
                 out: &out,
                 epi,
@@ -1410,13 +1412,15 @@ struct Direct<'a> {
     taps: &'a [i32],
     nb: usize,
     mchunks: usize,
+    m_major: bool,
     chanvec: Option<usize>,
     out: &'a View,
     epi: &'a [Epi],
 }
 
 /// A conv read in place (see `KernelKind::DirectConv`). A unit is (batch item,
-/// group, block of grid positions, chunk of m-tiles); for each reduction chunk, each m-tile
+/// group, block of grid positions, chunk of m-tiles), in that order or with the m-chunk
+/// first (`m_major`); for each reduction chunk, each m-tile
 /// of the unit, each 32-position tile of the block: one assembled kernel call, writing its
 /// tile straight into the output (through the row map when the grid has garbage columns).
 fn emit_direct(
@@ -1449,9 +1453,17 @@ fn emit_direct(
     let ebase = remap.map_or(1, |m| m.slots_at());
     let steps = d.kc / ntaps;
     em.lp(lo, hi, 1, |em, u| {
-        let (t, mci) = em.divmod(u, d.mchunks);
-        let (t2, pb) = em.divmod(t, pblocks);
-        let (n, gi) = em.divmod(t2, g.groups);
+        let (n, gi, pb, mci) = if d.m_major {
+            let (t, pb) = em.divmod(u, pblocks);
+            let (mci, t2) = em.divmod(t, d.x.n * g.groups);
+            let (n, gi) = em.divmod(t2, g.groups);
+            (n, gi, pb, mci)
+        } else {
+            let (t, mci) = em.divmod(u, d.mchunks);
+            let (t2, pb) = em.divmod(t, pblocks);
+            let (n, gi) = em.divmod(t2, g.groups);
+            (n, gi, pb, mci)
+        };
         let q0 = em.mul_i(pb, d.nb as i64);
         let gv = em.ic(grid as i64);
         let left = em.b.ins().isub(gv, q0);

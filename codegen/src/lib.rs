@@ -797,7 +797,10 @@ impl CompiledModel {
                 Some(pool) if k.units > 1 => {
                     let t = self.threads.min(k.units);
                     let units = k.units;
-                    pool.run(t, &|i| call(i * units / t, (i + 1) * units / t, i));
+                    pool.run(t, &|i| {
+                        let (lo, hi) = pool::piece_units(i, t, units);
+                        call(lo, hi, i)
+                    });
                 }
                 _ => call(0, k.units, 0),
             }

@@ -127,6 +127,9 @@ pub(crate) enum KernelKind {
         taps: Vec<i32>,
         nb: usize,
         mchunks: usize,
+        /// Units in m-chunk order (all pixel blocks of a chunk, then the next chunk)
+        /// instead of pixel-block order.
+        m_major: bool,
         /// Channel-vectorised tiles of this many pixels (small images, see
         /// `asm/chanvec.rs`): weights `[group][32-channel tile][k][32]` zero-padded, one
         /// unit per channel tile, tiles are runs of one output row, `nb` and `mchunks`
@@ -1194,6 +1197,7 @@ fn lower_direct(
                 taps: d.taps,
                 nb: 0,
                 mchunks: 1,
+                m_major: false,
                 chanvec: Some(cv),
             },
             out,
@@ -1219,6 +1223,27 @@ fn lower_direct(
     // With threads, one unit per m-tile: splitting them costs nothing here (there is no
     // packed block to share) and balances threads better than coarser chunks.
     let mchunks = if threads > 1 { mtiles } else { 1 };
+    // Units run pixel block by pixel block (each block's input read from L2 by every
+    // m-tile) unless that splits across threads worse than m-tile by m-tile: 14x14 has 7
+    // tiles of 32 positions, in blocks of 4 and 3 tiles, one per thread.
+    let m_major = threads > 1 && {
+        let block_tiles = |pb: usize| (grid - pb * nb).min(nb).div_ceil(nr);
+        let (_, q, rem) = balanced_tiles(geom.cout_g(), mr);
+        let rows = |mt: usize| q + usize::from(mt < rem);
+        let mut pixel_major = Vec::new();
+        let mut m_major = Vec::new();
+        for _ in 0..x.n * geom.groups {
+            for pb in 0..pblocks {
+                pixel_major.extend((0..mtiles).map(|mt| block_tiles(pb) * rows(mt)));
+            }
+        }
+        for mt in 0..mtiles {
+            for _ in 0..x.n * geom.groups {
+                m_major.extend((0..pblocks).map(|pb| block_tiles(pb) * rows(mt)));
+            }
+        }
+        heaviest_piece(&m_major, threads) * 20 < heaviest_piece(&pixel_major, threads) * 19
+    };
     let steps_max = (gemm_blocking(geom.kdim(), geom.pixels(), mr, nr).kc / ntaps).max(1);
     let chunks = cin_g.div_ceil(steps_max);
     let kc = cin_g.div_ceil(chunks) * ntaps;
@@ -1241,6 +1266,7 @@ fn lower_direct(
             taps: d.taps,
             nb,
             mchunks,
+            m_major,
             chanvec: None,
         },
         out,
@@ -1249,6 +1275,19 @@ fn lower_direct(
         scratch: 0,
     });
     kernels
+}
+
+/// The heaviest piece when units of these costs (in unit order) are split among
+/// `threads` the way the run splits them ([`crate::pool::piece_units`]).
+fn heaviest_piece(costs: &[usize], threads: usize) -> usize {
+    let t = threads.min(costs.len()).max(1);
+    (0..t)
+        .map(|i| {
+            let (lo, hi) = crate::pool::piece_units(i, t, costs.len());
+            costs[lo..hi].iter().sum()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Splits `m` rows into `(tiles, q, rem)`: `tiles = ceil(m / mr)` tiles, the first `rem`

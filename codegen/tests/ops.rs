@@ -356,6 +356,16 @@ fn direct_pointwise_small_plane_and_chunks() {
 }
 
 #[test]
+fn direct_pointwise_threads_split_by_m_tiles() {
+    // 14x14 with 1024 channels: two pixel blocks of 4 and 3 tiles; with 2 threads the
+    // units run m-tile first (each thread half the m-tiles over both blocks).
+    check_direct(
+        "input x: f32[1, 1024, 14, 14]\n y = conv2d(x, out = 40, kernel = 1)\n output y",
+        false,
+    );
+}
+
+#[test]
 fn direct_stride2_phases() {
     // 3x3 / 2: four phase planes of pitch 16 for 15 output columns.
     check_direct(
