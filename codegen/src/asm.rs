@@ -17,7 +17,8 @@
 //!         ldc: i64          r8   row stride of C (and of the residual) in bytes
 //!         ep:  *const u64   r9   ep[0] = valid columns n (masked variants only),
 //!                                ep[E + s] = pointer of epilogue slot s, for row 0 of the tile,
-//!                                E = 1, or [`Remap::slots_at`] with `remap`)
+//!                                E = 1, 2 with `tap_masks` (ep[1]: the masks),
+//!                                or [`Remap::slots_at`] with `remap`)
 //!
 //! acc[r][j] = (accumulate ? c[r][j] : 0)
 //!             + sum_{s in 0..k, t in 0..T, in order} w[s*T + t][r] * x[s*xstride + taps[t] + j]
@@ -27,7 +28,8 @@
 //! With one tap at 0 the input is a packed panel or a strided matrix (a 1x1 convolution
 //! read in place, `xstride` = pixels); with several taps it is a padded image read in place
 //! by a stride-1 convolution (`taps` = the kernel window's offsets, `xstride` = one
-//! channel plane).
+//! channel plane). With `tap_masks` the image is not padded: taps may be negative and a
+//! lane whose tap falls outside the image skips that tap's terms.
 //!
 //! Every element is one FMA chain in `kk` order, so the result is independent of how the
 //! caller tiles M and N, and a K-blocked caller (first block without, later blocks with
@@ -158,6 +160,21 @@ const ACT_CONSTS: [u32; 18] = [
     (1.0f32 / 6.0).to_bits(), // 17
 ];
 
+/// Per-tap lane masks of a zero-padded convolution read from its unpadded input (taps may
+/// be negative): a lane outside tap `t`'s mask skips that tap's FMAs (its accumulator
+/// keeps its value, as if it had added a zero tap from the padding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TapMasks {
+    Off,
+    /// Only the FMAs are masked; the input loads are whole vectors, so the caller
+    /// guarantees every tap of the tile reads mapped memory (an interior tile: masked
+    /// loads cost ~8 % of the kernel's speed).
+    Fmas,
+    /// The loads are masked too (zeroing): no lane outside a mask touches memory (tiles
+    /// at the image's top and bottom, and the last, partial one).
+    FmasAndLoads,
+}
+
 /// A remapped tile's grid (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Remap {
@@ -196,6 +213,10 @@ pub struct Spec {
     pub xoffs: Vec<i32>,
     /// Channel-vectorised only: store the sums to the partial-sum tile, no epilogue.
     pub partial: bool,
+    /// Per-tap lane masks (AVX-512, no `remap`), see [`TapMasks`]: `ep[1]` points to the
+    /// tile's masks, u16 `masks[2 * t + j]` for tap `t`, vector `j`. Epilogue slots then
+    /// start at `ep[2]`.
+    pub tap_masks: TapMasks,
     /// Prefetch (to L2) the input of the tile [`PREFETCH_TILES`] tiles to the right, for
     /// an input read in place: the first weight panel to reach a block of a large input
     /// finds it in L3, and its hundreds of plane-strided streams defeat the hardware
@@ -207,7 +228,7 @@ pub struct Spec {
 impl Spec {
     pub fn name(&self) -> String {
         format!(
-            "uk_{}_{}x{}{}{}{}{}{}{}",
+            "uk_{}_{}x{}{}{}{}{}{}{}{}",
             self.isa.name(),
             self.mr,
             self.nv * self.isa.vl(),
@@ -217,6 +238,11 @@ impl Spec {
             if self.chanvec { "_cv" } else { "" },
             if self.partial { "_part" } else { "" },
             if self.prefetch_x { "_px" } else { "" },
+            match self.tap_masks {
+                TapMasks::Off => "",
+                TapMasks::Fmas => "_tm",
+                TapMasks::FmasAndLoads => "_tml",
+            },
         )
     }
 }
@@ -508,12 +534,17 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
     if let Some(m) = spec.remap {
         assert!(isa == Isa::Avx512 && nv <= 2 && !spec.masked && (2..=3).contains(&m.pieces));
     }
+    let tap_masks = spec.tap_masks != TapMasks::Off;
+    assert!(!tap_masks || (isa == Isa::Avx512 && spec.remap.is_none()));
     let (gap, pieces) = spec.remap.map_or((0, 0), |m| (m.gap, m.pieces));
-    let ebase = spec.remap.map_or(1, |m| m.slots_at()) as i32;
+    let ebase = spec
+        .remap
+        .map_or(if tap_masks { 2 } else { 1 }, |m| m.slots_at()) as i32;
     // Mask register of piece b of vector j.
     let kmask = |j: usize, b: usize| -> usize { 2 + j * pieces + b };
-    // Masked input loads need the mask register through the loop (AVX-512: k1).
-    let mask_x = spec.masked && isa == Isa::Avx512;
+    // Masked input loads need the mask register through the loop (AVX-512: k1); tap
+    // masks already drop the positions past the last.
+    let mask_x = spec.masked && isa == Isa::Avx512 && !tap_masks;
     assert!(
         spec.ops
             .iter()
@@ -612,7 +643,14 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
         let xo = u as i32 * xs + spec.taps[t] * 4;
         for j in 0..nv {
             let m = rsi + (xo + j as i32 * vb);
-            if mask_x && j == last {
+            if tap_masks {
+                // k2, k3: this tap's masks of vectors 0, 1 (r11: the tile's masks).
+                let kr = [k2, k3][j];
+                v.a.kmovw(kr, word_ptr(r11 + (4 * t + 2 * j) as i32))?;
+            }
+            if spec.tap_masks == TapMasks::FmasAndLoads {
+                v.a.vmovups(zk(ZMM[xr0 + j], 2 + j).z(), zmmword_ptr(m))?;
+            } else if mask_x && j == last {
                 v.load_masked(xr0 + j, m, mask)?;
             } else {
                 v.load(xr0 + j, m)?;
@@ -639,11 +677,18 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
             *bi += 1;
             v.bcst(b, rdi + (wrow + r * 4) as i32)?;
             for j in 0..nv {
-                v.fma231(acc(r, j), xr0 + j, b)?;
+                if tap_masks {
+                    v.a.vfmadd231ps(zk(ZMM[acc(r, j)], 2 + j), ZMM[xr0 + j], ZMM[b])?;
+                } else {
+                    v.fma231(acc(r, j), xr0 + j, b)?;
+                }
             }
         }
         Ok(())
     };
+    if tap_masks {
+        v.a.mov(r11, qword_ptr(r9 + 8))?;
+    }
     k_loop(
         &mut v,
         ntaps,
@@ -841,6 +886,7 @@ mod tests {
                             xoffs: Vec::new(),
                             partial: false,
                             prefetch_x: false,
+                            tap_masks: TapMasks::Off,
                             ops: vec![
                                 EpOp::ScaleShift(0, 1),
                                 EpOp::AddRows(2),

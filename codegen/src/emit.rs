@@ -25,7 +25,7 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 
 use bnc_ir::Activation;
 
-use crate::asm::{ActOp, EpOp, Isa, Remap, Spec};
+use crate::asm::{ActOp, EpOp, Isa, Remap, Spec, TapMasks};
 use crate::plan::{
     CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR, View, balanced_tiles,
     chanvec_group_floats, depthwise_qw,
@@ -610,6 +610,7 @@ pub(crate) fn emit_kernel(
             nb,
             mchunks,
             m_major,
+            tap_masks,
             chanvec,
         } => emit_direct(
             &mut em,
@@ -624,6 +625,7 @@ pub(crate) fn emit_kernel(
                 nb: *nb,
                 mchunks: *mchunks,
                 m_major: *m_major,
+                tap_masks: *tap_masks,
                 chanvec: *chanvec,
                 out: &out,
                 epi,
@@ -1293,12 +1295,28 @@ fn full_tiles_then_masked(
     get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
     call: &dyn Fn(&mut Em, FuncRef, Value, Cols),
 ) {
-    let vl = isa.vl();
     let full = get(&spec(isa.nv(), false), em.b.func);
     let z = em.ic(0);
     em.lp(z, nfull, 1, |em, j| {
         call(em, full, j, Cols::Const(isa.nr()))
     });
+    masked_tail(em, isa, nfull, rem, ss, spec, get, call);
+}
+
+/// The partial tile after `nfull` full ones (`rem` columns, none when 0): the masked
+/// variant with the fewest vectors that covers it.
+#[allow(clippy::too_many_arguments)]
+fn masked_tail(
+    em: &mut Em,
+    isa: Isa,
+    nfull: Value,
+    rem: Value,
+    ss: cranelift_codegen::ir::StackSlot,
+    spec: &dyn Fn(usize, bool) -> Spec,
+    get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
+    call: &dyn Fn(&mut Em, FuncRef, Value, Cols),
+) {
+    let vl = isa.vl();
     for nv in 1..=isa.nv() {
         let f = get(&spec(nv, true), em.b.func);
         let gt =
@@ -1396,6 +1414,7 @@ fn wide_tile(
         xoffs: Vec::new(),
         partial: false,
         prefetch_x: false,
+        tap_masks: TapMasks::Off,
         ops: ops.clone(),
     };
     full_tiles_then_masked(em, isa, cx.nfull, cx.rem, cx.ss, &spec, get, &call);
@@ -1413,6 +1432,7 @@ struct Direct<'a> {
     nb: usize,
     mchunks: usize,
     m_major: bool,
+    tap_masks: Option<usize>,
     chanvec: Option<usize>,
     out: &'a View,
     epi: &'a [Epi],
@@ -1450,7 +1470,11 @@ fn emit_direct(
         remap.is_none() || rest.is_empty(),
         "a remapped tile needs its whole epilogue fused"
     );
-    let ebase = remap.map_or(1, |m| m.slots_at());
+    let ebase = match (remap, d.tap_masks) {
+        (Some(m), _) => m.slots_at(),
+        (None, Some(_)) => 2,
+        (None, None) => 1,
+    };
     let steps = d.kc / ntaps;
     em.lp(lo, hi, 1, |em, u| {
         let (n, gi, pb, mci) = if d.m_major {
@@ -1609,6 +1633,7 @@ fn emit_direct_chanvec(
                             xoffs: (p0..p1).map(|p| grid(p) - grid(p0)).collect(),
                             partial: !last,
                             prefetch_x: false,
+                            tap_masks: TapMasks::Off,
                             ops: if last { ops.clone() } else { Vec::new() },
                         };
                         let f = get(&spec, em.b.func);
@@ -1741,12 +1766,20 @@ fn direct_tile(
         if let Some(m) = remap {
             store_row_map(em, cx, g, d.pitch, m.pieces, q);
         }
+        if let Some(table) = d.tap_masks {
+            // The tile's masks: one word per tap, tiles of nr positions.
+            let tile = em.b.ins().ushr_imm_u(q, nr.trailing_zeros() as i64);
+            let at = em.mul_i(tile, ntaps as i64);
+            let base = em.wptr(table);
+            let masks = em.ea(base, at);
+            em.b.ins().stack_store(I64, masks, cx.ss, 8);
+        }
         em.b.ins().call(f, &[wpanel, xp, c, kv, cx.ldc, cx.ep]);
         if !rest.is_empty() {
             post_epi(em, rest, cx.ob, cx.n, co, rows, q, p_total, cols);
         }
     };
-    let spec = |nv: usize, masked: bool| Spec {
+    let spec_masks = |nv: usize, masked: bool, tap_masks: TapMasks| Spec {
         isa,
         mr: rows,
         nv,
@@ -1759,15 +1792,49 @@ fn direct_tile(
         xoffs: Vec::new(),
         partial: false,
         prefetch_x: true,
+        tap_masks,
         ops: ops.clone(),
     };
     let z = em.ic(0);
     if remap.is_some() {
-        let f = get(&spec(isa.nv(), false), em.b.func);
+        let f = get(&spec_masks(isa.nv(), false, TapMasks::Off), em.b.func);
         em.lp(z, cx.ntiles, 1, |em, j| call(em, f, j, Cols::Const(nr)));
         return;
     }
-    full_tiles_then_masked(em, isa, cx.nfull, cx.rem, cx.ss, &spec, get, &call);
+    if d.tap_masks.is_none() {
+        let spec = |nv, masked| spec_masks(nv, masked, TapMasks::Off);
+        full_tiles_then_masked(em, isa, cx.nfull, cx.rem, cx.ss, &spec, get, &call);
+        return;
+    }
+    // Tap-masked: full tiles whose every tap stays inside the channel plane load whole
+    // vectors; the others (top and bottom rows, the partial last tile) mask their loads.
+    let inner = get(&spec_masks(isa.nv(), false, TapMasks::Fmas), em.b.func);
+    let edge = get(
+        &spec_masks(isa.nv(), false, TapMasks::FmasAndLoads),
+        em.b.func,
+    );
+    let lo_tap = *d.taps.iter().min().unwrap() as i64;
+    let hi_tap = *d.taps.iter().max().unwrap() as i64;
+    // Interior: q + lo_tap >= 0 and q + nr + hi_tap <= plane.
+    let (q_min, q_max) = (-lo_tap, d.plane as i64 - nr as i64 - hi_tap);
+    em.lp(z, cx.nfull, 1, |em, j| {
+        let jq = em.mul_i(j, nr as i64);
+        let q = em.b.ins().iadd(cx.q0, jq);
+        let above =
+            em.b.ins()
+                .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, q, q_min);
+        let below =
+            em.b.ins()
+                .icmp_imm_s(IntCC::SignedLessThanOrEqual, q, q_max);
+        let interior = em.b.ins().band(above, below);
+        em.if_else(
+            interior,
+            |em| call(em, inner, j, Cols::Const(nr)),
+            |em| call(em, edge, j, Cols::Const(nr)),
+        );
+    });
+    let spec = |nv, masked| spec_masks(nv, masked, TapMasks::FmasAndLoads);
+    masked_tail(em, isa, cx.nfull, cx.rem, cx.ss, &spec, get, &call);
 }
 
 /// The row map of a direct conv's tiles: none when the grid has no garbage columns,

@@ -130,6 +130,9 @@ pub(crate) enum KernelKind {
         /// Units in m-chunk order (all pixel blocks of a chunk, then the next chunk)
         /// instead of pixel-block order.
         m_major: bool,
+        /// Blob offset of the lane masks when `x` is the unpadded input of a zero-padded
+        /// conv (see `tap_mask_table`); taps may then be negative.
+        tap_masks: Option<usize>,
         /// Channel-vectorised tiles of this many pixels (small images, see
         /// `asm/chanvec.rs`): weights `[group][32-channel tile][k][32]` zero-padded, one
         /// unit per channel tile, tiles are runs of one output row, `nb` and `mchunks`
@@ -801,6 +804,8 @@ struct DirectGeom {
     /// The phases and phase plane `[hq, wq]` when the input is first copied (padded and
     /// split by the stride, see `KernelKind::PadPlanes`).
     copy: Option<(Vec<[usize; 2]>, [usize; 2])>,
+    /// Read from the unpadded input with per-tap lane masks (`tap_mask_table`).
+    tap_masks: bool,
     pitch: usize,
     plane: usize,
     taps: Vec<i32>,
@@ -832,12 +837,43 @@ fn direct_geometry(g: &ConvGeom, epi: &[Epi], wide: Option<Isa>) -> Option<Direc
         }
         return Some(DirectGeom {
             copy: None,
+            tap_masks: false,
             pitch: g.ow,
             plane: g.h * g.w,
             taps: vec![0],
         });
     }
-    let [pt, pl, pb, pr] = g.pad;
+    // A stride-1 conv whose output grid is its input's (zero padding that keeps the size)
+    // reads the input itself: taps are offsets on the input's own rows, and lane masks
+    // drop the taps that fall in the padding. No copy and no garbage columns. Small images
+    // go channel-vectorised instead, which needs the padded copy.
+    let [pt, pl, _, _] = g.pad;
+    if g.stride == [1, 1]
+        && [g.oh, g.ow] == [g.h, g.w]
+        && g.fill.is_none()
+        && g.cin_g() > 1
+        && chanvec_pixels(g).is_none()
+        && fits(g.h * g.w)
+    {
+        let [dh, dw] = g.dilation;
+        let taps = (0..g.kernel[0])
+            .flat_map(|ky| {
+                (0..g.kernel[1]).map(move |kx| {
+                    let dy = (ky * dh) as i64 - pt as i64;
+                    let dx = (kx * dw) as i64 - pl as i64;
+                    (dy * g.w as i64 + dx) as i32
+                })
+            })
+            .collect();
+        return Some(DirectGeom {
+            copy: None,
+            tap_masks: true,
+            pitch: g.w,
+            plane: g.h * g.w,
+            taps,
+        });
+    }
+    let [_, _, pb, pr] = g.pad;
     let (hp, wp) = (g.h + pt + pb, g.w + pl + pr);
     let [sh, sw] = g.stride;
     let (hq, wq) = (hp.div_ceil(sh), wp.div_ceil(sw));
@@ -876,6 +912,7 @@ fn direct_geometry(g: &ConvGeom, epi: &[Epi], wide: Option<Isa>) -> Option<Direc
     }
     Some(DirectGeom {
         copy: Some((phases, [hq, wq])),
+        tap_masks: false,
         pitch: wq,
         plane,
         taps,
@@ -1198,6 +1235,7 @@ fn lower_direct(
                 nb: 0,
                 mchunks: 1,
                 m_major: false,
+                tap_masks: None,
                 chanvec: Some(cv),
             },
             out,
@@ -1254,6 +1292,7 @@ fn lower_direct(
         geom.kdim(),
         mr,
     ));
+    let tap_masks = d.tap_masks.then(|| blob.push(&tap_mask_table(geom, nr)));
     kernels.push(Kernel {
         name,
         kind: KernelKind::DirectConv {
@@ -1267,6 +1306,7 @@ fn lower_direct(
             nb,
             mchunks,
             m_major,
+            tap_masks,
             chanvec: None,
         },
         out,
@@ -1275,6 +1315,36 @@ fn lower_direct(
         scratch: 0,
     });
     kernels
+}
+
+/// Lane masks of a conv read from its unpadded input (see `asm::Spec::tap_masks`): per
+/// tile of `nr` output positions (two vectors of 16), per tap, one u32 word (stored as f32
+/// bits) whose low and high halves are the two vectors' masks: lane `l` is set when its
+/// position `p < oh * ow` reads an input pixel inside the image through the tap.
+fn tap_mask_table(g: &ConvGeom, nr: usize) -> Vec<f32> {
+    let pixels = g.oh * g.ow;
+    let [kh, kw] = g.kernel;
+    let [dh, dw] = g.dilation;
+    let inside = |v: i64, n: usize| (0..n as i64).contains(&v);
+    let mut table = Vec::new();
+    for tile in 0..pixels.div_ceil(nr) {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let mut word = 0u32;
+                for lane in 0..nr {
+                    let p = tile * nr + lane;
+                    let (oy, ox) = ((p / g.ow) as i64, (p % g.ow) as i64);
+                    let iy = oy + (ky * dh) as i64 - g.pad[0] as i64;
+                    let ix = ox + (kx * dw) as i64 - g.pad[1] as i64;
+                    if p < pixels && inside(iy, g.h) && inside(ix, g.w) {
+                        word |= 1 << lane;
+                    }
+                }
+                table.push(f32::from_bits(word));
+            }
+        }
+    }
+    table
 }
 
 /// The heaviest piece when units of these costs (in unit order) are split among

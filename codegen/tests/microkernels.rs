@@ -4,7 +4,7 @@
 //! the same single-rounding FMA chain (`f32::mul_add`) in the same order, so the comparison
 //! is bit for bit; stores outside the tile must not happen (sentinels).
 
-use bnc_codegen::testing::{ActOp, EpOp, Isa, Microkernels, Remap, Spec, host_has};
+use bnc_codegen::testing::{ActOp, EpOp, Isa, Microkernels, Remap, Spec, TapMasks, host_has};
 
 const SENTINEL: f32 = -12345.5;
 
@@ -153,6 +153,7 @@ fn check_isa(isa: Isa) {
                         xoffs: Vec::new(),
                         partial: false,
                         prefetch_x: false,
+                        tap_masks: TapMasks::Off,
                         ops: ops[i % ops.len()].clone(),
                     });
                     i += 1;
@@ -176,6 +177,7 @@ fn check_isa(isa: Isa) {
                 xoffs: Vec::new(),
                 partial: false,
                 prefetch_x: false,
+                tap_masks: TapMasks::Off,
                 ops: o.clone(),
             });
         }
@@ -204,6 +206,7 @@ fn check_isa(isa: Isa) {
                     xoffs: Vec::new(),
                     partial: false,
                     prefetch_x: false,
+                    tap_masks: TapMasks::Off,
                     ops: vec![
                         EpOp::ScaleShift(0, 1),
                         EpOp::Act(f),
@@ -234,6 +237,7 @@ fn check_isa(isa: Isa) {
                     partial: false,
                     // Prefetches past the input's end: they must not fault.
                     prefetch_x: masked,
+                    tap_masks: TapMasks::Off,
                     ops: ops[2].clone(),
                 });
             }
@@ -319,6 +323,146 @@ fn avx512_microkernels() {
     check_isa(Isa::Avx512);
 }
 
+/// Tap masks (a zero-padded convolution read from its unpadded input): lane `l` of vector
+/// `j` takes tap `t`'s terms only when bit `l` of `masks[2t + j]` is set. Taps reach
+/// before the tile origin; the masked-out input is NaN, so a lane that used it would show.
+/// Both variants: masked FMAs only, and masked loads too.
+#[test]
+fn avx512_tap_mask_microkernels() {
+    let isa = Isa::Avx512;
+    if !host_has(isa) {
+        eprintln!("SKIPPED: this machine cannot run {isa:?} microkernels");
+        return;
+    }
+    let vl = isa.vl();
+    let taps = vec![-21, -20, -19, -1, 0, 1, 19, 20, 21];
+    let (xstride, before) = (150usize, 21usize);
+    let ops = ops_list();
+    let mut specs = Vec::new();
+    let shapes = [(12, 2, false), (5, 1, true), (12, 2, true), (7, 2, false)];
+    for (i, (mr, nv, masked)) in shapes.into_iter().enumerate() {
+        for tap_masks in [TapMasks::Fmas, TapMasks::FmasAndLoads] {
+            specs.push(Spec {
+                isa,
+                mr,
+                nv,
+                masked,
+                accumulate: masked,
+                xstride,
+                taps: taps.clone(),
+                remap: None,
+                chanvec: false,
+                xoffs: Vec::new(),
+                partial: false,
+                prefetch_x: true,
+                tap_masks,
+                ops: ops[[2, 4, 0, 3][i]].clone(),
+            });
+        }
+    }
+    let kernels = Microkernels::new(&specs).unwrap();
+    let mut rng = Rng(0x0bad_cafe_f00d_1234);
+    let mut bits = || {
+        rng.f();
+        (rng.0 >> 20) as u16
+    };
+    for (si, spec) in specs.iter().enumerate() {
+        let f = kernels.get(si);
+        let n = if spec.masked {
+            (spec.nv - 1) * vl + 5
+        } else {
+            spec.nv * vl
+        };
+        for k in [1usize, 3, 8] {
+            let masks: Vec<u16> = (0..2 * taps.len()).map(|_| bits()).collect();
+            let mut rng = Rng(0x5eed_0000 + k as u64);
+            let w = rng.vec(k * taps.len() * spec.mr);
+            // x[before + s*xstride + q] is position q of step s; lanes a mask drops: NaN.
+            let mut x = vec![f32::NAN; before + k * xstride + 2 * vl + 21];
+            let mut want = vec![SENTINEL; (spec.mr + 1) * 40];
+            let ldc = 40;
+            let mut c0 = want.clone();
+            for r in 0..spec.mr {
+                for j in 0..n {
+                    if spec.accumulate {
+                        c0[r * ldc + j] = rng.f();
+                    }
+                }
+            }
+            let lane_on = |t: usize, j: usize| masks[2 * t + j / vl] >> (j % vl) & 1 == 1;
+            for s in 0..k {
+                for (t, &off) in taps.iter().enumerate() {
+                    for j in 0..spec.nv * vl {
+                        if lane_on(t, j) {
+                            let at = (before as i32 + (s * xstride + j) as i32 + off) as usize;
+                            if x[at].is_nan() {
+                                x[at] = rng.f();
+                            }
+                        }
+                    }
+                }
+            }
+            let v0 = rng.vec(spec.mr);
+            let v1 = rng.vec(spec.mr);
+            let res = rng.vec((spec.mr + 1) * ldc);
+            for r in 0..spec.mr {
+                for j in 0..n {
+                    let mut acc = if spec.accumulate {
+                        c0[r * ldc + j]
+                    } else {
+                        0.0
+                    };
+                    for s in 0..k {
+                        for (t, &off) in taps.iter().enumerate() {
+                            let at = (before as i32 + (s * xstride + j) as i32 + off) as usize;
+                            if lane_on(t, j) {
+                                acc = w[(s * taps.len() + t) * spec.mr + r].mul_add(x[at], acc);
+                            }
+                        }
+                    }
+                    want[r * ldc + j] = apply_ops(
+                        &spec.ops,
+                        acc,
+                        |s| [&v0, &v1][s as usize][r],
+                        res[r * ldc + j],
+                    );
+                }
+            }
+            let mut c = c0.clone();
+            let ep: [u64; 5] = [
+                n as u64,
+                masks.as_ptr() as u64,
+                v0.as_ptr() as u64,
+                v1.as_ptr() as u64,
+                res.as_ptr() as u64,
+            ];
+            // SAFETY: every lane a mask keeps reads inside x (origin `before` floats in,
+            // taps at least -21, k steps of xstride plus two vectors and the largest tap
+            // after); c and res hold mr + 1 rows of ldc >= n floats; the slot vectors mr
+            // floats; this machine runs AVX-512 (checked above).
+            unsafe {
+                f(
+                    w.as_ptr(),
+                    x.as_ptr().add(before),
+                    c.as_mut_ptr(),
+                    k as u64,
+                    (ldc * 4) as i64,
+                    ep.as_ptr(),
+                );
+            }
+            for (idx, (g, e)) in c.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == e.to_bits(),
+                    "{}: k={k} element (row {}, col {}): got {g}, want {e}",
+                    spec.name(),
+                    idx / ldc,
+                    idx % ldc
+                );
+            }
+        }
+    }
+}
+
 /// Remapped tiles (a convolution computed on a padded grid): lanes of mask `b` of a vector
 /// go to the vector's place plus `off - b * gap`, other lanes nowhere; the accumulated C and
 /// the residual are read through the same map. Two and three pieces per vector.
@@ -351,6 +495,7 @@ fn avx512_remap_microkernels() {
                     xoffs: Vec::new(),
                     partial: false,
                     prefetch_x: false,
+                    tap_masks: TapMasks::Off,
                     ops: o.clone(),
                 });
             }
@@ -483,6 +628,7 @@ fn avx512_chanvec_microkernels() {
                     chanvec: true,
                     partial: i % 4 == 3,
                     prefetch_x: false,
+                    tap_masks: TapMasks::Off,
                     // Every other kernel's pixels jump 3 input columns after each 5 (a tile
                     // spanning output rows of a padded grid).
                     xoffs: (0..mr as i32)

@@ -269,10 +269,12 @@ fn identity_and_output_aliases() {
 
 // ---- Direct (in-place, AVX-512) convolutions ----------------------------------------------
 //
-// Stride-1 convs on AVX-512 read their input in place: 1x1 straight from the tensor, others
-// from a padded copy on a grid with garbage columns that the assembled kernels drop through a
-// row map. Each case below checks the path was taken (a `_pad` kernel, or no packing scratch
-// for 1x1), then the result against the interpreter with 1 and 2 threads.
+// Convs on AVX-512 read their input in place: 1x1 and zero-padded stride-1 convs that keep
+// the image size straight from the tensor (the latter with per-tap lane masks for the
+// padding), others from a padded copy on a grid with garbage columns that the assembled
+// kernels drop through a row map. Each case below checks the path was taken (a `_pad`
+// kernel, or no packing scratch), then the result against the interpreter with 1 and 2
+// threads.
 
 /// Checks `body` like `check_body`, after asserting that a conv of it runs in place.
 fn check_direct(body: &str, padded: bool) {
@@ -308,10 +310,30 @@ fn check_direct(body: &str, padded: bool) {
 
 #[test]
 fn direct_3x3_rows_span_tiles() {
-    // Padded pitch 20, 18 valid columns: tiles cross rows; 17 output channels (an m edge).
+    // 18 columns: tiles cross rows, on the tap-masked input (pad 1) and on the grid of a
+    // valid conv (pitch 18 for 16 columns); 17 output channels (an m edge).
     check_direct(
         "input x: f32[1, 5, 9, 18]\n y = conv2d(x, out = 17, kernel = 3, pad = 1)\n output y",
+        false,
+    );
+    check_direct(
+        "input x: f32[1, 5, 9, 18]\n y = conv2d(x, out = 17, kernel = 3)\n output y",
         true,
+    );
+}
+
+#[test]
+fn direct_tap_masks_need_zero_padding() {
+    // The same size-keeping conv with a pad fill (a folded BN's shift): masked lanes
+    // would read zero, so it takes the padded copy; a 5x5 with dilation keeps the size
+    // and is masked (taps two rows and columns out).
+    check_direct(
+        "input x: f32[1, 6, 8, 20]\n y = conv2d(x, out = 13, kernel = 3, pad = 1, pad_fill = true)\n output y",
+        true,
+    );
+    check_direct(
+        "input x: f32[1, 6, 11, 23]\n y = conv2d(x, out = 13, kernel = 5, dilation = 2, pad = 4)\n output y",
+        false,
     );
 }
 
@@ -327,6 +349,10 @@ fn direct_asym_pad_dilation_fill() {
 fn direct_groups_batch2() {
     check_direct(
         "input x: f32[2, 8, 7, 21]\n y = conv2d(x, out = 26, kernel = [3, 1], pad = [1, 0, 1, 0], groups = 2)\n output y",
+        false,
+    );
+    check_direct(
+        "input x: f32[2, 8, 7, 21]\n y = conv2d(x, out = 26, kernel = [3, 2], pad = [1, 0, 1, 0], groups = 2)\n output y",
         true,
     );
 }
@@ -337,6 +363,11 @@ fn direct_reduction_chunks_residual_relu() {
     // the row map, the last applies bias, the residual add and relu.
     check_direct(
         "input x: f32[1, 80, 6, 16]\n input r: f32[1, 24, 6, 16]\n c = conv2d(x, out = 24, kernel = 3, pad = 1)\n s = add(c, r)\n y = relu(s)\n output y",
+        false,
+    );
+    // The same through a row map (pad 0 on a wider input: pitch 18 for 16 columns).
+    check_direct(
+        "input x: f32[1, 80, 8, 18]\n input r: f32[1, 24, 6, 16]\n c = conv2d(x, out = 24, kernel = 3)\n s = add(c, r)\n y = relu(s)\n output y",
         true,
     );
 }
