@@ -58,6 +58,9 @@ use iced_x86::IcedError;
 use iced_x86::code_asm::*;
 
 mod chanvec;
+mod pool;
+
+pub use pool::{MAX_VECTORS as POOL_MAX_VECTORS, PoolRows};
 
 /// Instruction set of a wide microkernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -223,10 +226,44 @@ pub struct Spec {
     /// prefetchers.
     pub prefetch_x: bool,
     pub ops: Vec<EpOp>,
+    /// Not a GEMM tile but max-pooling rows (AVX-512, see `pool.rs`); the fields above
+    /// are then unused.
+    pub pool: Option<PoolRows>,
 }
 
 impl Spec {
+    /// The max-pooling kernel `p` (see [`Spec::pool`]).
+    pub fn max_pool(p: PoolRows) -> Spec {
+        Spec {
+            isa: Isa::Avx512,
+            mr: 0,
+            nv: 0,
+            masked: false,
+            accumulate: false,
+            xstride: 0,
+            taps: Vec::new(),
+            remap: None,
+            chanvec: false,
+            xoffs: Vec::new(),
+            partial: false,
+            tap_masks: TapMasks::Off,
+            prefetch_x: false,
+            ops: Vec::new(),
+            pool: Some(p),
+        }
+    }
+
     pub fn name(&self) -> String {
+        if let Some(p) = &self.pool {
+            let rows: Vec<String> = p.rows.iter().map(|r| r.to_string()).collect();
+            return format!(
+                "uk_avx512_maxpool_{}x{}s{}_rows{}",
+                p.ow,
+                p.kw,
+                p.sw,
+                rows.join("")
+            );
+        }
         format!(
             "uk_{}_{}x{}{}{}{}{}{}{}{}",
             self.isa.name(),
@@ -517,7 +554,9 @@ fn cpu_level_inner() -> Result<Vec<u8>, IcedError> {
 
 /// Assembles the microkernel `spec` (see the module documentation).
 pub fn assemble(spec: &Spec) -> Result<Vec<u8>, String> {
-    let r = if spec.chanvec {
+    let r = if let Some(p) = &spec.pool {
+        pool::assemble_pool(p)
+    } else if spec.chanvec {
         chanvec::assemble_chanvec(spec)
     } else {
         assemble_inner(spec)
@@ -893,6 +932,7 @@ mod tests {
                                 EpOp::Max(0),
                                 EpOp::Min(6.0f32.to_bits()),
                             ],
+                            pool: None,
                         };
                         let b = assemble(&s).unwrap();
                         assert!(b.len() > 16);

@@ -649,7 +649,14 @@ pub(crate) fn emit_kernel(
         KernelKind::Dense { x, k: kd, m, w } => {
             emit_dense(&mut em, x, *kd, *m, *w, &out, epi, lo, hi)
         }
-        KernelKind::MaxPool { x, p, hw, ohw } => {
+        KernelKind::MaxPool {
+            x,
+            p,
+            hw,
+            ohw,
+            in_place: true,
+        } => emit_max_pool_in_place(&mut em, x, p, *hw, *ohw, &out, lo, hi, wide),
+        KernelKind::MaxPool { x, p, hw, ohw, .. } => {
             emit_pool(&mut em, x, p, *hw, *ohw, None, &out, epi, lo, hi)
         }
         KernelKind::AvgPool {
@@ -1416,6 +1423,7 @@ fn wide_tile(
         prefetch_x: false,
         tap_masks: TapMasks::Off,
         ops: ops.clone(),
+        pool: None,
     };
     full_tiles_then_masked(em, isa, cx.nfull, cx.rem, cx.ss, &spec, get, &call);
 }
@@ -1635,6 +1643,7 @@ fn emit_direct_chanvec(
                             prefetch_x: false,
                             tap_masks: TapMasks::Off,
                             ops: if last { ops.clone() } else { Vec::new() },
+                            pool: None,
                         };
                         let f = get(&spec, em.b.func);
                         // Tile ti's partial sums live in this thread's scratch.
@@ -1794,6 +1803,7 @@ fn direct_tile(
         prefetch_x: true,
         tap_masks,
         ops: ops.clone(),
+        pool: None,
     };
     let z = em.ic(0);
     if remap.is_some() {
@@ -2245,6 +2255,66 @@ pub(crate) fn pool_q(p: &bnc_ir::Pool2d, hw: [usize; 2], ohw: [usize; 2]) -> (us
     let ph = (hw[0] + p.pad[0] + p.pad[2]).max((ohw[0] - 1) * p.stride[0] + p.kernel[0]);
     let qw = ohw[1].div_ceil(4) * 4 + (p.kernel[1] - 1) / p.stride[1] + 1;
     (ph, qw)
+}
+
+/// Max pooling read in place by assembled AVX-512 rows (see `asm/pool.rs`): per channel
+/// plane, one call per run of output rows whose windows have the same rows inside the
+/// image (the top rows, the middle, the bottom rows).
+#[allow(clippy::too_many_arguments)]
+fn emit_max_pool_in_place(
+    em: &mut Em,
+    x: &View,
+    p: &bnc_ir::Pool2d,
+    [h, w]: [usize; 2],
+    [oh, ow]: [usize; 2],
+    out: &View,
+    lo: Value,
+    hi: Value,
+    get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
+) {
+    let [sh, sw] = p.stride;
+    let rows_of = |oy: usize| -> Vec<usize> {
+        (0..p.kernel[0])
+            .filter(|&ky| (p.pad[0]..p.pad[0] + h).contains(&(oy * sh + ky)))
+            .collect()
+    };
+    let mut runs: Vec<(usize, usize, Vec<usize>)> = Vec::new();
+    for oy in 0..oh {
+        let rows = rows_of(oy);
+        match runs.last_mut() {
+            Some((_, n, r)) if *r == rows => *n += 1,
+            _ => runs.push((oy, 1, rows)),
+        }
+    }
+    let c_n = x.c;
+    em.lp(lo, hi, 1, |em, u| {
+        let (n, c) = em.divmod(u, c_n);
+        let xb = em.vbase(x, n);
+        let co = em.mul_i(c, (h * w) as i64);
+        let xb = em.ea(xb, co);
+        let ob = em.vbase(out, n);
+        let co = em.mul_i(c, (oh * ow) as i64);
+        let ob = em.ea(ob, co);
+        for (oy0, count, rows) in &runs {
+            let spec = Spec::max_pool(crate::asm::PoolRows {
+                w,
+                ow,
+                kw: p.kernel[1],
+                sw,
+                pl: p.pad[1],
+                rows: rows.clone(),
+                row_step: sh * w,
+            });
+            let f = get(&spec, em.b.func);
+            // Window row 0 of output row oy0 (above the plane when it is padding).
+            let row0 = (oy0 * sh) as i64 - p.pad[0] as i64;
+            let xp = em.add_i(xb, row0 * w as i64 * 4);
+            let op = em.add_i(ob, (oy0 * ow * 4) as i64);
+            let k = em.ic(*count as i64);
+            let zero = em.ic(0);
+            em.b.ins().call(f, &[xp, xp, op, k, zero, xp]);
+        }
+    });
 }
 
 /// Max/avg pooling, 4 output columns per step, on a padded copy filled with -inf (max) or

@@ -816,7 +816,7 @@ impl CompiledModel {
 #[doc(hidden)]
 pub mod testing {
     use super::*;
-    pub use crate::asm::{ActOp, EpOp, Isa, Remap, Spec, TapMasks, assemble};
+    pub use crate::asm::{ActOp, EpOp, Isa, PoolRows, Remap, Spec, TapMasks, assemble};
 
     /// Whether this machine can run `isa` kernels.
     pub fn host_has(isa: Isa) -> bool {

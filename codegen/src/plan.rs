@@ -172,6 +172,8 @@ pub(crate) enum KernelKind {
         p: Pool2d,
         hw: [usize; 2],
         ohw: [usize; 2],
+        /// Read in place by assembled AVX-512 rows (`asm/pool.rs`), no padded copy.
+        in_place: bool,
     },
     /// `recip`: blob offset of `1 / divisor` per output position (plus 4 pad floats).
     AvgPool {
@@ -1107,12 +1109,30 @@ fn lower_anchor(
             }
             let hw = [xs[2], xs[3]];
             let ohw = [os[2], os[3]];
+            // AVX-512 max pooling reads its input in place (see `asm/pool.rs`): strides
+            // of 1 or 2 along the row, rows of at most POOL_MAX_VECTORS vectors, no
+            // epilogue to apply.
+            let in_place = wide == Some(Isa::Avx512)
+                && epi.is_empty()
+                && (1..=2).contains(&p.stride[1])
+                && ohw[1] <= crate::asm::POOL_MAX_VECTORS * 16;
+            if matches!(node.op, Op::MaxPool(_)) && in_place {
+                let kind = KernelKind::MaxPool {
+                    x,
+                    p: p.clone(),
+                    hw,
+                    ohw,
+                    in_place,
+                };
+                return Ok(vec![kernel(kind, x.n * x.c, 0, epi)]);
+            }
             let kind = if matches!(node.op, Op::MaxPool(_)) {
                 KernelKind::MaxPool {
                     x,
                     p: p.clone(),
                     hw,
                     ohw,
+                    in_place: false,
                 }
             } else {
                 KernelKind::AvgPool {

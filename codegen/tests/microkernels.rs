@@ -4,7 +4,9 @@
 //! the same single-rounding FMA chain (`f32::mul_add`) in the same order, so the comparison
 //! is bit for bit; stores outside the tile must not happen (sentinels).
 
-use bnc_codegen::testing::{ActOp, EpOp, Isa, Microkernels, Remap, Spec, TapMasks, host_has};
+use bnc_codegen::testing::{
+    ActOp, EpOp, Isa, Microkernels, PoolRows, Remap, Spec, TapMasks, host_has,
+};
 
 const SENTINEL: f32 = -12345.5;
 
@@ -155,6 +157,7 @@ fn check_isa(isa: Isa) {
                         prefetch_x: false,
                         tap_masks: TapMasks::Off,
                         ops: ops[i % ops.len()].clone(),
+                        pool: None,
                     });
                     i += 1;
                 }
@@ -179,6 +182,7 @@ fn check_isa(isa: Isa) {
                 prefetch_x: false,
                 tap_masks: TapMasks::Off,
                 ops: o.clone(),
+                pool: None,
             });
         }
     }
@@ -212,6 +216,7 @@ fn check_isa(isa: Isa) {
                         EpOp::Act(f),
                         EpOp::Shift((i % 2) as u8),
                     ],
+                    pool: None,
                 });
             }
         }
@@ -239,6 +244,7 @@ fn check_isa(isa: Isa) {
                     prefetch_x: masked,
                     tap_masks: TapMasks::Off,
                     ops: ops[2].clone(),
+                    pool: None,
                 });
             }
         }
@@ -357,6 +363,7 @@ fn avx512_tap_mask_microkernels() {
                 prefetch_x: true,
                 tap_masks,
                 ops: ops[[2, 4, 0, 3][i]].clone(),
+                pool: None,
             });
         }
     }
@@ -497,6 +504,7 @@ fn avx512_remap_microkernels() {
                     prefetch_x: false,
                     tap_masks: TapMasks::Off,
                     ops: o.clone(),
+                    pool: None,
                 });
             }
         }
@@ -635,6 +643,7 @@ fn avx512_chanvec_microkernels() {
                         .map(|r| r + (i % 2) as i32 * (r / 5) * 3)
                         .collect(),
                     ops: ops[i % ops.len()].clone(),
+                    pool: None,
                 });
                 i += 1;
             }
@@ -739,6 +748,99 @@ fn avx512_chanvec_microkernels() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Max-pooling rows read in place: strides 1 and 2, left padding, windows past the right
+/// edge, partial last vectors, subsets of window rows, several rows per call; inputs with
+/// NaN, -inf and both zeros, compared bit for bit with `v > acc || v is NaN ? v : acc`
+/// from -inf; nothing stored past each row.
+#[test]
+fn avx512_max_pool_rows() {
+    if !host_has(Isa::Avx512) {
+        eprintln!("SKIPPED: this machine cannot run AVX-512 microkernels");
+        return;
+    }
+    // (w, ow, kw, sw, pl, rows, sh)
+    let rows = |w: usize, ow, kw, sw, pl, rows: &[usize], sh: usize| PoolRows {
+        w,
+        ow,
+        kw,
+        sw,
+        pl,
+        rows: rows.to_vec(),
+        row_step: sh * w,
+    };
+    let cases = [
+        rows(112, 56, 3, 2, 1, &[0, 1, 2], 2),
+        rows(112, 56, 3, 2, 1, &[1, 2], 2),
+        rows(23, 11, 3, 2, 0, &[0, 1, 2], 2),
+        rows(24, 12, 3, 2, 0, &[0, 2], 2),
+        rows(40, 40, 3, 1, 1, &[0, 1, 2], 1),
+        rows(7, 3, 2, 2, 0, &[0, 1], 2),
+        rows(300, 150, 3, 2, 1, &[0, 1], 2),
+        rows(17, 17, 5, 1, 2, &[1, 2, 3, 4], 1),
+    ];
+    let specs: Vec<Spec> = cases.iter().cloned().map(Spec::max_pool).collect();
+    let kernels = Microkernels::new(&specs).unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for (si, (spec, p)) in specs.iter().zip(&cases).enumerate() {
+        let (w, ow, kw, sw, pl) = (&p.w, &p.ow, &p.kw, &p.sw, &p.pl);
+        let (rows, step) = (&p.rows, p.row_step);
+        let count = 3;
+        let len = (count - 1) * step + rows.iter().max().unwrap() * w + w;
+        let x: Vec<f32> = (0..len)
+            .map(|i| match i % 37 {
+                5 => f32::NAN,
+                9 => f32::NEG_INFINITY,
+                13 => 0.0,
+                14 => -0.0,
+                _ => rng.f(),
+            })
+            .collect();
+        let mut want = vec![SENTINEL; count * ow + 16];
+        for r in 0..count {
+            for ox in 0..*ow {
+                let mut acc = f32::NEG_INFINITY;
+                for &ky in rows {
+                    for kx in 0..*kw {
+                        let col = (ox * sw + kx) as i64 - *pl as i64;
+                        let v = if (0..*w as i64).contains(&col) {
+                            x[r * step + ky * w + col as usize]
+                        } else {
+                            f32::NEG_INFINITY
+                        };
+                        if v > acc || v.is_nan() {
+                            acc = v;
+                        }
+                    }
+                }
+                want[r * ow + ox] = acc;
+            }
+        }
+        let mut c = vec![SENTINEL; count * ow + 16];
+        // SAFETY: the kernel reads window rows `rows` of `count` output rows, each inside
+        // x (len covers the last row), columns only within 0..w (masked loads), and writes
+        // count * ow floats of c; this machine runs AVX-512 (checked above).
+        unsafe {
+            kernels.get(si)(
+                x.as_ptr(),
+                x.as_ptr(),
+                c.as_mut_ptr(),
+                count as u64,
+                0,
+                std::ptr::null(),
+            );
+        }
+        for (i, (g, e)) in c.iter().zip(&want).enumerate() {
+            assert!(
+                g.to_bits() == e.to_bits(),
+                "{}: output {i} (row {}, column {}): got {g}, want {e}",
+                spec.name(),
+                i / ow,
+                i % ow
+            );
         }
     }
 }

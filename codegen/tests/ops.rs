@@ -59,22 +59,26 @@ fn conv_groups() {
 /// Also checks `body` with `direct_conv: false`: on AVX-512 machines depthwise and small
 /// convs otherwise run as direct convs, and this keeps their own kernels tested.
 fn check_packed_too(body: &str) {
-    use bnc_codegen::{Options, compile};
     check_body(body);
+    check_with_options(
+        body,
+        bnc_codegen::Options {
+            direct_conv: false,
+            ..Default::default()
+        },
+        "direct_conv: false",
+    );
+}
+
+/// `body` compiled with `opts` against the interpreter.
+fn check_with_options(body: &str, opts: bnc_codegen::Options, what: &str) {
     let g = common::model(body);
     let ins = common::inputs(&g, 2);
     let want = bnc_ir::interp::run(&g, &ins).unwrap();
-    let opts = Options {
-        direct_conv: false,
-        ..Options::default()
-    };
-    let got = common::run_compiled(&compile(&g, &opts).unwrap(), &ins);
+    let got = common::run_compiled(&bnc_codegen::compile(&g, &opts).unwrap(), &ins);
     for (w, g) in want.iter().zip(&got) {
         let err = w.max_abs_diff(g) / w.max_abs().max(1.0);
-        assert!(
-            err <= common::TOL,
-            "direct_conv: false: relative error {err}"
-        );
+        assert!(err <= common::TOL, "{what}: relative error {err}");
     }
 }
 
@@ -195,6 +199,31 @@ fn concat() {
     check_body(
         "input x: f32[2, 4, 5, 5]\n p = relu(x)\n a = conv2d(p, out = 3, kernel = 3, pad = 1)\n c1 = concat(p, a)\n r1 = relu(c1)\n b = conv2d(r1, out = 3, kernel = 1)\n c2 = concat(p, a, b)\n y = relu(c2)\n output y, c1",
     );
+}
+
+#[test]
+fn max_pools_in_place_and_cranelift() {
+    // On AVX-512 these run as assembled rows read in place (a resnet stem's pool, a
+    // stride-1 pool, a window past the right edge, rows of more than 8 vectors); with
+    // `wide_gemm: false`, and with an epilogue after the pool, as Cranelift kernels.
+    let bodies = [
+        "input x: f32[1, 4, 112, 112]\n y = maxpool(x, kernel = 3, stride = 2, pad = 1)\n output y",
+        "input x: f32[2, 3, 9, 10]\n y = maxpool(x, kernel = 3, stride = 1, pad = 1)\n output y",
+        "input x: f32[1, 3, 9, 11]\n y = maxpool(x, kernel = [2, 3], stride = [1, 2], pad = [0, 1, 1, 1], ceil_mode = true)\n output y",
+        "input x: f32[1, 2, 5, 300]\n y = maxpool(x, kernel = 3, stride = 2, pad = 1)\n output y",
+        "input x: f32[1, 3, 9, 10]\n p = maxpool(x, kernel = 3, stride = 2, pad = 1)\n y = relu(p)\n output y",
+    ];
+    for body in bodies {
+        check_body(body);
+        check_with_options(
+            body,
+            bnc_codegen::Options {
+                wide_gemm: false,
+                ..Default::default()
+            },
+            "wide_gemm: false",
+        );
+    }
 }
 
 #[test]
