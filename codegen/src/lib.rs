@@ -30,6 +30,7 @@
 //!    in the same order whatever the split, so any thread count gives bit-identical results.
 
 mod asm;
+mod cache;
 mod emit;
 mod hugemem;
 mod object;
@@ -41,6 +42,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use bnc_ir::{Graph, Shape};
+pub use cache::CacheSizes;
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::UserFuncName;
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
@@ -554,6 +556,7 @@ fn compile_inner(
         wide,
         options.fuse_affine,
         options.direct_conv,
+        &CacheSizes::host(),
     )?;
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
     let mut texts = Texts::default();

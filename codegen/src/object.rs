@@ -29,6 +29,7 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 use bnc_ir::Graph;
 
 use crate::asm::Isa;
+use crate::cache::CacheSizes;
 use crate::{
     CodegenError, Options, TargetCpu, backend, define_kernels, isa_has_fma, plan, target_isa,
 };
@@ -72,10 +73,23 @@ pub fn emit_object(
     }
     sig.returns.push(AbiParam::new(I32));
     let fwd_name = format!("{p}_forward");
+    // Blocking for this machine only when the object is for it.
+    let caches = if options.target_cpu == TargetCpu::Native {
+        CacheSizes::host()
+    } else {
+        CacheSizes::DEFAULT
+    };
 
     let (plan, workspace) = if !multi {
         let wide = wide.filter(|_| options.wide_gemm);
-        let plan = plan::plan(graph, 1, wide, options.fuse_affine, options.direct_conv)?;
+        let plan = plan::plan(
+            graph,
+            1,
+            wide,
+            options.fuse_affine,
+            options.direct_conv,
+            &caches,
+        )?;
         let fwd = module
             .declare_function(&fwd_name, Linkage::Export, &sig)
             .map_err(backend)?;
@@ -100,7 +114,14 @@ pub fn emit_object(
             &[(2, None)]
         };
         for &(lvl, wide) in levels {
-            let plan = plan::plan(graph, 1, wide, options.fuse_affine, options.direct_conv)?;
+            let plan = plan::plan(
+                graph,
+                1,
+                wide,
+                options.fuse_affine,
+                options.direct_conv,
+                &caches,
+            )?;
             let id = module
                 .declare_function(&format!("{p}__forward_v{lvl}"), Linkage::Local, &sig)
                 .map_err(backend)?;

@@ -13,18 +13,11 @@ use bnc_ir::{Activation, Graph, Op, Pool2d, Shape, ValueId};
 
 use crate::CodegenError;
 use crate::asm::Isa;
+use crate::cache::CacheSizes;
 
 /// Fallback GEMM tile: `MR` output channels by `NR` pixels (see `emit::emit_ukernel`).
 pub(crate) const MR: usize = 8;
 pub(crate) const NR: usize = 4;
-/// Cache sizes the blocking is derived from (per core): L1 data and L2.
-const L1_BYTES: usize = 32 * 1024;
-const L2_BYTES: usize = 1024 * 1024;
-/// Budget (in floats) for one packed input block of the GEMM path: the block is reused by
-/// every weight panel, so it should stay in L2 next to the streaming weights (half of L2).
-const PACK_BUDGET: usize = L2_BYTES / 2 / 4;
-/// Larger budget (3/4 of L2) allowed when it covers the whole image (see `lower_anchor`).
-const WHOLE_BUDGET: usize = L2_BYTES * 3 / 4 / 4;
 /// Alignment of workspace buffers and blob entries, in floats (64 bytes).
 const ALIGN: usize = 16;
 
@@ -348,6 +341,7 @@ pub(crate) fn plan(
     wide: Option<Isa>,
     fuse_affine: bool,
     direct: bool,
+    caches: &CacheSizes,
 ) -> Result<Plan, CodegenError> {
     graph
         .verify()
@@ -757,6 +751,7 @@ pub(crate) fn plan(
                     threads,
                     wide,
                     direct,
+                    caches,
                     &mut shared,
                 )?;
                 kernels.extend(ks);
@@ -934,6 +929,7 @@ fn lower_anchor(
     threads: usize,
     wide: Option<Isa>,
     direct: bool,
+    caches: &CacheSizes,
     shared: &mut Shared,
 ) -> Result<Vec<Kernel>, CodegenError> {
     let param = |s: &str| {
@@ -1003,7 +999,7 @@ fn lower_anchor(
             let taps = c.kernel[0] * c.kernel[1];
             if let Some(d) = direct_geometry(&geom, &epi, wide.filter(|_| direct)) {
                 return Ok(lower_direct(
-                    &geom, d, weight, blob, x, out, epi, name, threads, shared,
+                    &geom, d, weight, blob, x, out, epi, name, threads, caches, shared,
                 ));
             } else if geom.cin_g() == 1 && geom.groups > 1 && taps <= 64 {
                 let w = blob.push(weight);
@@ -1025,7 +1021,7 @@ fn lower_anchor(
                 };
                 let mtiles = cout_g.div_ceil(mr);
                 let p = geom.pixels();
-                let b = gemm_blocking(k, p, mr, nr);
+                let b = gemm_blocking(k, p, mr, nr, caches);
                 let pblocks = p.div_ceil(b.nb);
                 let base = x.n * geom.groups * pblocks;
                 let mchunks = if threads > 1 && base < 4 * threads {
@@ -1087,7 +1083,7 @@ fn lower_anchor(
             {
                 let weight = param("weight")?;
                 return Ok(lower_direct(
-                    &geom, d, weight, blob, x, out, epi, name, threads, shared,
+                    &geom, d, weight, blob, x, out, epi, name, threads, caches, shared,
                 ));
             }
             let w = blob.push(param("weight")?);
@@ -1189,6 +1185,7 @@ fn lower_direct(
     epi: Vec<Epi>,
     name: String,
     threads: usize,
+    caches: &CacheSizes,
     shared: &mut Shared,
 ) -> Vec<Kernel> {
     let isa = Isa::Avx512;
@@ -1232,7 +1229,7 @@ fn lower_direct(
     if let Some(cv) = chanvec_pixels(geom) {
         // Reduction chunks whose weight rows (32 channels, 128 bytes a row) stay in half of
         // L1 while every tile of the unit uses them; partial sums wait in scratch.
-        let steps_max = (L1_BYTES / 2 / (CV_CHANNELS * 4) / ntaps).max(1);
+        let steps_max = (caches.l1d / 2 / (CV_CHANNELS * 4) / ntaps).max(1);
         let chunks = cin_g.div_ceil(steps_max);
         let kc = cin_g.div_ceil(chunks) * ntaps;
         let wpack = blob.push(&pack_weights_chanvec(
@@ -1267,10 +1264,10 @@ fn lower_direct(
     }
     let grid = (geom.oh - 1) * d.pitch + geom.ow;
     let whole = grid.div_ceil(nr) * nr;
-    let nb_max = if whole * cin_g <= WHOLE_BUDGET {
+    let nb_max = if whole * cin_g <= caches.whole_budget() {
         whole
     } else {
-        ((PACK_BUDGET / cin_g) / nr * nr).clamp(nr, whole)
+        ((caches.pack_budget() / cin_g) / nr * nr).clamp(nr, whole)
     };
     // Blocks of equal size (whole tiles), so that units split across threads weigh the same.
     let pblocks = grid.div_ceil(nb_max);
@@ -1302,7 +1299,7 @@ fn lower_direct(
         }
         heaviest_piece(&m_major, threads) * 20 < heaviest_piece(&pixel_major, threads) * 19
     };
-    let steps_max = (gemm_blocking(geom.kdim(), geom.pixels(), mr, nr).kc / ntaps).max(1);
+    let steps_max = (gemm_blocking(geom.kdim(), geom.pixels(), mr, nr, caches).kc / ntaps).max(1);
     let chunks = cin_g.div_ceil(steps_max);
     let kc = cin_g.div_ceil(chunks) * ntaps;
     let wpack = blob.push(&pack_weights_balanced(
@@ -1478,14 +1475,20 @@ pub(crate) struct Blocking {
 /// * `nb`: the packed input block `nb * K` floats stays within half of L2 (it is re-read once
 ///   per weight panel), or 3/4 of L2 when that covers the whole image, so each weight panel
 ///   is then read from memory exactly once.
-pub(crate) fn gemm_blocking(k: usize, pixels: usize, mr: usize, nr: usize) -> Blocking {
+pub(crate) fn gemm_blocking(
+    k: usize,
+    pixels: usize,
+    mr: usize,
+    nr: usize,
+    caches: &CacheSizes,
+) -> Blocking {
     let whole = pixels.div_ceil(nr) * nr;
-    let nb = if whole * k <= WHOLE_BUDGET {
+    let nb = if whole * k <= caches.whole_budget() {
         whole
     } else {
-        ((PACK_BUDGET / k) / nr * nr).clamp(nr, whole)
+        ((caches.pack_budget() / k) / nr * nr).clamp(nr, whole)
     };
-    let kmax = (L1_BYTES / 2 / (4 * mr)) / 4 * 4;
+    let kmax = (caches.l1d / 2 / (4 * mr)) / 4 * 4;
     let kc = if k <= kmax {
         k
     } else {
