@@ -58,8 +58,10 @@ use iced_x86::IcedError;
 use iced_x86::code_asm::*;
 
 mod chanvec;
+mod pad;
 mod pool;
 
+pub use pad::{MAX_VECTORS as PAD_MAX_VECTORS, PadRows};
 pub use pool::{MAX_VECTORS as POOL_MAX_VECTORS, PoolRows};
 
 /// Instruction set of a wide microkernel.
@@ -226,14 +228,22 @@ pub struct Spec {
     /// prefetchers.
     pub prefetch_x: bool,
     pub ops: Vec<EpOp>,
-    /// Not a GEMM tile but max-pooling rows (AVX-512, see `pool.rs`); the fields above
-    /// are then unused.
-    pub pool: Option<PoolRows>,
+    /// Not a GEMM tile but a row kernel (AVX-512); the fields above are then unused.
+    pub rows: Option<RowKernel>,
+}
+
+/// Assembled kernels that move rows of an image rather than multiply.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RowKernel {
+    /// Max pooling read in place (`pool.rs`).
+    MaxPool(PoolRows),
+    /// The padded, stride-phase copy of a conv's input (`pad.rs`).
+    PadPlanes(PadRows),
 }
 
 impl Spec {
-    /// The max-pooling kernel `p` (see [`Spec::pool`]).
-    pub fn max_pool(p: PoolRows) -> Spec {
+    /// The row kernel `k` (see [`Spec::rows`]).
+    pub fn row_kernel(k: RowKernel) -> Spec {
         Spec {
             isa: Isa::Avx512,
             mr: 0,
@@ -249,20 +259,33 @@ impl Spec {
             tap_masks: TapMasks::Off,
             prefetch_x: false,
             ops: Vec::new(),
-            pool: Some(p),
+            rows: Some(k),
         }
     }
 
     pub fn name(&self) -> String {
-        if let Some(p) = &self.pool {
-            let rows: Vec<String> = p.rows.iter().map(|r| r.to_string()).collect();
-            return format!(
-                "uk_avx512_maxpool_{}x{}s{}_rows{}",
-                p.ow,
-                p.kw,
-                p.sw,
-                rows.join("")
-            );
+        match &self.rows {
+            Some(RowKernel::MaxPool(p)) => {
+                let rows: Vec<String> = p.rows.iter().map(|r| r.to_string()).collect();
+                return format!(
+                    "uk_avx512_maxpool_{}x{}s{}_rows{}",
+                    p.ow,
+                    p.kw,
+                    p.sw,
+                    rows.join("")
+                );
+            }
+            Some(RowKernel::PadPlanes(p)) => {
+                return format!(
+                    "uk_avx512_pad_{}x{}_s{}x{}_{}ph",
+                    p.hqwq[0],
+                    p.hqwq[1],
+                    p.stride[0],
+                    p.stride[1],
+                    p.phases.len()
+                );
+            }
+            None => {}
         }
         format!(
             "uk_{}_{}x{}{}{}{}{}{}{}{}",
@@ -554,8 +577,11 @@ fn cpu_level_inner() -> Result<Vec<u8>, IcedError> {
 
 /// Assembles the microkernel `spec` (see the module documentation).
 pub fn assemble(spec: &Spec) -> Result<Vec<u8>, String> {
-    let r = if let Some(p) = &spec.pool {
-        pool::assemble_pool(p)
+    let r = if let Some(k) = &spec.rows {
+        match k {
+            RowKernel::MaxPool(p) => pool::assemble_pool(p),
+            RowKernel::PadPlanes(p) => pad::assemble_pad(p),
+        }
     } else if spec.chanvec {
         chanvec::assemble_chanvec(spec)
     } else {
@@ -932,7 +958,7 @@ mod tests {
                                 EpOp::Max(0),
                                 EpOp::Min(6.0f32.to_bits()),
                             ],
-                            pool: None,
+                            rows: None,
                         };
                         let b = assemble(&s).unwrap();
                         assert!(b.len() > 16);

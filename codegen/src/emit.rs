@@ -25,7 +25,7 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 
 use bnc_ir::Activation;
 
-use crate::asm::{ActOp, EpOp, Isa, Remap, Spec, TapMasks};
+use crate::asm::{ActOp, EpOp, Isa, PadRows, Remap, RowKernel, Spec, TapMasks};
 use crate::plan::{
     CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR, View, balanced_tiles,
     chanvec_group_floats, depthwise_qw,
@@ -642,9 +642,24 @@ pub(crate) fn emit_kernel(
             phases,
             hqwq,
             fill,
-        } => emit_pad_planes(
-            &mut em, x, *hw, *pads, *stride, phases, *hqwq, *fill, &out, lo, hi,
-        ),
+        } => {
+            let pad = PadRows {
+                h: hw[0],
+                w: hw[1],
+                pads: *pads,
+                stride: *stride,
+                phases: phases.clone(),
+                hqwq: *hqwq,
+                fill_step: 1,
+            };
+            if pad_rows_fit(&pad) {
+                emit_pad_planes_asm(&mut em, x, pad, *fill, &out, lo, hi, wide)
+            } else {
+                emit_pad_planes(
+                    &mut em, x, *hw, *pads, *stride, phases, *hqwq, *fill, &out, lo, hi,
+                )
+            }
+        }
         KernelKind::Depthwise { x, g, w } => emit_depthwise(&mut em, x, g, *w, &out, epi, lo, hi),
         KernelKind::Dense { x, k: kd, m, w } => {
             emit_dense(&mut em, x, *kd, *m, *w, &out, epi, lo, hi)
@@ -1423,7 +1438,7 @@ fn wide_tile(
         prefetch_x: false,
         tap_masks: TapMasks::Off,
         ops: ops.clone(),
-        pool: None,
+        rows: None,
     };
     full_tiles_then_masked(em, isa, cx.nfull, cx.rem, cx.ss, &spec, get, &call);
 }
@@ -1643,7 +1658,7 @@ fn emit_direct_chanvec(
                             prefetch_x: false,
                             tap_masks: TapMasks::Off,
                             ops: if last { ops.clone() } else { Vec::new() },
-                            pool: None,
+                            rows: None,
                         };
                         let f = get(&spec, em.b.func);
                         // Tile ti's partial sums live in this thread's scratch.
@@ -1803,7 +1818,7 @@ fn direct_tile(
         prefetch_x: true,
         tap_masks,
         ops: ops.clone(),
-        pool: None,
+        rows: None,
     };
     let z = em.ic(0);
     if remap.is_some() {
@@ -1907,6 +1922,60 @@ fn store_row_map(em: &mut Em, cx: &DirectCtx, g: &ConvGeom, pitch: usize, pieces
         em.b.ins()
             .stack_store(I64, word, cx.ss, (24 + 8 * w) as i32);
     }
+}
+
+/// Whether the assembled phase copy (`asm/pad.rs`) takes this geometry: strides of 1 or 2
+/// along rows, at most `PAD_MAX_VECTORS` vectors per phase row, byte offsets in i32.
+fn pad_rows_fit(p: &PadRows) -> bool {
+    let planes = p.phases.len() * p.hqwq[0] * p.hqwq[1];
+    (1..=2).contains(&p.stride[1])
+        && p.hqwq[1] <= crate::asm::PAD_MAX_VECTORS * 16
+        && (p.h * p.w).max(planes) < (i32::MAX / 8) as usize
+}
+
+/// The phase copy by assembled rows (see `asm/pad.rs`), one call per channel.
+#[allow(clippy::too_many_arguments)]
+fn emit_pad_planes_asm(
+    em: &mut Em,
+    x: &View,
+    p: PadRows,
+    fill: Option<usize>,
+    out: &View,
+    lo: Value,
+    hi: Value,
+    get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
+) {
+    let plane_in = p.h * p.w;
+    let plane_out = p.phases.len() * p.hqwq[0] * p.hqwq[1];
+    let f = get(&Spec::row_kernel(RowKernel::PadPlanes(p)), em.b.func);
+    // Zero padding: the fill value from a stack slot.
+    let zero = fill.is_none().then(|| {
+        let ss =
+            em.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 4, 2));
+        let z = em.fc(0.0);
+        em.b.ins().stack_store(I64, z, ss, 0);
+        em.b.ins().stack_addr(I64, ss, 0)
+    });
+    em.lp(lo, hi, 1, |em, u| {
+        let (n, c) = em.divmod(u, x.c);
+        let xb = em.vbase(x, n);
+        let co = em.mul_i(c, plane_in as i64);
+        let xp = em.ea(xb, co);
+        let ob = em.vbase(out, n);
+        let co = em.mul_i(c, plane_out as i64);
+        let op = em.ea(ob, co);
+        let fp = match (fill, zero) {
+            (Some(off), _) => {
+                let base = em.wptr(off);
+                em.ea(base, c)
+            }
+            (None, Some(z)) => z,
+            (None, None) => unreachable!(),
+        };
+        let one = em.ic(1);
+        let nothing = em.ic(0);
+        em.b.ins().call(f, &[fp, xp, op, one, nothing, xp]);
+    });
 }
 
 /// Copies every channel plane into its padded phase planes (see `KernelKind::PadPlanes`).
@@ -2296,7 +2365,7 @@ fn emit_max_pool_in_place(
         let co = em.mul_i(c, (oh * ow) as i64);
         let ob = em.ea(ob, co);
         for (oy0, count, rows) in &runs {
-            let spec = Spec::max_pool(crate::asm::PoolRows {
+            let spec = Spec::row_kernel(RowKernel::MaxPool(crate::asm::PoolRows {
                 w,
                 ow,
                 kw: p.kernel[1],
@@ -2304,7 +2373,7 @@ fn emit_max_pool_in_place(
                 pl: p.pad[1],
                 rows: rows.clone(),
                 row_step: sh * w,
-            });
+            }));
             let f = get(&spec, em.b.func);
             // Window row 0 of output row oy0 (above the plane when it is padding).
             let row0 = (oy0 * sh) as i64 - p.pad[0] as i64;

@@ -819,7 +819,9 @@ impl CompiledModel {
 #[doc(hidden)]
 pub mod testing {
     use super::*;
-    pub use crate::asm::{ActOp, EpOp, Isa, PoolRows, Remap, Spec, TapMasks, assemble};
+    pub use crate::asm::{
+        ActOp, EpOp, Isa, PadRows, PoolRows, Remap, RowKernel, Spec, TapMasks, assemble,
+    };
 
     /// Whether this machine can run `isa` kernels.
     pub fn host_has(isa: Isa) -> bool {

@@ -5,7 +5,7 @@
 //! is bit for bit; stores outside the tile must not happen (sentinels).
 
 use bnc_codegen::testing::{
-    ActOp, EpOp, Isa, Microkernels, PoolRows, Remap, Spec, TapMasks, host_has,
+    ActOp, EpOp, Isa, Microkernels, PadRows, PoolRows, Remap, RowKernel, Spec, TapMasks, host_has,
 };
 
 const SENTINEL: f32 = -12345.5;
@@ -157,7 +157,7 @@ fn check_isa(isa: Isa) {
                         prefetch_x: false,
                         tap_masks: TapMasks::Off,
                         ops: ops[i % ops.len()].clone(),
-                        pool: None,
+                        rows: None,
                     });
                     i += 1;
                 }
@@ -182,7 +182,7 @@ fn check_isa(isa: Isa) {
                 prefetch_x: false,
                 tap_masks: TapMasks::Off,
                 ops: o.clone(),
-                pool: None,
+                rows: None,
             });
         }
     }
@@ -216,7 +216,7 @@ fn check_isa(isa: Isa) {
                         EpOp::Act(f),
                         EpOp::Shift((i % 2) as u8),
                     ],
-                    pool: None,
+                    rows: None,
                 });
             }
         }
@@ -244,7 +244,7 @@ fn check_isa(isa: Isa) {
                     prefetch_x: masked,
                     tap_masks: TapMasks::Off,
                     ops: ops[2].clone(),
-                    pool: None,
+                    rows: None,
                 });
             }
         }
@@ -363,7 +363,7 @@ fn avx512_tap_mask_microkernels() {
                 prefetch_x: true,
                 tap_masks,
                 ops: ops[[2, 4, 0, 3][i]].clone(),
-                pool: None,
+                rows: None,
             });
         }
     }
@@ -504,7 +504,7 @@ fn avx512_remap_microkernels() {
                     prefetch_x: false,
                     tap_masks: TapMasks::Off,
                     ops: o.clone(),
-                    pool: None,
+                    rows: None,
                 });
             }
         }
@@ -643,7 +643,7 @@ fn avx512_chanvec_microkernels() {
                         .map(|r| r + (i % 2) as i32 * (r / 5) * 3)
                         .collect(),
                     ops: ops[i % ops.len()].clone(),
-                    pool: None,
+                    rows: None,
                 });
                 i += 1;
             }
@@ -782,7 +782,10 @@ fn avx512_max_pool_rows() {
         rows(300, 150, 3, 2, 1, &[0, 1], 2),
         rows(17, 17, 5, 1, 2, &[1, 2, 3, 4], 1),
     ];
-    let specs: Vec<Spec> = cases.iter().cloned().map(Spec::max_pool).collect();
+    let specs: Vec<Spec> = cases
+        .iter()
+        .map(|p| Spec::row_kernel(RowKernel::MaxPool(p.clone())))
+        .collect();
     let kernels = Microkernels::new(&specs).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for (si, (spec, p)) in specs.iter().zip(&cases).enumerate() {
@@ -840,6 +843,98 @@ fn avx512_max_pool_rows() {
                 spec.name(),
                 i / ow,
                 i % ow
+            );
+        }
+    }
+}
+
+/// The padded phase copy: strides 1 and 2, phases in any order, pads on every side (rows
+/// and columns past the input filled), per-channel fill values, several channels per call,
+/// against a scalar reference; nothing stored past the last phase plane.
+#[test]
+fn avx512_pad_planes_rows() {
+    if !host_has(Isa::Avx512) {
+        eprintln!("SKIPPED: this machine cannot run AVX-512 microkernels");
+        return;
+    }
+    let pad = |h: usize,
+               w: usize,
+               pads: [usize; 2],
+               stride: [usize; 2],
+               phases: &[[usize; 2]],
+               extra: [usize; 2]| {
+        // Phase planes covering the padded image plus `extra` rows/columns of padding.
+        let hq = (h + 2 * pads[0] + extra[0]).div_ceil(stride[0]);
+        let wq = (w + 2 * pads[1] + extra[1]).div_ceil(stride[1]);
+        PadRows {
+            h,
+            w,
+            pads,
+            stride,
+            phases: phases.to_vec(),
+            hqwq: [hq, wq],
+            fill_step: 1,
+        }
+    };
+    let four = [[0, 0], [0, 1], [1, 0], [1, 1]];
+    let cases = [
+        pad(56, 56, [1, 1], [2, 2], &four, [0, 0]),
+        pad(21, 40, [3, 3], [2, 2], &four, [1, 0]),
+        pad(9, 18, [1, 2], [1, 1], &[[0, 0]], [2, 3]),
+        pad(14, 14, [0, 0], [2, 2], &[[0, 0]], [0, 0]),
+        pad(8, 13, [2, 1], [2, 1], &[[1, 0], [0, 0]], [0, 5]),
+        pad(5, 300, [1, 1], [1, 2], &[[0, 1], [0, 0]], [0, 0]),
+    ];
+    let specs: Vec<Spec> = cases
+        .iter()
+        .map(|p| Spec::row_kernel(RowKernel::PadPlanes(p.clone())))
+        .collect();
+    let kernels = Microkernels::new(&specs).unwrap();
+    let mut rng = Rng(0x7a11_ed00_c0de_0001);
+    for (si, p) in cases.iter().enumerate() {
+        let channels = 3;
+        let [hq, wq] = p.hqwq;
+        let plane = p.phases.len() * hq * wq;
+        let x = rng.vec(channels * p.h * p.w);
+        let fills = rng.vec(channels);
+        let mut want = vec![SENTINEL; channels * plane + 16];
+        for c in 0..channels {
+            for (pi, &[py, px]) in p.phases.iter().enumerate() {
+                for y in 0..hq {
+                    for xx in 0..wq {
+                        let iy = (y * p.stride[0] + py) as i64 - p.pads[0] as i64;
+                        let ix = (xx * p.stride[1] + px) as i64 - p.pads[1] as i64;
+                        let inside = (0..p.h as i64).contains(&iy) && (0..p.w as i64).contains(&ix);
+                        want[c * plane + pi * hq * wq + y * wq + xx] = if inside {
+                            x[c * p.h * p.w + iy as usize * p.w + ix as usize]
+                        } else {
+                            fills[c]
+                        };
+                    }
+                }
+            }
+        }
+        let mut got = vec![SENTINEL; channels * plane + 16];
+        // SAFETY: x holds `channels` input planes, got their phase planes (plus slack),
+        // fills one value per channel; columns outside the input are masked; this machine
+        // runs AVX-512 (checked above).
+        unsafe {
+            kernels.get(si)(
+                fills.as_ptr(),
+                x.as_ptr(),
+                got.as_mut_ptr(),
+                channels as u64,
+                0,
+                std::ptr::null(),
+            );
+        }
+        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                g.to_bits() == e.to_bits(),
+                "{}: float {i} (channel {}, offset {}): got {g}, want {e}",
+                specs[si].name(),
+                i / plane,
+                i % plane
             );
         }
     }
