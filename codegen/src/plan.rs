@@ -848,7 +848,6 @@ fn direct_geometry(g: &ConvGeom, epi: &[Epi], wide: Option<Isa>) -> Option<Direc
     if g.stride == [1, 1]
         && [g.oh, g.ow] == [g.h, g.w]
         && g.fill.is_none()
-        && g.cin_g() > 1
         && chanvec_pixels(g).is_none()
         && fits(g.h * g.w)
     {

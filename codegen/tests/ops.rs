@@ -461,18 +461,23 @@ fn direct_short_rows_three_pieces() {
 
 #[test]
 fn direct_depthwise() {
-    // A 112-wide depthwise with stride 2 (four phases) and relu6, a 5x5 on 7x7 (pitch 11,
-    // three pieces per vector), and a multiplier of 2 with dilation.
+    // A 112-wide depthwise with stride 2 (four phases) and relu6; a 5x5 on 7x7 and a
+    // multiplier of 2 with dilation, both keeping the size (tap masks); a valid 3x3 on 9x9
+    // (pitch 9 for 7 columns: three pieces per vector).
     check_direct(
         "input x: f32[1, 12, 22, 30]\n c = conv2d(x, out = 12, kernel = 3, stride = 2, pad = 1, groups = 12)\n y = relu6(c)\n output y",
         true,
     );
     check_direct(
         "input x: f32[1, 20, 7, 7]\n c = conv2d(x, out = 20, kernel = 5, pad = 2, groups = 20, bias = false)\n y = silu(c)\n output y",
-        true,
+        false,
     );
     check_direct(
         "input x: f32[2, 6, 12, 17]\n y = conv2d(x, out = 12, kernel = 3, pad = 2, dilation = 2, groups = 6)\n output y",
+        false,
+    );
+    check_direct(
+        "input x: f32[1, 20, 9, 9]\n c = conv2d(x, out = 20, kernel = 3, groups = 20, bias = false)\n y = silu(c)\n output y",
         true,
     );
 }
