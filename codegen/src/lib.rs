@@ -237,6 +237,9 @@ pub struct Options {
     /// outputs, against slowdowns of 10–50× where activations underflow (a squeeze-excitation
     /// gate after random weights). Object files leave the caller's mode alone.
     pub flush_denormals: bool,
+    /// Cache sizes the blocking is planned for; `None`: this machine's (CPUID) for the JIT
+    /// and `--target-cpu=native` objects, [`CacheSizes::DEFAULT`] for other objects.
+    pub cache_sizes: Option<CacheSizes>,
 }
 
 impl Default for Options {
@@ -249,6 +252,7 @@ impl Default for Options {
             direct_conv: true,
             fuse_affine: true,
             flush_denormals: true,
+            cache_sizes: None,
         }
     }
 }
@@ -556,7 +560,7 @@ fn compile_inner(
         wide,
         options.fuse_affine,
         options.direct_conv,
-        &CacheSizes::host(),
+        &options.cache_sizes.unwrap_or_else(CacheSizes::host),
     )?;
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
     let mut texts = Texts::default();

@@ -74,11 +74,13 @@ pub fn emit_object(
     sig.returns.push(AbiParam::new(I32));
     let fwd_name = format!("{p}_forward");
     // Blocking for this machine only when the object is for it.
-    let caches = if options.target_cpu == TargetCpu::Native {
-        CacheSizes::host()
-    } else {
-        CacheSizes::DEFAULT
-    };
+    let caches = options
+        .cache_sizes
+        .unwrap_or(if options.target_cpu == TargetCpu::Native {
+            CacheSizes::host()
+        } else {
+            CacheSizes::DEFAULT
+        });
 
     let (plan, workspace) = if !multi {
         let wide = wide.filter(|_| options.wide_gemm);

@@ -817,7 +817,12 @@ struct DirectGeom {
 /// least 8 (a vector then spans at most 3 grid rows), and when the epilogue is one the
 /// assembled kernels apply whole (they store through the row map). A 1x1 conv with stride
 /// has no waste: its copy is the subsampled input.
-fn direct_geometry(g: &ConvGeom, epi: &[Epi], wide: Option<Isa>) -> Option<DirectGeom> {
+fn direct_geometry(
+    g: &ConvGeom,
+    epi: &[Epi],
+    wide: Option<Isa>,
+    threads: usize,
+) -> Option<DirectGeom> {
     if wide != Some(Isa::Avx512) {
         return None;
     }
@@ -848,7 +853,7 @@ fn direct_geometry(g: &ConvGeom, epi: &[Epi], wide: Option<Isa>) -> Option<Direc
     if g.stride == [1, 1]
         && [g.oh, g.ow] == [g.h, g.w]
         && g.fill.is_none()
-        && chanvec_pixels(g).is_none()
+        && chanvec_pixels(g, threads).is_none()
         && fits(g.h * g.w)
     {
         let [dh, dw] = g.dilation;
@@ -996,7 +1001,7 @@ fn lower_anchor(
             };
             let weight = param("weight")?;
             let taps = c.kernel[0] * c.kernel[1];
-            if let Some(d) = direct_geometry(&geom, &epi, wide.filter(|_| direct)) {
+            if let Some(d) = direct_geometry(&geom, &epi, wide.filter(|_| direct), threads) {
                 return Ok(lower_direct(
                     &geom, d, weight, blob, x, out, epi, name, threads, caches, shared,
                 ));
@@ -1077,8 +1082,8 @@ fn lower_anchor(
                 groups: 1,
                 fill: None,
             };
-            if chanvec_pixels(&geom).is_some()
-                && let Some(d) = direct_geometry(&geom, &epi, wide.filter(|_| direct))
+            if chanvec_pixels(&geom, threads).is_some()
+                && let Some(d) = direct_geometry(&geom, &epi, wide.filter(|_| direct), threads)
             {
                 let weight = param("weight")?;
                 return Ok(lower_direct(
@@ -1225,10 +1230,12 @@ fn lower_direct(
         }
         None => x,
     };
-    if let Some(cv) = chanvec_pixels(geom) {
+    if let Some(cv) = chanvec_pixels(geom, threads) {
         // Reduction chunks whose weight rows (32 channels, 128 bytes a row) stay in half of
-        // L1 while every tile of the unit uses them; partial sums wait in scratch.
-        let steps_max = (caches.l1d / 2 / (CV_CHANNELS * 4) / ntaps).max(1);
+        // L2 while every tile of the unit uses them (in practice the whole reduction);
+        // partial sums wait in scratch. Chunks for half of L1 ran the 14x14 3x3 convs of
+        // resnet50 at 1.37-1.56 ms against 1.25-1.29 (`profile` bench).
+        let steps_max = (caches.l2 / 2 / (CV_CHANNELS * 4) / ntaps).max(1);
         let chunks = cin_g.div_ceil(steps_max);
         let kc = cin_g.div_ceil(chunks) * ntaps;
         let wpack = blob.push(&pack_weights_chanvec(
@@ -1417,12 +1424,22 @@ pub(crate) const CV_CHANNELS: usize = 32;
 /// Floats of one channel-vectorised tile's partial sums (12 pixels x 32 channels).
 pub(crate) const CV_TILE_FLOATS: usize = 12 * CV_CHANNELS;
 
-/// Pixels per tile when a direct conv is channel-vectorised: on images of at most 64
-/// pixels and 8 columns (7x7 in the classic networks: pixel vectors would fill 49 of 64
-/// lanes), when there are enough output channels for whole vectors and it is not depthwise.
-/// A tile is a run of up to 12 consecutive output pixels.
-fn chanvec_pixels(g: &ConvGeom) -> Option<usize> {
-    (g.ow <= 8 && g.pixels() <= 64 && g.cout_g() >= 16 && g.cin_g() >= 16).then_some(12)
+/// Pixels per tile when a direct conv is channel-vectorised: when there are enough output
+/// channels for whole vectors and it is not depthwise, on images of at most 64 pixels and
+/// 8 columns (7x7 in the classic networks: pixel vectors would fill 49 of 64 lanes), and
+/// for windows of several taps on images up to 28x28 when the 32-channel tiles (the units)
+/// give every thread two. A tile is a run of up to 12 consecutive output pixels.
+///
+/// On the 3x3 convs of resnet50's 28x28 and 14x14 layers these ran 1.18-1.23 and
+/// 1.26-1.32 ms against 1.27-1.40 and 1.37-1.56 for pixel vectors (whose last tile of a
+/// 14x14 plane is mostly empty); on 56x56 they were slower, and on 1x1 convs (short
+/// reductions) the strided stores of the epilogue cost more than they save.
+fn chanvec_pixels(g: &ConvGeom, threads: usize) -> Option<usize> {
+    let small = g.ow <= 8 && g.pixels() <= 64;
+    let mid = g.pixels() <= 28 * 28
+        && g.kernel[0] * g.kernel[1] > 1
+        && g.cout_g().div_ceil(CV_CHANNELS) >= 2 * threads.max(1);
+    ((small || mid) && g.cout_g() >= 16 && g.cin_g() >= 16).then_some(12)
 }
 
 /// Packs `[groups * cout_g][k]` weights for channel-vectorised kernels: per group, tiles of

@@ -315,7 +315,7 @@ fn check_direct(body: &str, padded: bool) {
     if !host_has(Isa::Avx512) {
         eprintln!("SKIPPED direct-path check: no AVX-512 here (the body is still checked)");
     } else {
-        let m = compile(&g, &Options::default()).unwrap();
+        let m = compile(&g, &common::options(1)).unwrap();
         let names: Vec<String> = m.kernel_names().into_iter().map(|(n, _)| n).collect();
         let has_pad = names.iter().any(|n| n.ends_with("_pad"));
         assert_eq!(has_pad, padded, "kernels: {names:?}");
@@ -324,7 +324,7 @@ fn check_direct(body: &str, padded: bool) {
             // channel-vectorised tiles): less scratch than the same model packed.
             let packed = Options {
                 direct_conv: false,
-                ..Options::default()
+                ..common::options(1)
             };
             let im2col = compile(&g, &packed).unwrap().scratch_floats();
             assert!(
@@ -423,6 +423,51 @@ fn direct_pointwise_threads_split_by_m_tiles() {
         "input x: f32[1, 1024, 14, 14]\n y = conv2d(x, out = 40, kernel = 1)\n output y",
         false,
     );
+}
+
+#[test]
+fn direct_chanvec_mid_images() {
+    // 14x14 and 28x28 3x3 convs with three 32-channel tiles run channel-vectorised at one
+    // thread (through the padded copy; pixel vectors would read the input through tap
+    // masks), with a residual and relu, and a partial last channel tile.
+    check_direct(
+        "input x: f32[1, 40, 14, 14]\n input r: f32[1, 70, 14, 14]\n c = conv2d(x, out = 70, kernel = 3, pad = 1)\n s = add(c, r)\n y = relu(s)\n output y",
+        true,
+    );
+    check_direct(
+        "input x: f32[1, 24, 28, 28]\n y = conv2d(x, out = 96, kernel = 3, pad = 1)\n output y",
+        true,
+    );
+}
+
+/// Reductions cut into several chunks by small caches, on every conv path: partial sums
+/// through C (pixel tiles, tap-masked or read in place) and through the scratch tile
+/// (channel-vectorised).
+#[test]
+fn chunked_reductions_with_small_caches() {
+    let small = bnc_codegen::Options {
+        cache_sizes: Some(bnc_codegen::CacheSizes {
+            l1d: 8 << 10,
+            l2: 64 << 10,
+        }),
+        ..Default::default()
+    };
+    for body in [
+        "input x: f32[1, 40, 14, 14]\n input r: f32[1, 70, 14, 14]\n c = conv2d(x, out = 70, kernel = 3, pad = 1)\n s = add(c, r)\n y = relu(s)\n output y",
+        "input x: f32[1, 48, 7, 7]\n y = conv2d(x, out = 40, kernel = 3, pad = 1)\n output y",
+        "input x: f32[1, 64, 20, 20]\n y = conv2d(x, out = 20, kernel = 3, pad = 1)\n output y",
+        "input x: f32[1, 300, 9, 9]\n y = conv2d(x, out = 24, kernel = 1)\n output y",
+    ] {
+        check_with_options(body, small.clone(), "8 KiB L1, 64 KiB L2");
+        check_with_options(
+            body,
+            bnc_codegen::Options {
+                threads: 2,
+                ..small.clone()
+            },
+            "2 threads, small caches",
+        );
+    }
 }
 
 #[test]

@@ -3,13 +3,24 @@
 
 use std::path::Path;
 
-use bnc_codegen::{CompiledModel, Options, compile};
+use bnc_codegen::{CacheSizes, CompiledModel, Options, compile};
 use bnc_ir::{Graph, Tensor, interp};
 
 /// Per-kernel tolerance: max abs error <= TOL * max(1, max |reference|).
 pub const TOL: f32 = 1e-4;
 /// Whole-model tolerance (tens of layers of f32 accumulation against the f64 interpreter).
 pub const MODEL_TOL: f32 = 1e-3;
+
+/// Default options with `threads`, planned for [`CacheSizes::DEFAULT`] rather than this
+/// machine's caches, so the blocking (reduction chunks, pixel blocks) a test exercises is
+/// the same on every machine.
+pub fn options(threads: usize) -> Options {
+    Options {
+        threads,
+        cache_sizes: Some(CacheSizes::DEFAULT),
+        ..Options::default()
+    }
+}
 
 /// Parses a model body (items inside `model t { ... }`) with random weights.
 pub fn model(body: &str) -> Graph {
@@ -62,14 +73,7 @@ pub fn run_compiled(m: &CompiledModel, inputs: &[Tensor]) -> Vec<Tensor> {
 pub fn check_with(graph: &Graph, threads: usize, tol: f32) -> f32 {
     let ins = inputs(graph, 1);
     let want = interp::run(graph, &ins).expect("interpreter");
-    let m = compile(
-        graph,
-        &Options {
-            threads,
-            ..Options::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("compile failed: {e}"));
+    let m = compile(graph, &options(threads)).unwrap_or_else(|e| panic!("compile failed: {e}"));
     let got = run_compiled(&m, &ins);
     let mut worst = 0.0f32;
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
@@ -94,15 +98,8 @@ pub fn check_body(body: &str) {
     let g = model(body);
     check(&g);
     let ins = inputs(&g, 5);
-    let m1 = compile(&g, &Options::default()).unwrap();
-    let m2 = compile(
-        &g,
-        &Options {
-            threads: 2,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let m1 = compile(&g, &options(1)).unwrap();
+    let m2 = compile(&g, &options(2)).unwrap();
     let a = run_compiled(&m1, &ins);
     let b = run_compiled(&m2, &ins);
     for (x, y) in a.iter().zip(&b) {
