@@ -1432,12 +1432,15 @@ pub(crate) const CV_TILE_FLOATS: usize = 12 * CV_CHANNELS;
 ///
 /// On the 3x3 convs of resnet50's 28x28 and 14x14 layers these ran 1.18-1.23 and
 /// 1.26-1.32 ms against 1.27-1.40 and 1.37-1.56 for pixel vectors (whose last tile of a
-/// 14x14 plane is mostly empty); on 56x56 they were slower, and on 1x1 convs (short
-/// reductions) the strided stores of the epilogue cost more than they save.
+/// 14x14 plane is mostly empty); on 56x56 they were slower, on 1x1 convs (short
+/// reductions) the strided stores of the epilogue cost more than they save, and on the
+/// stride-2 3x3 into 28x28 (its four phase planes, 1.7 MB, read once per channel tile)
+/// they took 1.82 ms against 1.49-1.56.
 fn chanvec_pixels(g: &ConvGeom, threads: usize) -> Option<usize> {
     let small = g.ow <= 8 && g.pixels() <= 64;
     let mid = g.pixels() <= 28 * 28
         && g.kernel[0] * g.kernel[1] > 1
+        && g.stride == [1, 1]
         && g.cout_g().div_ceil(CV_CHANNELS) >= 2 * threads.max(1);
     ((small || mid) && g.cout_g() >= 16 && g.cin_g() >= 16).then_some(12)
 }
