@@ -1235,7 +1235,9 @@ fn lower_direct(
         // L2 while every tile of the unit uses them (in practice the whole reduction);
         // partial sums wait in scratch. Chunks for half of L1 ran the 14x14 3x3 convs of
         // resnet50 at 1.37-1.56 ms against 1.25-1.29 (`profile` bench).
-        let steps_max = (caches.l2 / 2 / (CV_CHANNELS * 4) / ntaps).max(1);
+        let steps_max = (caches.l2 / 2 / (CV_CHANNELS * 4) / ntaps)
+            .min(caches.alias_steps(d.plane * 4))
+            .max(1);
         let chunks = cin_g.div_ceil(steps_max);
         let kc = cin_g.div_ceil(chunks) * ntaps;
         let wpack = blob.push(&pack_weights_chanvec(
@@ -1305,7 +1307,9 @@ fn lower_direct(
         }
         heaviest_piece(&m_major, threads) * 20 < heaviest_piece(&pixel_major, threads) * 19
     };
-    let steps_max = (gemm_blocking(geom.kdim(), geom.pixels(), mr, nr, caches).kc / ntaps).max(1);
+    let steps_max = (gemm_blocking(geom.kdim(), geom.pixels(), mr, nr, caches).kc / ntaps)
+        .min(caches.alias_steps(d.plane * 4))
+        .max(1);
     let chunks = cin_g.div_ceil(steps_max);
     let kc = cin_g.div_ceil(chunks) * ntaps;
     let wpack = blob.push(&pack_weights_balanced(

@@ -449,6 +449,7 @@ fn chunked_reductions_with_small_caches() {
         cache_sizes: Some(bnc_codegen::CacheSizes {
             l1d: 8 << 10,
             l2: 64 << 10,
+            l2_ways: 4,
         }),
         ..Default::default()
     };
