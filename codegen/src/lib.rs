@@ -17,12 +17,16 @@
 //!    `define_function_bytes`; edge tiles, K-blocking and the common epilogues are kernel
 //!    variants), otherwise one 8x4 f32x4 Cranelift microkernel (`emit::emit_ukernel`, the
 //!    fallback). On AVX-512 convs read their input in place (`KernelKind::DirectConv`): 1x1
-//!    straight from the tensor, others from a padded, stride-phase-split copy with the
-//!    window's taps as constant offsets, outputs computed on the copy's row pitch and the
+//!    straight from the tensor; zero-padded stride-1 convs that keep the image size too,
+//!    the window's taps as offsets on the input's rows and per-tap lane masks dropping the
+//!    padding; others from a padded, stride-phase-split copy (assembled, `asm/pad.rs`)
+//!    with the taps as constant offsets, outputs computed on the copy's row pitch and the
 //!    garbage columns dropped by a row map in the kernel's stores; depthwise convs too, and
-//!    7x7 outputs with vectors along output channels (`asm/chanvec.rs`). Elsewhere convs
+//!    3x3 convs on images up to 28x28 and 7x7 outputs with vectors along output channels
+//!    (`asm/chanvec.rs`). Max pooling is assembled too (`asm/pool.rs`). Elsewhere convs
 //!    run as GEMM on packed (im2col) panels and depthwise convs on a padded phase-split
-//!    copy; everything else with f32x4 loops and scalar tails.
+//!    copy; everything else with f32x4 loops and scalar tails. Blocking follows the host's
+//!    caches (`cache.rs`); weights and workspaces sit on huge pages (`hugemem.rs`).
 //! 4. **Runtime**: kernels run in order; each splits its work units (for a conv: a pixel
 //!    block x a range of m-tiles, i.e. a macro-tile) into `threads`
 //!    contiguous ranges on a small spin-then-park pool (`pool.rs`), the calling thread
