@@ -222,7 +222,7 @@ pub struct Spec {
     /// tile's masks, u16 `masks[2 * t + j]` for tap `t`, vector `j`. Epilogue slots then
     /// start at `ep[2]`.
     pub tap_masks: TapMasks,
-    /// Prefetch (to L2) the input of the tile [`PREFETCH_TILES`] tiles to the right, for
+    /// Prefetch (to L2) the input of the tile `PREFETCH_TILES` tiles to the right, for
     /// an input read in place: the first weight panel to reach a block of a large input
     /// finds it in L3, and its hundreds of plane-strided streams defeat the hardware
     /// prefetchers.
