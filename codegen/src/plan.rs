@@ -1275,7 +1275,7 @@ fn lower_direct(
     let nb_max = if whole * cin_g <= caches.whole_budget() {
         whole
     } else {
-        ((caches.pack_budget() / cin_g) / nr * nr).clamp(nr, whole)
+        ((caches.in_place_budget() / cin_g) / nr * nr).clamp(nr, whole)
     };
     // Blocks of equal size (whole tiles), so that units split across threads weigh the same.
     let pblocks = grid.div_ceil(nb_max);
