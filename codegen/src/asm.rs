@@ -911,6 +911,59 @@ fn k_loop(
     v.a.set_label(&mut done)
 }
 
+/// The row kernels' load (`pool.rs`, `pad.rs`): into `r` the 16 floats at columns
+/// `col + s*l` (lane `l`, stride `s` 1 or 2) of the `w`-float row at `base + 4*row` bytes,
+/// `fill` in the lanes whose column is outside `0..w` (nothing is read there). Stride 2
+/// loads the 32 floats the lanes span (the second into `tmp`) and keeps the even ones with
+/// the index vector `evens` (see [`even_lanes_table`]). Uses `eax` and `k2`.
+#[allow(clippy::too_many_arguments)]
+fn load_row_lanes(
+    a: &mut CodeAssembler,
+    r: AsmRegisterZmm,
+    tmp: AsmRegisterZmm,
+    fill: AsmRegisterZmm,
+    evens: AsmRegisterZmm,
+    stride: usize,
+    base: AsmRegister64,
+    row: i64,
+    col: i64,
+    w: usize,
+) -> Result<(), IcedError> {
+    let half = |a: &mut CodeAssembler, r: AsmRegisterZmm, col: i64| {
+        let m = zmmword_ptr(base + ((row + col) * 4) as i32);
+        let bits: u32 = (0..16)
+            .filter(|&l| (0..w as i64).contains(&(col + l)))
+            .map(|l| 1u32 << l)
+            .sum();
+        if bits == 0xffff {
+            return a.vmovups(r, m);
+        }
+        a.vmovaps(r, fill)?;
+        if bits != 0 {
+            a.mov(eax, bits)?;
+            a.kmovw(k2, eax)?;
+            a.vmovups(r.k2(), m)?;
+        }
+        Ok(())
+    };
+    half(a, r, col)?;
+    if stride == 2 {
+        half(a, tmp, col + 16)?;
+        a.vpermt2ps(r, evens, tmp)?;
+    }
+    Ok(())
+}
+
+/// At `label`: the i32 lane indices 0, 2, ..., 30 (`vpermt2ps` keeping the even floats
+/// of two vectors).
+fn even_lanes_table(a: &mut CodeAssembler, label: &mut CodeLabel) -> Result<(), IcedError> {
+    a.set_label(label)?;
+    for l in 0..16u32 {
+        a.dd(&[2 * l])?;
+    }
+    Ok(())
+}
+
 /// `ret`, then the tables both kernel kinds address: lane indices 0..16 (i32, for masks;
 /// unaligned loads are fine) and the activation constants.
 fn finish(

@@ -64,24 +64,6 @@ pub(super) fn assemble_pad(p: &PadRows) -> Result<Vec<u8>, IcedError> {
             a.vmovups(m, r)
         }
     };
-    // 16 floats from column `col` of the row at r10 into `r`, the fill outside 0..w.
-    let load = |a: &mut CodeAssembler, r: AsmRegisterZmm, col: i64| {
-        let bits: u32 = (0..16)
-            .filter(|&l| (0..w as i64).contains(&(col + l)))
-            .map(|l| 1u32 << l)
-            .sum();
-        let m = zmmword_ptr(r10 + (col * 4) as i32);
-        if bits == 0xffff {
-            return a.vmovups(r, m);
-        }
-        a.vmovaps(r, fill)?;
-        if bits != 0 {
-            a.mov(eax, bits)?;
-            a.kmovw(k2, eax)?;
-            a.vmovups(r.k2(), m)?;
-        }
-        Ok(())
-    };
     a.set_label(&mut channel)?;
     a.vbroadcastss(fill, dword_ptr(rdi))?;
     for (pi, &[py, px]) in p.phases.iter().enumerate() {
@@ -109,11 +91,7 @@ pub(super) fn assemble_pad(p: &PadRows) -> Result<Vec<u8>, IcedError> {
             a.set_label(&mut row)?;
             for i in 0..nvec {
                 let col = (16 * i * sw + px) as i64 - pl as i64;
-                load(&mut a, ra, col)?;
-                if sw == 2 {
-                    load(&mut a, rb, col + 16)?;
-                    a.vpermt2ps(ra, ridx, rb)?;
-                }
+                load_row_lanes(&mut a, ra, rb, fill, ridx, sw, r10, 0, col, w)?;
                 store(&mut a, i, ra)?;
             }
             a.add(r10, (sh * w * 4) as i32)?;
@@ -130,9 +108,6 @@ pub(super) fn assemble_pad(p: &PadRows) -> Result<Vec<u8>, IcedError> {
     a.jnz(channel)?;
     a.vzeroupper()?;
     a.ret()?;
-    a.set_label(&mut evens)?;
-    for l in 0..16u32 {
-        a.dd(&[2 * l])?;
-    }
+    even_lanes_table(&mut a, &mut evens)?;
     a.assemble(0)
 }

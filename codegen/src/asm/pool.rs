@@ -61,34 +61,14 @@ pub(super) fn assemble_pool(p: &PoolRows) -> Result<Vec<u8>, IcedError> {
         a.mov(eax, (1u32 << tail) - 1)?;
         a.kmovw(k1, eax)?;
     }
-    // Loads 16 floats from column `col` of window row `ky` into `r`, -inf outside the row.
-    let load = |a: &mut CodeAssembler, r: AsmRegisterZmm, ky: usize, col: i64| {
-        let m = zmmword_ptr(rsi + ((ky * p.w) as i64 + col) as i32 * 4);
-        let valid = (0..16).filter(|&l| (0..p.w as i64).contains(&(col + l)));
-        let bits: u32 = valid.map(|l| 1u32 << l).sum();
-        if bits == 0xffff {
-            a.vmovups(r, m)
-        } else {
-            a.vmovaps(r, ninf)?;
-            if bits == 0 {
-                return Ok(());
-            }
-            a.mov(eax, bits)?;
-            a.kmovw(k2, eax)?;
-            a.vmovups(r.k2(), m)
-        }
-    };
     a.set_label(&mut top)?;
     for (i, &acc) in ZMM[..nvec].iter().enumerate() {
         a.vmovaps(acc, ninf)?;
         for &ky in &p.rows {
             for kx in 0..p.kw {
                 let col = (16 * i * p.sw + kx) as i64 - p.pl as i64;
-                load(&mut a, ra, ky, col)?;
-                if p.sw == 2 {
-                    load(&mut a, rb, ky, col + 16)?;
-                    a.vpermt2ps(ra, ridx, rb)?;
-                }
+                let row = (ky * p.w) as i64;
+                load_row_lanes(&mut a, ra, rb, ninf, ridx, p.sw, rsi, row, col, p.w)?;
                 a.vmaxps(acc, ra, acc)?;
                 a.vcmpps(k3, ra, ra, 3)?; // unordered: ra is NaN
                 a.vmovaps(acc.k3(), ra)?;
@@ -107,9 +87,6 @@ pub(super) fn assemble_pool(p: &PoolRows) -> Result<Vec<u8>, IcedError> {
     a.jnz(top)?;
     a.vzeroupper()?;
     a.ret()?;
-    a.set_label(&mut evens)?;
-    for l in 0..16u32 {
-        a.dd(&[2 * l])?;
-    }
+    even_lanes_table(&mut a, &mut evens)?;
     a.assemble(0)
 }
