@@ -203,6 +203,13 @@ impl<'a, 'b> Em<'a, 'b> {
         }
     }
     /// Start address of a view for batch item `n` (a Value) — element 0 of `[n, 0, 0]`.
+    /// Channel `c` of batch item `n` of `v`, whose channels are `plane` floats apart.
+    fn plane(&mut self, v: &View, n: Value, c: Value, plane: usize) -> Value {
+        let base = self.vbase(v, n);
+        let off = self.mul_i(c, plane as i64);
+        self.ea(base, off)
+    }
+
     fn vbase(&mut self, v: &View, n: Value) -> Value {
         let p = self
             .b
@@ -1958,12 +1965,8 @@ fn emit_pad_planes_asm(
     });
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, x.c);
-        let xb = em.vbase(x, n);
-        let co = em.mul_i(c, plane_in as i64);
-        let xp = em.ea(xb, co);
-        let ob = em.vbase(out, n);
-        let co = em.mul_i(c, plane_out as i64);
-        let op = em.ea(ob, co);
+        let xp = em.plane(x, n, c, plane_in);
+        let op = em.plane(out, n, c, plane_out);
         let fp = match (fill, zero) {
             (Some(off), _) => {
                 let base = em.wptr(off);
@@ -2004,12 +2007,8 @@ fn emit_pad_planes(
     };
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, x.c);
-        let xb = em.vbase(x, n);
-        let co = em.mul_i(c, (h * w) as i64);
-        let xb = em.ea(xb, co);
-        let ob = em.vbase(out, n);
-        let co = em.mul_i(c, (phases.len() * hq * wq) as i64);
-        let ob = em.ea(ob, co);
+        let xb = em.plane(x, n, c, h * w);
+        let ob = em.plane(out, n, c, phases.len() * hq * wq);
         let f = match fill {
             Some(off) => {
                 let base = em.wptr(off);
@@ -2358,12 +2357,8 @@ fn emit_max_pool_in_place(
     let c_n = x.c;
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, c_n);
-        let xb = em.vbase(x, n);
-        let co = em.mul_i(c, (h * w) as i64);
-        let xb = em.ea(xb, co);
-        let ob = em.vbase(out, n);
-        let co = em.mul_i(c, (oh * ow) as i64);
-        let ob = em.ea(ob, co);
+        let xb = em.plane(x, n, c, h * w);
+        let ob = em.plane(out, n, c, oh * ow);
         for (oy0, count, rows) in &runs {
             let spec = Spec::row_kernel(RowKernel::MaxPool(crate::asm::PoolRows {
                 w,
@@ -2410,15 +2405,11 @@ fn emit_pool(
     let is_max = recip.is_none();
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, c_n);
-        let xb = em.vbase(x, n);
-        let co = em.mul_i(c, (h * w) as i64);
-        let xb = em.ea(xb, co);
+        let xb = em.plane(x, n, c, h * w);
         let fill = em.fc(if is_max { f32::NEG_INFINITY } else { 0.0 });
         padded_copy(em, xb, hw, [p.pad[0], p.pad[1]], ph, qw, sw, Some(fill));
         let q = em.scratch;
-        let ob = em.vbase(out, n);
-        let co = em.mul_i(c, (oh * ow) as i64);
-        let ob = em.ea(ob, co);
+        let ob = em.plane(out, n, c, oh * ow);
         let init = em.splat(fill);
         em.lpc(0, oh, 1, |em, oy| {
             let compute = |em: &mut Em, ox: Value| -> Value {
@@ -2473,9 +2464,7 @@ fn emit_gap(em: &mut Em, x: &View, out: &View, epi: &[Epi], lo: Value, hi: Value
     let c_n = x.c;
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, c_n);
-        let xb = em.vbase(x, n);
-        let co = em.mul_i(c, s_n as i64);
-        let xb = em.ea(xb, co);
+        let xb = em.plane(x, n, c, s_n);
         let acc = em.b.declare_var(F32X4);
         let z = em.vc(0.0);
         em.b.def_var(acc, z);
@@ -2576,12 +2565,8 @@ fn emit_pad(
     let c_n = x.c;
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, c_n);
-        let xb = em.vbase(x, n);
-        let co = em.mul_i(c, (h * w) as i64);
-        let xb = em.ea(xb, co);
-        let ob = em.vbase(out, n);
-        let co = em.mul_i(c, (oh * ow) as i64);
-        let ob = em.ea(ob, co);
+        let xb = em.plane(x, n, c, h * w);
+        let ob = em.plane(out, n, c, oh * ow);
         let fill = match fill {
             // Per-channel fill: fill[c] from the weights blob.
             Some(off) => {

@@ -82,16 +82,20 @@ pub fn emit_object(
             CacheSizes::DEFAULT
         });
 
-    let (plan, workspace) = if !multi {
-        let wide = wide.filter(|_| options.wide_gemm);
-        let plan = plan::plan(
+    // Objects run on one thread.
+    let plan_for = |wide: Option<Isa>| {
+        plan::plan(
             graph,
             1,
             wide,
             options.fuse_affine,
             options.direct_conv,
             &caches,
-        )?;
+        )
+    };
+    let (plan, workspace) = if !multi {
+        let wide = wide.filter(|_| options.wide_gemm);
+        let plan = plan_for(wide)?;
         let fwd = module
             .declare_function(&fwd_name, Linkage::Export, &sig)
             .map_err(backend)?;
@@ -116,14 +120,7 @@ pub fn emit_object(
             &[(2, None)]
         };
         for &(lvl, wide) in levels {
-            let plan = plan::plan(
-                graph,
-                1,
-                wide,
-                options.fuse_affine,
-                options.direct_conv,
-                &caches,
-            )?;
+            let plan = plan_for(wide)?;
             let id = module
                 .declare_function(&format!("{p}__forward_v{lvl}"), Linkage::Local, &sig)
                 .map_err(backend)?;

@@ -93,6 +93,14 @@ impl Rng {
     }
 }
 
+/// `got == want` bit for bit; `what(i)` names element `i` in the failure message.
+fn assert_bits(got: &[f32], want: &[f32], what: impl Fn(usize) -> String) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, e)) in got.iter().zip(want).enumerate() {
+        assert!(g.to_bits() == e.to_bits(), "{}: got {g}, want {e}", what(i));
+    }
+}
+
 /// Plain reference of one tile, same operation order as the contract.
 #[allow(clippy::too_many_arguments)]
 fn reference(
@@ -457,15 +465,10 @@ fn avx512_tap_mask_microkernels() {
                     ep.as_ptr(),
                 );
             }
-            for (idx, (g, e)) in c.iter().zip(&want).enumerate() {
-                assert!(
-                    g.to_bits() == e.to_bits(),
-                    "{}: k={k} element (row {}, col {}): got {g}, want {e}",
-                    spec.name(),
-                    idx / ldc,
-                    idx % ldc
-                );
-            }
+            assert_bits(&c, &want, |i| {
+                let name = spec.name();
+                format!("{name}: k={k} element (row {}, col {})", i / ldc, i % ldc)
+            });
         }
     }
 }
@@ -836,15 +839,14 @@ fn avx512_max_pool_rows() {
                 std::ptr::null(),
             );
         }
-        for (i, (g, e)) in c.iter().zip(&want).enumerate() {
-            assert!(
-                g.to_bits() == e.to_bits(),
-                "{}: output {i} (row {}, column {}): got {g}, want {e}",
+        assert_bits(&c, &want, |i| {
+            format!(
+                "{}: output {i} (row {}, column {})",
                 spec.name(),
                 i / ow,
                 i % ow
-            );
-        }
+            )
+        });
     }
 }
 
@@ -928,14 +930,13 @@ fn avx512_pad_planes_rows() {
                 std::ptr::null(),
             );
         }
-        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                g.to_bits() == e.to_bits(),
-                "{}: float {i} (channel {}, offset {}): got {g}, want {e}",
-                specs[si].name(),
+        assert_bits(&got, &want, |i| {
+            let name = specs[si].name();
+            format!(
+                "{name}: float {i} (channel {}, offset {})",
                 i / plane,
                 i % plane
-            );
-        }
+            )
+        });
     }
 }
