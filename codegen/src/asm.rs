@@ -178,6 +178,10 @@ pub enum TapMasks {
     /// The loads are masked too (zeroing): no lane outside a mask touches memory (tiles
     /// at the image's top and bottom, and the last, partial one).
     FmasAndLoads,
+    /// As `Fmas`, for a tile whose masks depend on the tap's column only (every window
+    /// row inside the image): the masks of taps `0..kw` (`kw` <= 3, taps in row-major
+    /// window order) are loaded into k2..k7 once, and tap `t` uses those of `t % kw`.
+    FmasByColumn(u8),
 }
 
 /// A remapped tile's grid (see the module documentation).
@@ -302,6 +306,7 @@ impl Spec {
                 TapMasks::Off => "",
                 TapMasks::Fmas => "_tm",
                 TapMasks::FmasAndLoads => "_tml",
+                TapMasks::FmasByColumn(_) => "_tmc",
             },
         )
     }
@@ -600,6 +605,14 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
         assert!(isa == Isa::Avx512 && nv <= 2 && !spec.masked && (2..=3).contains(&m.pieces));
     }
     let tap_masks = spec.tap_masks != TapMasks::Off;
+    let by_column = match spec.tap_masks {
+        TapMasks::FmasByColumn(kw) => {
+            let kw = kw as usize;
+            assert!((1..=3).contains(&kw) && spec.taps.len().is_multiple_of(kw));
+            Some(kw)
+        }
+        _ => None,
+    };
     assert!(!tap_masks || (isa == Isa::Avx512 && spec.remap.is_none()));
     let (gap, pieces) = spec.remap.map_or((0, 0), |m| (m.gap, m.pieces));
     let ebase = spec
@@ -708,7 +721,7 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
         let xo = u as i32 * xs + spec.taps[t] * 4;
         for j in 0..nv {
             let m = rsi + (xo + j as i32 * vb);
-            if tap_masks {
+            if tap_masks && by_column.is_none() {
                 // k2, k3: this tap's masks of vectors 0, 1 (r11: the tile's masks).
                 let kr = [k2, k3][j];
                 v.a.kmovw(kr, word_ptr(r11 + (4 * t + 2 * j) as i32))?;
@@ -743,7 +756,11 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
             v.bcst(b, rdi + (wrow + r * 4) as i32)?;
             for j in 0..nv {
                 if tap_masks {
-                    v.a.vfmadd231ps(zk(ZMM[acc(r, j)], 2 + j), ZMM[xr0 + j], ZMM[b])?;
+                    let k = match by_column {
+                        Some(kw) => 2 + 2 * (t % kw) + j,
+                        None => 2 + j,
+                    };
+                    v.a.vfmadd231ps(zk(ZMM[acc(r, j)], k), ZMM[xr0 + j], ZMM[b])?;
                 } else {
                     v.fma231(acc(r, j), xr0 + j, b)?;
                 }
@@ -753,6 +770,14 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
     };
     if tap_masks {
         v.a.mov(r11, qword_ptr(r9 + 8))?;
+    }
+    if let Some(kw) = by_column {
+        for kx in 0..kw {
+            for j in 0..nv {
+                let kr = [k2, k3, k4, k5, k6, k7][2 * kx + j];
+                v.a.kmovw(kr, word_ptr(r11 + (4 * kx + 2 * j) as i32))?;
+            }
+        }
     }
     k_loop(
         &mut v,

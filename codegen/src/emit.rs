@@ -1462,7 +1462,7 @@ struct Direct<'a> {
     nb: usize,
     mchunks: usize,
     m_major: bool,
-    tap_masks: Option<usize>,
+    tap_masks: Option<crate::plan::TapMaskPlan>,
     chanvec: Option<usize>,
     out: &'a View,
     epi: &'a [Epi],
@@ -1797,7 +1797,7 @@ fn direct_tile(
         if let Some(m) = remap {
             store_row_map(em, cx, g, d.pitch, m.pieces, q);
         }
-        if let Some(table) = d.tap_masks {
+        if let Some(crate::plan::TapMaskPlan { table, .. }) = d.tap_masks {
             // The tile's masks: one word per tap, tiles of nr positions.
             let tile = em.b.ins().ushr_imm_u(q, nr.trailing_zeros() as i64);
             let at = em.mul_i(tile, ntaps as i64);
@@ -1839,8 +1839,13 @@ fn direct_tile(
         return;
     }
     // Tap-masked: full tiles whose every tap stays inside the channel plane load whole
-    // vectors; the others (top and bottom rows, the partial last tile) mask their loads.
-    let inner = get(&spec_masks(isa.nv(), false, TapMasks::Fmas), em.b.func);
+    // vectors (with a window of up to 3 columns their masks are loaded once, by column);
+    // the others (top and bottom rows, the partial last tile) mask their loads.
+    let inner_masks = match d.tap_masks.and_then(|m| m.by_column) {
+        Some(kw) => TapMasks::FmasByColumn(kw),
+        None => TapMasks::Fmas,
+    };
+    let inner = get(&spec_masks(isa.nv(), false, inner_masks), em.b.func);
     let edge = get(
         &spec_masks(isa.nv(), false, TapMasks::FmasAndLoads),
         em.b.func,

@@ -123,9 +123,9 @@ pub(crate) enum KernelKind {
         /// Units in m-chunk order (all pixel blocks of a chunk, then the next chunk)
         /// instead of pixel-block order.
         m_major: bool,
-        /// Blob offset of the lane masks when `x` is the unpadded input of a zero-padded
-        /// conv (see `tap_mask_table`); taps may then be negative.
-        tap_masks: Option<usize>,
+        /// The lane masks when `x` is the unpadded input of a zero-padded conv; taps may
+        /// then be negative.
+        tap_masks: Option<TapMaskPlan>,
         /// Channel-vectorised tiles of this many pixels (small images, see
         /// `asm/chanvec.rs`): weights `[group][32-channel tile][k][32]` zero-padded, one
         /// unit per channel tile, tiles are runs of one output row, `nb` and `mchunks`
@@ -1319,7 +1319,15 @@ fn lower_direct(
         geom.kdim(),
         mr,
     ));
-    let tap_masks = d.tap_masks.then(|| blob.push(&tap_mask_table(geom, nr)));
+    let tap_masks = d.tap_masks.then(|| {
+        let table = tap_mask_table(geom, nr);
+        let kw = geom.kernel[1];
+        debug_assert!(interior_masks_by_column(geom, &table, &d.taps, d.plane, nr));
+        TapMaskPlan {
+            by_column: (kw <= 3).then_some(kw as u8),
+            table: blob.push(&table),
+        }
+    });
     kernels.push(Kernel {
         name,
         kind: KernelKind::DirectConv {
@@ -1342,6 +1350,40 @@ fn lower_direct(
         scratch: 0,
     });
     kernels
+}
+
+/// The per-tap lane masks of a conv read from its unpadded input.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TapMaskPlan {
+    /// Blob offset of `tap_mask_table`.
+    pub table: usize,
+    /// The window width when it is at most 3: the tiles that read only inside the plane
+    /// then run `TapMasks::FmasByColumn` (their masks depend on the window column only,
+    /// see `interior_masks_by_column`), with no mask loads in the k loop.
+    pub by_column: Option<u8>,
+}
+
+/// Whether every full tile that reads only inside the plane has masks that depend on the
+/// window column only. It follows from the geometry: a lane whose column is inside the
+/// image and whose tap address is inside the plane reads a row inside the image, and a
+/// lane whose column is outside is masked for every row of the window alike. Checked in
+/// debug builds on every tap-masked conv the tests compile.
+fn interior_masks_by_column(
+    g: &ConvGeom,
+    table: &[f32],
+    taps: &[i32],
+    plane: usize,
+    nr: usize,
+) -> bool {
+    let (kw, ntaps) = (g.kernel[1], taps.len());
+    let lo_tap = taps.iter().copied().min().unwrap_or(0) as i64;
+    let hi_tap = taps.iter().copied().max().unwrap_or(0) as i64;
+    (0..g.oh * g.ow / nr).all(|i| {
+        let q = (i * nr) as i64;
+        let inside = q + lo_tap >= 0 && q + (nr as i64) + hi_tap <= plane as i64;
+        let words = &table[i * ntaps..(i + 1) * ntaps];
+        !inside || (0..ntaps).all(|t| words[t].to_bits() == words[t % kw].to_bits())
+    })
 }
 
 /// Lane masks of a conv read from its unpadded input (see `asm::Spec::tap_masks`): per

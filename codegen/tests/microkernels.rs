@@ -340,7 +340,7 @@ fn avx512_microkernels() {
 /// Tap masks (a zero-padded convolution read from its unpadded input): lane `l` of vector
 /// `j` takes tap `t`'s terms only when bit `l` of `masks[2t + j]` is set. Taps reach
 /// before the tile origin; the masked-out input is NaN, so a lane that used it would show.
-/// Both variants: masked FMAs only, and masked loads too.
+/// Every variant: masked FMAs only, masked loads too, and masks by window column.
 #[test]
 fn avx512_tap_mask_microkernels() {
     let isa = Isa::Avx512;
@@ -355,7 +355,11 @@ fn avx512_tap_mask_microkernels() {
     let mut specs = Vec::new();
     let shapes = [(12, 2, false), (5, 1, true), (12, 2, true), (7, 2, false)];
     for (i, (mr, nv, masked)) in shapes.into_iter().enumerate() {
-        for tap_masks in [TapMasks::Fmas, TapMasks::FmasAndLoads] {
+        for tap_masks in [
+            TapMasks::Fmas,
+            TapMasks::FmasAndLoads,
+            TapMasks::FmasByColumn(3),
+        ] {
             specs.push(Spec {
                 isa,
                 mr,
@@ -389,7 +393,14 @@ fn avx512_tap_mask_microkernels() {
             spec.nv * vl
         };
         for k in [1usize, 3, 8] {
-            let masks: Vec<u16> = (0..2 * taps.len()).map(|_| bits()).collect();
+            let mut masks: Vec<u16> = (0..2 * taps.len()).map(|_| bits()).collect();
+            if let TapMasks::FmasByColumn(kw) = spec.tap_masks {
+                // Masks that depend on the window column only (what the planner picks
+                // this variant for): the kernel reads those of the first row.
+                for i in 2 * kw as usize..masks.len() {
+                    masks[i] = masks[i % (2 * kw as usize)];
+                }
+            }
             let mut rng = Rng(0x5eed_0000 + k as u64);
             let w = rng.vec(k * taps.len() * spec.mr);
             // x[before + s*xstride + q] is position q of step s; lanes a mask drops: NaN.
