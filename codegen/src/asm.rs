@@ -1,10 +1,13 @@
-//! Hand-assembled fp32 GEMM microkernels (AVX2+FMA and AVX-512F), emitted at compile time
-//! with `iced-x86` and defined in the Cranelift module with `define_function_bytes`.
+//! Hand-assembled fp32 kernels (AVX2+FMA and AVX-512F only: the microkernel tests decode
+//! them to check), emitted at compile time with `iced-x86` and defined in the Cranelift
+//! module with `define_function_bytes`: the GEMM/conv microkernels below, channel-vectorised
+//! ones (`chanvec.rs`), max-pooling rows (`pool.rs`), padded phase copies (`pad.rs`), and the
+//! `cpu_level` check of `multi` objects.
 //!
 //! Cranelift (0.135) only has 128-bit vectors; these kernels use 256/512-bit ones. Each is a
 //! leaf function without a frame (no stack use, no callee-saved register touched, so no
-//! unwind info is needed), System V calling convention, 64-byte aligned, ending in
-//! `vzeroupper`.
+//! unwind info is needed; `cpu_level` alone saves the `rbx` that `cpuid` clobbers), System V
+//! calling convention, 64-byte aligned, ending in `vzeroupper`.
 //!
 //! # Contract
 //!
@@ -31,8 +34,8 @@
 //! channel plane). With `tap_masks` the image is not padded: taps may be negative and a
 //! lane whose tap falls outside the image skips that tap's terms.
 //!
-//! Every element is one FMA chain in `kk` order, so the result is independent of how the
-//! caller tiles M and N, and a K-blocked caller (first block without, later blocks with
+//! Every element is one FMA chain in `(s, t)` order (tap masks leave out terms, never
+//! reorder them), so the result is independent of how the caller tiles M and N, and a K-blocked caller (first block without, later blocks with
 //! `accumulate`) gets exactly the unblocked sums. The epilogue ops reproduce the Cranelift
 //! epilogue bit for bit (`fma(v, scale, shift)`, `v + shift`, `v * scale`, `v + res`,
 //! `max`/`min` with the same NaN rule as `x > lo ? x : lo`).
@@ -50,9 +53,10 @@
 //! lanes nowhere (the residual and accumulated C are read the same way). `ep[1 + j] = off_j`
 //! (bytes); the masks are u16s from byte 24 of `ep`, `M_{j,b}` at index `j*pieces + b`.
 //!
-//! The k loop prefetches the weight stream [`PREFETCH_STEPS`] reduction rows ahead: weight
-//! panels are read once per tile from L2 or memory, and a broadcast that misses stalls
-//! every FMA of its row (measured: resnet50 78 -> 70 ms of kernel time).
+//! The k loop prefetches the weight stream [`PREFETCH_STEPS`] reduction rows ahead: the
+//! first tile to use a weight panel reads it from L2 or memory (later tiles of the block
+//! find it in L1), and a broadcast that misses stalls every FMA of its row (measured:
+//! resnet50 78 -> 70 ms of kernel time).
 
 use iced_x86::IcedError;
 use iced_x86::code_asm::*;
@@ -480,7 +484,7 @@ fn activation(v: &mut V, f: ActOp, x: usize, c: &[CodeLabel]) -> Result<(), Iced
     let k = |i: usize| dword_bcst(c[i]);
     // t3 = sigmoid(src) = 1 / (1 + exp(-src)); src may be t3.
     let sigmoid = |v: &mut V, src: AsmRegisterZmm| -> Result<(), IcedError> {
-        v.a.vxorps(t3, src, k(0))?;
+        v.a.vpxord(t3, src, k(0))?;
         v.a.vmaxps(t3, t3, k(1))?;
         v.a.vminps(t3, t3, k(2))?;
         v.a.vmulps(t0, t3, k(3))?;
@@ -518,7 +522,7 @@ fn activation(v: &mut V, f: ActOp, x: usize, c: &[CodeLabel]) -> Result<(), Iced
         }
         ActOp::HardSigmoid | ActOp::HardSwish => {
             v.a.vaddps(t0, xr, k(15))?;
-            v.a.vxorps(t1, t1, t1)?;
+            v.a.vpxord(t1, t1, t1)?;
             v.a.vmaxps(t0, t0, t1)?;
             v.a.vminps(t0, t0, k(16))?;
             if f == ActOp::HardSwish {

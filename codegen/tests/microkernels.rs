@@ -93,6 +93,32 @@ impl Rng {
     }
 }
 
+/// Assembles and loads `specs`, after checking that each kernel uses no instruction beyond
+/// its level: AVX-512F for the AVX-512 kernels (what `cpu_level` and the native target
+/// check; a `vxorps zmm`, AVX-512DQ, once slipped into the activations), no AVX-512 for the
+/// AVX2 ones.
+fn load(specs: &[Spec]) -> Microkernels {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+    for spec in specs {
+        let bytes = bnc_codegen::testing::assemble(spec).unwrap();
+        // The code ends at its `ret`; constant tables follow.
+        for ins in Decoder::new(64, &bytes, DecoderOptions::NONE) {
+            if ins.mnemonic() == Mnemonic::Ret {
+                break;
+            }
+            for f in ins.cpuid_features() {
+                let f = format!("{f:?}");
+                let allowed = match spec.isa {
+                    Isa::Avx512 => !f.starts_with("AVX512") || f == "AVX512F",
+                    Isa::Avx2 => !f.starts_with("AVX512"),
+                };
+                assert!(allowed, "{}: {:?} needs {f}", spec.name(), ins.mnemonic());
+            }
+        }
+    }
+    Microkernels::new(specs).unwrap()
+}
+
 /// `got == want` bit for bit; `what(i)` names element `i` in the failure message.
 fn assert_bits(got: &[f32], want: &[f32], what: impl Fn(usize) -> String) {
     assert_eq!(got.len(), want.len());
@@ -257,7 +283,7 @@ fn check_isa(isa: Isa) {
             }
         }
     }
-    let kernels = Microkernels::new(&specs).unwrap();
+    let kernels = load(&specs);
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let mut checked = 0;
     for (si, spec) in specs.iter().enumerate() {
@@ -379,7 +405,7 @@ fn avx512_tap_mask_microkernels() {
             });
         }
     }
-    let kernels = Microkernels::new(&specs).unwrap();
+    let kernels = load(&specs);
     let mut rng = Rng(0x0bad_cafe_f00d_1234);
     let mut bits = || {
         rng.f();
@@ -523,7 +549,7 @@ fn avx512_remap_microkernels() {
             }
         }
     }
-    let kernels = Microkernels::new(&specs).unwrap();
+    let kernels = load(&specs);
     let mut rng = Rng(0x5151_2323_7777_0001);
     let ldc = 100usize;
     let margin = 16usize; // C rows are addressed from `margin` floats into each row
@@ -663,7 +689,7 @@ fn avx512_chanvec_microkernels() {
             }
         }
     }
-    let kernels = Microkernels::new(&specs).unwrap();
+    let kernels = load(&specs);
     let mut rng = Rng(0x0c0f_fee0_1234_5678);
     let ldc = 29usize; // floats between channels of C
     for (si, spec) in specs.iter().enumerate() {
@@ -800,7 +826,7 @@ fn avx512_max_pool_rows() {
         .iter()
         .map(|p| Spec::row_kernel(RowKernel::MaxPool(p.clone())))
         .collect();
-    let kernels = Microkernels::new(&specs).unwrap();
+    let kernels = load(&specs);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for (si, (spec, p)) in specs.iter().zip(&cases).enumerate() {
         let (w, ow, kw, sw, pl) = (&p.w, &p.ow, &p.kw, &p.sw, &p.pl);
@@ -902,7 +928,7 @@ fn avx512_pad_planes_rows() {
         .iter()
         .map(|p| Spec::row_kernel(RowKernel::PadPlanes(p.clone())))
         .collect();
-    let kernels = Microkernels::new(&specs).unwrap();
+    let kernels = load(&specs);
     let mut rng = Rng(0x7a11_ed00_c0de_0001);
     for (si, p) in cases.iter().enumerate() {
         let channels = 3;
