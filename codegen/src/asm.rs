@@ -250,16 +250,17 @@ pub enum RowKernel {
 }
 
 impl Spec {
-    /// The row kernel `k` (see [`Spec::rows`]).
-    pub fn row_kernel(k: RowKernel) -> Spec {
+    /// A plain GEMM tile for `isa`: one row, one vector, one tap at 0, no epilogue, every
+    /// option off. Callers set what differs with `Spec { .., ..Spec::new(isa) }`.
+    pub fn new(isa: Isa) -> Spec {
         Spec {
-            isa: Isa::Avx512,
-            mr: 0,
-            nv: 0,
+            isa,
+            mr: 1,
+            nv: 1,
             masked: false,
             accumulate: false,
             xstride: 0,
-            taps: Vec::new(),
+            taps: vec![0],
             remap: None,
             chanvec: false,
             xoffs: Vec::new(),
@@ -267,7 +268,15 @@ impl Spec {
             tap_masks: TapMasks::Off,
             prefetch_x: false,
             ops: Vec::new(),
+            rows: None,
+        }
+    }
+
+    /// The row kernel `k` (see [`Spec::rows`]).
+    pub fn row_kernel(k: RowKernel) -> Spec {
+        Spec {
             rows: Some(k),
+            ..Spec::new(Isa::Avx512)
         }
     }
 
@@ -1021,26 +1030,18 @@ mod tests {
                 for nv in 1..=isa.nv() {
                     for masked in [false, true] {
                         let s = Spec {
-                            isa,
                             mr,
                             nv,
                             masked,
                             accumulate: masked,
                             xstride: isa.nr(),
-                            taps: vec![0],
-                            remap: None,
-                            chanvec: false,
-                            xoffs: Vec::new(),
-                            partial: false,
-                            prefetch_x: false,
-                            tap_masks: TapMasks::Off,
                             ops: vec![
                                 EpOp::ScaleShift(0, 1),
                                 EpOp::AddRows(2),
                                 EpOp::Max(0),
                                 EpOp::Min(6.0f32.to_bits()),
                             ],
-                            rows: None,
+                            ..Spec::new(isa)
                         };
                         let b = assemble(&s).unwrap();
                         assert!(b.len() > 16);

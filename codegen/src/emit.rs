@@ -1431,21 +1431,13 @@ fn wide_tile(
         }
     };
     let spec = |nv: usize, masked: bool| Spec {
-        isa,
         mr: rows,
         nv,
         masked,
         accumulate: acc,
         xstride: nr,
-        taps: vec![0],
-        remap: None,
-        chanvec: false,
-        xoffs: Vec::new(),
-        partial: false,
-        prefetch_x: false,
-        tap_masks: TapMasks::Off,
         ops: ops.clone(),
-        rows: None,
+        ..Spec::new(isa)
     };
     full_tiles_then_masked(em, isa, cx.nfull, cx.rem, cx.ss, &spec, get, &call);
 }
@@ -1651,21 +1643,17 @@ fn emit_direct_chanvec(
                         let (p0, p1) = (ti * p_total / ntile, (ti + 1) * p_total / ntile);
                         let grid = |p: usize| ((p / g.ow) * d.pitch + p % g.ow) as i32;
                         let spec = Spec {
-                            isa: Isa::Avx512,
                             mr: p1 - p0,
                             nv,
                             masked,
                             accumulate: acc,
                             xstride: d.plane,
                             taps: d.taps.to_vec(),
-                            remap: None,
                             chanvec: true,
                             xoffs: (p0..p1).map(|p| grid(p) - grid(p0)).collect(),
                             partial: !last,
-                            prefetch_x: false,
-                            tap_masks: TapMasks::Off,
                             ops: if last { ops.clone() } else { Vec::new() },
-                            rows: None,
+                            ..Spec::new(Isa::Avx512)
                         };
                         let f = get(&spec, em.b.func);
                         // Tile ti's partial sums live in this thread's scratch.
@@ -1811,7 +1799,6 @@ fn direct_tile(
         }
     };
     let spec_masks = |nv: usize, masked: bool, tap_masks: TapMasks| Spec {
-        isa,
         mr: rows,
         nv,
         masked,
@@ -1819,13 +1806,10 @@ fn direct_tile(
         xstride: d.plane,
         taps: d.taps.to_vec(),
         remap,
-        chanvec: false,
-        xoffs: Vec::new(),
-        partial: false,
         prefetch_x: true,
         tap_masks,
         ops: ops.clone(),
-        rows: None,
+        ..Spec::new(isa)
     };
     let z = em.ic(0);
     if remap.is_some() {

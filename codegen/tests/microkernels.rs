@@ -177,21 +177,13 @@ fn check_isa(isa: Isa) {
             for masked in [false, true] {
                 for accumulate in [false, true] {
                     specs.push(Spec {
-                        isa,
                         mr,
                         nv,
                         masked,
                         accumulate,
                         xstride,
-                        taps: vec![0],
-                        remap: None,
-                        chanvec: false,
-                        xoffs: Vec::new(),
-                        partial: false,
-                        prefetch_x: false,
-                        tap_masks: TapMasks::Off,
                         ops: ops[i % ops.len()].clone(),
-                        rows: None,
+                        ..Spec::new(isa)
                     });
                     i += 1;
                 }
@@ -202,21 +194,13 @@ fn check_isa(isa: Isa) {
     for o in &ops {
         for masked in [false, true] {
             specs.push(Spec {
-                isa,
                 mr: isa.mr(),
                 nv: isa.nv(),
                 masked,
                 accumulate: false,
                 xstride,
-                taps: vec![0],
-                remap: None,
-                chanvec: false,
-                xoffs: Vec::new(),
-                partial: false,
-                prefetch_x: false,
-                tap_masks: TapMasks::Off,
                 ops: o.clone(),
-                rows: None,
+                ..Spec::new(isa)
             });
         }
     }
@@ -232,25 +216,17 @@ fn check_isa(isa: Isa) {
         for (i, f) in acts.into_iter().enumerate() {
             for (mr, nv, masked) in [(isa.mr(), isa.nv(), false), (5, 1, true), (12, 2, true)] {
                 specs.push(Spec {
-                    isa,
                     mr,
                     nv,
                     masked,
                     accumulate: masked,
                     xstride,
-                    taps: vec![0],
-                    remap: None,
-                    chanvec: false,
-                    xoffs: Vec::new(),
-                    partial: false,
-                    prefetch_x: false,
-                    tap_masks: TapMasks::Off,
                     ops: vec![
                         EpOp::ScaleShift(0, 1),
                         EpOp::Act(f),
                         EpOp::Shift((i % 2) as u8),
                     ],
-                    rows: None,
+                    ..Spec::new(isa)
                 });
             }
         }
@@ -263,22 +239,16 @@ fn check_isa(isa: Isa) {
                 vec![3, 0, 77, 9, 1, 2, 5, 60, 61],
             ] {
                 specs.push(Spec {
-                    isa,
                     mr,
                     nv,
                     masked,
                     accumulate: masked,
                     xstride: 150,
                     taps,
-                    remap: None,
-                    chanvec: false,
-                    xoffs: Vec::new(),
-                    partial: false,
                     // Prefetches past the input's end: they must not fault.
                     prefetch_x: masked,
-                    tap_masks: TapMasks::Off,
                     ops: ops[2].clone(),
-                    rows: None,
+                    ..Spec::new(isa)
                 });
             }
         }
@@ -333,16 +303,14 @@ fn check_isa(isa: Isa) {
                         ep.as_ptr(),
                     );
                 }
-                for (idx, (g, e)) in c.iter().zip(&want).enumerate() {
-                    assert!(
-                        g.to_bits() == e.to_bits(),
-                        "{} ops {:?}: k={k} n={n} element (row {}, col {}): got {g}, want {e}",
-                        spec.name(),
-                        spec.ops,
-                        idx / ldc,
-                        idx % ldc
-                    );
-                }
+                assert_bits(&c, &want, |i| {
+                    let (name, ops) = (spec.name(), &spec.ops);
+                    format!(
+                        "{name} ops {ops:?}: k={k} n={n} element (row {}, col {})",
+                        i / ldc,
+                        i % ldc
+                    )
+                });
                 checked += 1;
             }
         }
@@ -387,21 +355,16 @@ fn avx512_tap_mask_microkernels() {
             TapMasks::FmasByColumn(3),
         ] {
             specs.push(Spec {
-                isa,
                 mr,
                 nv,
                 masked,
                 accumulate: masked,
                 xstride,
                 taps: taps.clone(),
-                remap: None,
-                chanvec: false,
-                xoffs: Vec::new(),
-                partial: false,
                 prefetch_x: true,
                 tap_masks,
                 ops: ops[[2, 4, 0, 3][i]].clone(),
-                rows: None,
+                ..Spec::new(isa)
             });
         }
     }
@@ -527,7 +490,6 @@ fn avx512_remap_microkernels() {
         for accumulate in [false, true] {
             for o in [&ops[0], &ops[2], &ops[4]] {
                 specs.push(Spec {
-                    isa,
                     mr,
                     nv,
                     masked: false,
@@ -538,13 +500,8 @@ fn avx512_remap_microkernels() {
                         gap: (gap_f * 4) as i32,
                         pieces,
                     }),
-                    chanvec: false,
-                    xoffs: Vec::new(),
-                    partial: false,
-                    prefetch_x: false,
-                    tap_masks: TapMasks::Off,
                     ops: o.clone(),
-                    rows: None,
+                    ..Spec::new(isa)
                 });
             }
         }
@@ -632,15 +589,14 @@ fn avx512_remap_microkernels() {
                     ep.as_ptr(),
                 );
             }
-            for (idx, (g, e)) in c.iter().zip(&want).enumerate() {
-                assert!(
-                    g.to_bits() == e.to_bits(),
-                    "{} case {case}: element (row {}, col {}): got {g}, want {e}",
-                    spec.name(),
-                    idx / ldc,
-                    idx % ldc
-                );
-            }
+            assert_bits(&c, &want, |i| {
+                let name = spec.name();
+                format!(
+                    "{name} case {case}: element (row {}, col {})",
+                    i / ldc,
+                    i % ldc
+                )
+            });
         }
     }
 }
@@ -665,25 +621,21 @@ fn avx512_chanvec_microkernels() {
         for nv in 1..=2 {
             for masked in [false, true] {
                 specs.push(Spec {
-                    isa,
                     mr,
                     nv,
                     masked,
                     accumulate: i % 3 == 1,
                     xstride: 23,
                     taps: if i % 2 == 0 { vec![0] } else { vec![0, 2, 9] },
-                    remap: None,
                     chanvec: true,
                     partial: i % 4 == 3,
-                    prefetch_x: false,
-                    tap_masks: TapMasks::Off,
                     // Every other kernel's pixels jump 3 input columns after each 5 (a tile
                     // spanning output rows of a padded grid).
                     xoffs: (0..mr as i32)
                         .map(|r| r + (i % 2) as i32 * (r / 5) * 3)
                         .collect(),
                     ops: ops[i % ops.len()].clone(),
-                    rows: None,
+                    ..Spec::new(isa)
                 });
                 i += 1;
             }
@@ -777,16 +729,14 @@ fn avx512_chanvec_microkernels() {
                         }
                     }
                 }
-                for (idx, (g, e)) in c.iter().zip(&want).enumerate() {
-                    assert!(
-                        g.to_bits() == e.to_bits(),
-                        "{} ops {:?}: k={k} n={n} (channel {}, pixel {}): got {g}, want {e}",
-                        spec.name(),
-                        spec.ops,
-                        idx / ldc,
-                        idx % ldc
-                    );
-                }
+                assert_bits(&c, &want, |i| {
+                    let (name, ops) = (spec.name(), &spec.ops);
+                    format!(
+                        "{name} ops {ops:?}: k={k} n={n} (channel {}, pixel {})",
+                        i / ldc,
+                        i % ldc
+                    )
+                });
             }
         }
     }
