@@ -25,11 +25,15 @@ impl CacheSizes {
 
     /// This machine's caches (CPUID), or [`CacheSizes::DEFAULT`] when it does not say.
     pub fn host() -> CacheSizes {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(c) = cpuid_caches() {
-            return c;
-        }
-        CacheSizes::DEFAULT
+        // Asked once per process (up to 32 `cpuid`s, each a trap to the hypervisor in a VM).
+        static HOST: std::sync::OnceLock<CacheSizes> = std::sync::OnceLock::new();
+        *HOST.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(c) = cpuid_caches() {
+                return c;
+            }
+            CacheSizes::DEFAULT
+        })
     }
 
     /// Floats of one packed (or in-place) input block of the GEMM path: the block is
@@ -120,8 +124,6 @@ fn cpuid_caches() -> Option<CacheSizes> {
 mod tests {
     use super::*;
 
-    /// The host's sizes agree with what Linux reports in sysfs (from the same CPUID
-    /// leaves, when the kernel exposes them).
     #[test]
     fn power_of_two_strides_limit_chunks() {
         let c = CacheSizes {
@@ -137,6 +139,8 @@ mod tests {
         assert_eq!(c.alias_steps(49 * 4), 2048 * 8);
     }
 
+    /// The host's sizes agree with what Linux reports in sysfs (from the same CPUID
+    /// leaves, when the kernel exposes them).
     #[test]
     fn host_caches_match_sysfs() {
         let c = CacheSizes::host();
@@ -149,6 +153,7 @@ mod tests {
         let read = |p: &std::path::Path, f: &str| {
             std::fs::read_to_string(p.join(f)).map(|s| s.trim().to_string())
         };
+        let mut compared = 0;
         for e in entries.flatten() {
             let p = e.path();
             let (Ok(level), Ok(kind), Ok(size)) =
@@ -167,8 +172,12 @@ mod tests {
                         assert_eq!(c.l2_ways.to_string(), ways, "L2 ways");
                     }
                 }
-                _ => {}
+                _ => continue,
             }
+            compared += 1;
+        }
+        if compared == 0 {
+            eprintln!("SKIPPED: sysfs lists no L1d or L2 entry to compare with");
         }
     }
 }

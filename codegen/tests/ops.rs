@@ -64,7 +64,7 @@ fn check_packed_too(body: &str) {
         body,
         bnc_codegen::Options {
             direct_conv: false,
-            ..Default::default()
+            ..common::options(1)
         },
         "direct_conv: false",
     );
@@ -136,7 +136,7 @@ fn dense_as_channel_vectorised_conv() {
     let body = "input x: f32[2, 700]\n input r: f32[2, 45]\n d = dense(x, out = 45)\n s = add(d, r)\n y = silu(s)\n output y";
     if bnc_codegen::testing::host_has(bnc_codegen::testing::Isa::Avx512) {
         // The channel-vectorised path keeps one tile's partial sums per thread.
-        let m = bnc_codegen::compile(&common::model(body), &Default::default()).unwrap();
+        let m = bnc_codegen::compile(&common::model(body), &common::options(1)).unwrap();
         assert_eq!(
             m.scratch_floats(),
             12 * 32,
@@ -219,7 +219,7 @@ fn max_pools_in_place_and_cranelift() {
             body,
             bnc_codegen::Options {
                 wide_gemm: false,
-                ..Default::default()
+                ..common::options(1)
             },
             "wide_gemm: false",
         );
@@ -451,7 +451,7 @@ fn chunked_reductions_with_small_caches() {
             l2: 64 << 10,
             l2_ways: 4,
         }),
-        ..Default::default()
+        ..common::options(1)
     };
     for body in [
         "input x: f32[1, 40, 14, 14]\n input r: f32[1, 70, 14, 14]\n c = conv2d(x, out = 70, kernel = 3, pad = 1)\n s = add(c, r)\n y = relu(s)\n output y",
