@@ -202,14 +202,14 @@ impl<'a, 'b> Em<'a, 'b> {
             _ => self.b.ins().imul_imm_s(a, k),
         }
     }
-    /// Start address of a view for batch item `n` (a Value) — element 0 of `[n, 0, 0]`.
-    /// Channel `c` of batch item `n` of `v`, whose channels are `plane` floats apart.
-    fn plane(&mut self, v: &View, n: Value, c: Value, plane: usize) -> Value {
+    /// Start of channel `c` of batch item `n` of `v` (channels are `v.s` floats apart).
+    fn plane(&mut self, v: &View, n: Value, c: Value) -> Value {
         let base = self.vbase(v, n);
-        let off = self.mul_i(c, plane as i64);
+        let off = self.mul_i(c, v.s as i64);
         self.ea(base, off)
     }
 
+    /// Start address of a view for batch item `n` (a Value) — element 0 of `[n, 0, 0]`.
     fn vbase(&mut self, v: &View, n: Value) -> Value {
         let p = self
             .b
@@ -1834,10 +1834,7 @@ fn direct_tile(
         &spec_masks(isa.nv(), false, TapMasks::FmasAndLoads),
         em.b.func,
     );
-    let lo_tap = *d.taps.iter().min().unwrap() as i64;
-    let hi_tap = *d.taps.iter().max().unwrap() as i64;
-    // Interior: q + lo_tap >= 0 and q + nr + hi_tap <= plane.
-    let (q_min, q_max) = (-lo_tap, d.plane as i64 - nr as i64 - hi_tap);
+    let (q_min, q_max) = crate::plan::interior_tiles(d.taps, d.plane, nr);
     em.lp(z, cx.nfull, 1, |em, j| {
         let jq = em.mul_i(j, nr as i64);
         let q = em.b.ins().iadd(cx.q0, jq);
@@ -1941,8 +1938,6 @@ fn emit_pad_planes_asm(
     hi: Value,
     get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
 ) {
-    let plane_in = p.h * p.w;
-    let plane_out = p.phases.len() * p.hqwq[0] * p.hqwq[1];
     let f = get(&Spec::row_kernel(RowKernel::PadPlanes(p)), em.b.func);
     // Zero padding: the fill value from a stack slot.
     let zero = fill.is_none().then(|| {
@@ -1954,8 +1949,8 @@ fn emit_pad_planes_asm(
     });
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, x.c);
-        let xp = em.plane(x, n, c, plane_in);
-        let op = em.plane(out, n, c, plane_out);
+        let xp = em.plane(x, n, c);
+        let op = em.plane(out, n, c);
         let fp = match (fill, zero) {
             (Some(off), _) => {
                 let base = em.wptr(off);
@@ -1996,8 +1991,8 @@ fn emit_pad_planes(
     };
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, x.c);
-        let xb = em.plane(x, n, c, h * w);
-        let ob = em.plane(out, n, c, phases.len() * hq * wq);
+        let xb = em.plane(x, n, c);
+        let ob = em.plane(out, n, c);
         let f = match fill {
             Some(off) => {
                 let base = em.wptr(off);
@@ -2346,8 +2341,8 @@ fn emit_max_pool_in_place(
     let c_n = x.c;
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, c_n);
-        let xb = em.plane(x, n, c, h * w);
-        let ob = em.plane(out, n, c, oh * ow);
+        let xb = em.plane(x, n, c);
+        let ob = em.plane(out, n, c);
         for (oy0, count, rows) in &runs {
             let spec = Spec::row_kernel(RowKernel::MaxPool(crate::asm::PoolRows {
                 w,
@@ -2385,7 +2380,6 @@ fn emit_pool(
     lo: Value,
     hi: Value,
 ) {
-    let [h, w] = hw;
     let [oh, ow] = ohw;
     let [kh, kw] = p.kernel;
     let [sh, sw] = p.stride;
@@ -2394,11 +2388,11 @@ fn emit_pool(
     let is_max = recip.is_none();
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, c_n);
-        let xb = em.plane(x, n, c, h * w);
+        let xb = em.plane(x, n, c);
         let fill = em.fc(if is_max { f32::NEG_INFINITY } else { 0.0 });
         padded_copy(em, xb, hw, [p.pad[0], p.pad[1]], ph, qw, sw, Some(fill));
         let q = em.scratch;
-        let ob = em.plane(out, n, c, oh * ow);
+        let ob = em.plane(out, n, c);
         let init = em.splat(fill);
         em.lpc(0, oh, 1, |em, oy| {
             let compute = |em: &mut Em, ox: Value| -> Value {
@@ -2453,7 +2447,7 @@ fn emit_gap(em: &mut Em, x: &View, out: &View, epi: &[Epi], lo: Value, hi: Value
     let c_n = x.c;
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, c_n);
-        let xb = em.plane(x, n, c, s_n);
+        let xb = em.plane(x, n, c);
         let acc = em.b.declare_var(F32X4);
         let z = em.vc(0.0);
         em.b.def_var(acc, z);
@@ -2554,8 +2548,8 @@ fn emit_pad(
     let c_n = x.c;
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, c_n);
-        let xb = em.plane(x, n, c, h * w);
-        let ob = em.plane(out, n, c, oh * ow);
+        let xb = em.plane(x, n, c);
+        let ob = em.plane(out, n, c);
         let fill = match fill {
             // Per-channel fill: fill[c] from the weights blob.
             Some(off) => {

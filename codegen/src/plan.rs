@@ -1112,27 +1112,19 @@ fn lower_anchor(
             // AVX-512 max pooling reads its input in place (see `asm/pool.rs`): strides
             // of 1 or 2 along the row, rows of at most POOL_MAX_VECTORS vectors, no
             // epilogue to apply.
-            let in_place = wide == Some(Isa::Avx512)
+            let max = matches!(node.op, Op::MaxPool(_));
+            let in_place = max
+                && wide == Some(Isa::Avx512)
                 && epi.is_empty()
                 && (1..=2).contains(&p.stride[1])
                 && ohw[1] <= crate::asm::POOL_MAX_VECTORS * 16;
-            if matches!(node.op, Op::MaxPool(_)) && in_place {
-                let kind = KernelKind::MaxPool {
-                    x,
-                    p: p.clone(),
-                    hw,
-                    ohw,
-                    in_place,
-                };
-                return Ok(vec![kernel(kind, x.n * x.c, 0, epi)]);
-            }
-            let kind = if matches!(node.op, Op::MaxPool(_)) {
+            let kind = if max {
                 KernelKind::MaxPool {
                     x,
                     p: p.clone(),
                     hw,
                     ohw,
-                    in_place: false,
+                    in_place,
                 }
             } else {
                 KernelKind::AvgPool {
@@ -1143,8 +1135,14 @@ fn lower_anchor(
                     recip: blob.push(&avgpool_recips(p, hw, ohw)),
                 }
             };
+            // The Cranelift kernels pool from a padded copy in scratch.
             let (ph, qw) = crate::emit::pool_q(p, hw, ohw);
-            kernel(kind, x.n * x.c, p.stride[1] * ph * qw + 8, epi)
+            let scratch = if in_place {
+                0
+            } else {
+                p.stride[1] * ph * qw + 8
+            };
+            kernel(kind, x.n * x.c, scratch, epi)
         }
         Op::GlobalAvgPool => kernel(KernelKind::GlobalAvgPool { x }, x.n * x.c, 0, epi),
         Op::Softmax => kernel(KernelKind::Softmax { x }, x.n * x.s, 0, epi),
@@ -1376,14 +1374,22 @@ fn interior_masks_by_column(
     nr: usize,
 ) -> bool {
     let (kw, ntaps) = (g.kernel[1], taps.len());
-    let lo_tap = taps.iter().copied().min().unwrap_or(0) as i64;
-    let hi_tap = taps.iter().copied().max().unwrap_or(0) as i64;
+    let (q_min, q_max) = interior_tiles(taps, plane, nr);
     (0..g.oh * g.ow / nr).all(|i| {
         let q = (i * nr) as i64;
-        let inside = q + lo_tap >= 0 && q + (nr as i64) + hi_tap <= plane as i64;
         let words = &table[i * ntaps..(i + 1) * ntaps];
-        !inside || (0..ntaps).all(|t| words[t].to_bits() == words[t % kw].to_bits())
+        !(q_min..=q_max).contains(&q)
+            || (0..ntaps).all(|t| words[t].to_bits() == words[t % kw].to_bits())
     })
+}
+
+/// `[q_min, q_max]`: the grid positions of the `nr`-wide tiles of a tap-masked conv whose
+/// every tap reads inside the channel plane (`q + min tap >= 0`, `q + nr + max tap <=
+/// plane`); those load whole vectors.
+pub(crate) fn interior_tiles(taps: &[i32], plane: usize, nr: usize) -> (i64, i64) {
+    let lo_tap = taps.iter().copied().min().unwrap_or(0) as i64;
+    let hi_tap = taps.iter().copied().max().unwrap_or(0) as i64;
+    (-lo_tap, plane as i64 - nr as i64 - hi_tap)
 }
 
 /// Lane masks of a conv read from its unpadded input (see `asm::Spec::tap_masks`): per

@@ -63,16 +63,23 @@ pub(super) fn assemble_pool(p: &PoolRows) -> Result<Vec<u8>, IcedError> {
     }
     a.set_label(&mut top)?;
     for (i, &acc) in ZMM[..nvec].iter().enumerate() {
-        a.vmovaps(acc, ninf)?;
-        for &ky in &p.rows {
-            for kx in 0..p.kw {
-                let col = (16 * i * p.sw + kx) as i64 - p.pl as i64;
-                let row = (ky * p.w) as i64;
-                load_row_lanes(&mut a, ra, rb, ninf, ridx, p.sw, rsi, row, col, p.w)?;
-                a.vmaxps(acc, ra, acc)?;
-                a.vcmpps(k3, ra, ra, 3)?; // unordered: ra is NaN
-                a.vmovaps(acc.k3(), ra)?;
+        // The first tap goes straight into acc: from -inf, the rule takes any v (a NaN
+        // for being NaN, -inf leaves -inf), so max(-inf, v) is v bit for bit.
+        let taps = p.rows.iter().flat_map(|&ky| (0..p.kw).map(move |kx| (ky, kx)));
+        for (t, (ky, kx)) in taps.enumerate() {
+            let col = (16 * i * p.sw + kx) as i64 - p.pl as i64;
+            let row = (ky * p.w) as i64;
+            if t == 0 {
+                load_row_lanes(&mut a, acc, rb, ninf, ridx, p.sw, rsi, row, col, p.w)?;
+                continue;
             }
+            load_row_lanes(&mut a, ra, rb, ninf, ridx, p.sw, rsi, row, col, p.w)?;
+            a.vmaxps(acc, ra, acc)?;
+            a.vcmpps(k3, ra, ra, 3)?; // unordered: ra is NaN
+            a.vmovaps(acc.k3(), ra)?;
+        }
+        if p.rows.is_empty() {
+            a.vmovaps(acc, ninf)?;
         }
         let out = zmmword_ptr(rdx + (i * 64) as i32);
         if i + 1 == nvec && tail < 16 {
