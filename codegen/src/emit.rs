@@ -15,9 +15,9 @@
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::Ieee32;
-use cranelift_codegen::ir::types::{F32, F32X4, I8X16, I32, I32X4, I64};
+use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
 use cranelift_codegen::ir::{
-    AbiParam, Endianness, FuncRef, Function, InstBuilder, MemFlagsData, Signature, StackSlotData,
+    AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, Signature, StackSlotData,
     StackSlotKind, Value,
 };
 use cranelift_codegen::isa::CallConv;
@@ -659,13 +659,7 @@ pub(crate) fn emit_kernel(
                 hqwq: *hqwq,
                 fill_step: 1,
             };
-            if pad_rows_fit(&pad) {
-                emit_pad_planes_asm(&mut em, x, pad, *fill, &out, lo, hi, wide)
-            } else {
-                emit_pad_planes(
-                    &mut em, x, *hw, *pads, *stride, phases, *hqwq, *fill, &out, lo, hi,
-                )
-            }
+            emit_pad_planes(&mut em, x, pad, *fill, &out, lo, hi, wide)
         }
         KernelKind::Depthwise { x, g, w } => emit_depthwise(&mut em, x, g, *w, &out, epi, lo, hi),
         KernelKind::Dense { x, k: kd, m, w } => {
@@ -1917,18 +1911,11 @@ fn store_row_map(em: &mut Em, cx: &DirectCtx, g: &ConvGeom, pitch: usize, pieces
     }
 }
 
-/// Whether the assembled phase copy (`asm/pad.rs`) takes this geometry: strides of 1 or 2
-/// along rows, at most `PAD_MAX_VECTORS` vectors per phase row, byte offsets in i32.
-fn pad_rows_fit(p: &PadRows) -> bool {
-    let planes = p.phases.len() * p.hqwq[0] * p.hqwq[1];
-    (1..=2).contains(&p.stride[1])
-        && p.hqwq[1] <= crate::asm::PAD_MAX_VECTORS * 16
-        && (p.h * p.w).max(planes) < (i32::MAX / 8) as usize
-}
-
-/// The phase copy by assembled rows (see `asm/pad.rs`), one call per channel.
+/// Copies every channel plane into its padded phase planes (see `KernelKind::PadPlanes`)
+/// by assembled rows (`asm/pad.rs`; the planner only makes copies it takes), one call per
+/// channel.
 #[allow(clippy::too_many_arguments)]
-fn emit_pad_planes_asm(
+fn emit_pad_planes(
     em: &mut Em,
     x: &View,
     p: PadRows,
@@ -1962,128 +1949,6 @@ fn emit_pad_planes_asm(
         let one = em.ic(1);
         let nothing = em.ic(0);
         em.b.ins().call(f, &[fp, xp, op, one, nothing, xp]);
-    });
-}
-
-/// Copies every channel plane into its padded phase planes (see `KernelKind::PadPlanes`).
-/// Which rows and columns of a phase come from the input is known at compile time, so a
-/// row is: fill, copy (vectors for stride 1, scalars otherwise), fill.
-#[allow(clippy::too_many_arguments)]
-fn emit_pad_planes(
-    em: &mut Em,
-    x: &View,
-    [h, w]: [usize; 2],
-    [pt, pl]: [usize; 2],
-    [sh, sw]: [usize; 2],
-    phases: &[[usize; 2]],
-    [hq, wq]: [usize; 2],
-    fill: Option<usize>,
-    out: &View,
-    lo: Value,
-    hi: Value,
-) {
-    // Phase coordinate range [lo, hi) whose padded coordinate `v * s + p` is inside the
-    // input `[pad, pad + n)`.
-    let inside = |p: usize, s: usize, pad: usize, n: usize, len: usize| -> (usize, usize) {
-        let lo = pad.saturating_sub(p).div_ceil(s);
-        let hi = (pad + n).saturating_sub(p).div_ceil(s).min(len);
-        (lo.min(hi), hi)
-    };
-    em.lp(lo, hi, 1, |em, u| {
-        let (n, c) = em.divmod(u, x.c);
-        let xb = em.plane(x, n, c);
-        let ob = em.plane(out, n, c);
-        let f = match fill {
-            Some(off) => {
-                let base = em.wptr(off);
-                let a = em.ea(base, c);
-                em.b.ins().load(F32, ro(), a, 0)
-            }
-            None => em.fc(0.0),
-        };
-        let fv = em.splat(f);
-        // Fills `[a, b)` of the row (or plane) at `dst`.
-        let fill_range = |em: &mut Em, dst: Value, a: usize, b: usize| {
-            let n4 = (b - a) / 4 * 4;
-            em.lpc(0, n4, 4, |em, i| {
-                let p = em.ea(dst, i);
-                em.st(fv, p, (a * 4) as i32);
-            });
-            for i in a + n4..b {
-                em.st(f, dst, (i * 4) as i32);
-            }
-        };
-        for (pi, &[py, px]) in phases.iter().enumerate() {
-            let base = pi * hq * wq;
-            let (ylo, yhi) = inside(py, sh, pt, h, hq);
-            let (xlo, xhi) = inside(px, sw, pl, w, wq);
-            fill_range(em, ob, base, base + ylo * wq);
-            fill_range(em, ob, base + yhi * wq, base + hq * wq);
-            if ylo == yhi {
-                continue;
-            }
-            em.lpc(ylo, yhi, 1, |em, y| {
-                // Input row y*sh + py - pt, first column xlo*sw + px - pl.
-                let iy = em.mul_i(y, sh as i64);
-                let iy = em.add_i(iy, py as i64 - pt as i64);
-                let so = em.mul_i(iy, w as i64);
-                let src = em.ea(xb, so);
-                let doff = em.mul_i(y, wq as i64);
-                let dst = em.ea(ob, doff);
-                fill_range(em, dst, base, base + xlo);
-                let x0 = xlo * sw + px - pl;
-                let cnt = xhi - xlo;
-                if sw == 1 {
-                    let c4 = cnt / 4 * 4;
-                    em.lpc(0, c4, 4, |em, i| {
-                        let sa = em.ea(src, i);
-                        let v = em.ld4(sa, (x0 * 4) as i32);
-                        let da = em.ea(dst, i);
-                        em.st(v, da, ((base + xlo) * 4) as i32);
-                    });
-                    for i in c4..cnt {
-                        let v = em.ld1(src, ((x0 + i) * 4) as i32);
-                        em.st(v, dst, ((base + xlo + i) * 4) as i32);
-                    }
-                } else {
-                    // Stride 2: 4 outputs from 8 consecutive inputs (the even or odd lanes of
-                    // two vectors), while all 8 are inside the row; scalars for the rest.
-                    let c4 = if sw == 2 {
-                        (0..=cnt / 4).rev().find(|g| x0 + 8 * g <= w).unwrap_or(0) * 4
-                    } else {
-                        0
-                    };
-                    if c4 > 0 {
-                        let lanes: Vec<u8> = [0u8, 2, 4, 6]
-                            .iter()
-                            .flat_map(|&l| (0..4).map(move |b| l * 4 + b))
-                            .collect();
-                        let mask = em.b.func.dfg.immediates.push(lanes.into());
-                        em.lpc(0, c4, 4, |em, i| {
-                            let si = em.mul_i(i, 2);
-                            let sa = em.ea(src, si);
-                            let a = em.ld4(sa, (x0 * 4) as i32);
-                            let b = em.ld4(sa, (x0 * 4 + 16) as i32);
-                            let le = MemFlagsData::new().with_endianness(Endianness::Little);
-                            let a = em.b.ins().bitcast(I8X16, le, a);
-                            let b = em.b.ins().bitcast(I8X16, le, b);
-                            let e = em.b.ins().shuffle(a, b, mask);
-                            let e = em.b.ins().bitcast(F32X4, le, e);
-                            let da = em.ea(dst, i);
-                            em.st(e, da, ((base + xlo) * 4) as i32);
-                        });
-                    }
-                    em.lpc(c4, cnt, 1, |em, i| {
-                        let si = em.mul_i(i, sw as i64);
-                        let sa = em.ea(src, si);
-                        let v = em.ld1(sa, (x0 * 4) as i32);
-                        let da = em.ea(dst, i);
-                        em.st(v, da, ((base + xlo) * 4) as i32);
-                    });
-                }
-                fill_range(em, dst, base + xhi, base + wq);
-            });
-        }
     });
 }
 

@@ -908,7 +908,9 @@ fn direct_geometry(
         }
     }
     let plane = phases.len() * hq * wq;
-    if !fits(plane) {
+    // The assembled phase copy (`asm/pad.rs`) takes strides of 1 or 2 along rows and
+    // phase rows of up to PAD_MAX_VECTORS vectors; other convs keep im2col.
+    if !fits(plane) || sw > 2 || wq > crate::asm::PAD_MAX_VECTORS * 16 {
         return None;
     }
     Some(DirectGeom {

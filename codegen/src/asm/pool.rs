@@ -65,7 +65,10 @@ pub(super) fn assemble_pool(p: &PoolRows) -> Result<Vec<u8>, IcedError> {
     for (i, &acc) in ZMM[..nvec].iter().enumerate() {
         // The first tap goes straight into acc: from -inf, the rule takes any v (a NaN
         // for being NaN, -inf leaves -inf), so max(-inf, v) is v bit for bit.
-        let taps = p.rows.iter().flat_map(|&ky| (0..p.kw).map(move |kx| (ky, kx)));
+        let taps = p
+            .rows
+            .iter()
+            .flat_map(|&ky| (0..p.kw).map(move |kx| (ky, kx)));
         for (t, (ky, kx)) in taps.enumerate() {
             let col = (16 * i * p.sw + kx) as i64 - p.pl as i64;
             let row = (ky * p.w) as i64;
