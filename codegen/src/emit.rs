@@ -657,7 +657,6 @@ pub(crate) fn emit_kernel(
                 stride: *stride,
                 phases: phases.clone(),
                 hqwq: *hqwq,
-                fill_step: 1,
             };
             emit_pad_planes(&mut em, x, pad, *fill, &out, lo, hi, wide)
         }

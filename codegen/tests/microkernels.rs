@@ -838,8 +838,8 @@ fn avx512_max_pool_rows() {
 }
 
 /// The padded phase copy: strides 1 and 2, phases in any order, pads on every side (rows
-/// and columns past the input filled), per-channel fill values, several channels per call,
-/// against a scalar reference; nothing stored past the last phase plane.
+/// and columns past the input filled), per-channel fill values, channel by channel into
+/// consecutive phase planes, against a scalar reference; nothing stored past the last one.
 #[test]
 fn avx512_pad_planes_rows() {
     if !host_has(Isa::Avx512) {
@@ -862,7 +862,6 @@ fn avx512_pad_planes_rows() {
             stride,
             phases: phases.to_vec(),
             hqwq: [hq, wq],
-            fill_step: 1,
         }
     };
     let four = [[0, 0], [0, 1], [1, 0], [1, 1]];
@@ -904,18 +903,20 @@ fn avx512_pad_planes_rows() {
             }
         }
         let mut got = vec![SENTINEL; channels * plane + 16];
-        // SAFETY: x holds `channels` input planes, got their phase planes (plus slack),
-        // fills one value per channel; columns outside the input are masked; this machine
-        // runs AVX-512 (checked above).
-        unsafe {
-            kernels.get(si)(
-                fills.as_ptr(),
-                x.as_ptr(),
-                got.as_mut_ptr(),
-                channels as u64,
-                0,
-                std::ptr::null(),
-            );
+        for c in 0..channels {
+            // SAFETY: channel c's input plane, fill value and phase planes are inside x,
+            // fills and got; columns outside the input are masked; this machine runs
+            // AVX-512 (checked above).
+            unsafe {
+                kernels.get(si)(
+                    fills.as_ptr().add(c),
+                    x.as_ptr().add(c * p.h * p.w),
+                    got.as_mut_ptr().add(c * plane),
+                    1,
+                    0,
+                    std::ptr::null(),
+                );
+            }
         }
         assert_bits(&got, &want, |i| {
             let name = specs[si].name();

@@ -1,16 +1,14 @@
 //! The padded, stride-phase copy a strided or size-changing conv reads (AVX-512; see
-//! `KernelKind::PadPlanes`): per channel, phase `(py, px)` is the `hq x wq` plane with
+//! `KernelKind::PadPlanes`): of one channel, phase `(py, px)` is the `hq x wq` plane with
 //! `out[y][x] = padded[y * sh + py][x * sw + px]`. A stride-2 row takes the even floats of
 //! the 32 its 16 outputs span with one `vpermt2ps` (as in `pool.rs`); the padding is the
 //! fill value (zero, or the channel's folded BN fill), by masked loads merging into it.
 //!
 //! ```text
-//! pad(w:  *const f32   rdi  the fill value of the first channel
-//!     x:  *const f32   rsi  the first channel's input plane (h x w)
+//! pad(w:  *const f32   rdi  the channel's fill value
+//!     x:  *const f32   rsi  the channel's input plane (h x w)
 //!     c:  *mut f32     rdx  its phase planes, one after another
-//!     k:  u64          rcx  >= 1 channels; per channel x advances h*w floats, c all
-//!                           the phase planes and the fill value `fill_step` floats
-//!     ldc, ep: unused  r8, r9)
+//!     k, ldc, ep: unused rcx, r8, r9)
 //! ```
 
 use super::*;
@@ -28,8 +26,6 @@ pub struct PadRows {
     pub phases: Vec<[usize; 2]>,
     /// Phase plane size `[hq, wq]`.
     pub hqwq: [usize; 2],
-    /// Floats between the fill values of consecutive channels (0: one value for all).
-    pub fill_step: usize,
 }
 
 /// Vectors per phase row a kernel unrolls (`wq` up to 512 floats).
@@ -46,7 +42,6 @@ pub(super) fn assemble_pad(p: &PadRows) -> Result<Vec<u8>, IcedError> {
     let plane = hq * wq;
     let mut a = CodeAssembler::new(64)?;
     let mut evens = a.create_label();
-    let mut channel = a.create_label();
     if sw == 2 {
         a.vmovdqu32(ridx, zmmword_ptr(evens))?;
     }
@@ -64,7 +59,6 @@ pub(super) fn assemble_pad(p: &PadRows) -> Result<Vec<u8>, IcedError> {
             a.vmovups(m, r)
         }
     };
-    a.set_label(&mut channel)?;
     a.vbroadcastss(fill, dword_ptr(rdi))?;
     for (pi, &[py, px]) in p.phases.iter().enumerate() {
         // Phase rows y whose input row y*sh + py - pt is inside 0..h.
@@ -101,11 +95,6 @@ pub(super) fn assemble_pad(p: &PadRows) -> Result<Vec<u8>, IcedError> {
         }
         fill_rows(&mut a, hq - yhi)?;
     }
-    a.add(rsi, (h * w * 4) as i32)?;
-    a.add(rdx, (p.phases.len() * plane * 4) as i32)?;
-    a.add(rdi, (p.fill_step * 4) as i32)?;
-    a.dec(rcx)?;
-    a.jnz(channel)?;
     a.vzeroupper()?;
     a.ret()?;
     even_lanes_table(&mut a, &mut evens)?;
