@@ -58,15 +58,14 @@ pub(super) fn assemble_chanvec(spec: &Spec) -> Result<Vec<u8>, IcedError> {
     let table = v.a.create_label();
     let consts: Vec<CodeLabel> = ACT_CONSTS.iter().map(|_| v.a.create_label()).collect();
 
-    // k1: lanes of the last vector; k3: all lanes. k2 is the scatter/gather mask (consumed).
+    // k1 (masked variants): lanes of the last vector; k3: all lanes. k2 is the
+    // scatter/gather mask (consumed).
     v.a.kxnorw(k3, k3, k3)?;
     if spec.masked {
         v.a.mov(rax, qword_ptr(r9))?;
         v.a.sub(eax, (last * 16) as u32)?;
         v.a.vpbroadcastd(ZMM[t1], eax)?;
         v.a.vpcmpgtd(k1, ZMM[t1], zmmword_ptr(table))?;
-    } else {
-        v.a.kxnorw(k1, k1, k1)?;
     }
     let lane_mask = |v: &mut V, j: usize| -> Result<(), IcedError> {
         if spec.masked && j == last {
@@ -75,13 +74,6 @@ pub(super) fn assemble_chanvec(spec: &Spec) -> Result<Vec<u8>, IcedError> {
             v.a.kmovw(k2, k3)
         }
     };
-    // Channel offsets: lane * ldc (bytes, as dwords); the k loop reuses the register, so
-    // this is done again after it.
-    let channel_offsets = |v: &mut V, table: CodeLabel| -> Result<(), IcedError> {
-        v.a.vpbroadcastd(ZMM[idx], r8d)?;
-        v.a.vpmulld(ZMM[idx], ZMM[idx], zmmword_ptr(table))
-    };
-    channel_offsets(&mut v, table)?;
     // r10: tile origin; r11: channel 16 of the tile.
     v.a.mov(r10, rdx)?;
     v.a.mov(r11, r8)?;
@@ -138,7 +130,10 @@ pub(super) fn assemble_chanvec(spec: &Spec) -> Result<Vec<u8>, IcedError> {
     }
 
     // ---- epilogue and scatters, pixel by pixel ----
-    channel_offsets(&mut v, table)?;
+    // Channel offsets for the gathers and scatters: lane * ldc (bytes, as dwords; the
+    // register is a broadcast register in the k loop, so only now).
+    v.a.vpbroadcastd(ZMM[idx], r8d)?;
+    v.a.vpmulld(ZMM[idx], ZMM[idx], zmmword_ptr(table))?;
     let slot = |s: u8| r9 + 8 * (2 + s as i32);
     // A per-channel vector j of slot s into register `dst` (masked lanes read as zero).
     let chan = |v: &mut V, s: u8, j: usize, dst: usize| -> Result<(), IcedError> {
