@@ -72,24 +72,16 @@ fn multi_object_dispatches_and_matches_interpreter() {
     link_and_check(&o, "multi");
     let (obj, header) = emit_object(&test_model(), &o, "mdl").unwrap();
     assert!(header.contains("mdl_forward"), "{header}");
-    let path = std::env::temp_dir().join(format!("bnc_obj_multi_{}.o", std::process::id()));
-    std::fs::write(&path, &obj).unwrap();
-    let out = match Command::new("objdump").arg("-d").arg(&path).output() {
-        Ok(o) if o.status.success() => o,
-        _ => {
-            eprintln!("SKIPPED: no working `objdump`, cannot disassemble the object");
-            let _ = std::fs::remove_file(&path);
-            return;
-        }
+    let Some(text) = disassemble(&obj, "multi") else {
+        return;
     };
-    let _ = std::fs::remove_file(&path);
-    let text = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "cpuid",
         "xgetbv",
         "ymm",
         "zmm",
         "<mdl__forward_v2>:",
+        "<mdl__forward_v3>:",
         "<mdl__forward_v4>:",
     ] {
         assert!(text.contains(needle), "multi object lacks `{needle}`");
@@ -132,18 +124,9 @@ fn x86_64_v2_object_links_and_has_no_wide_registers() {
     };
     link_and_check(&o, "v2");
     let (obj, _) = emit_object(&test_model(), &o, "mdl").unwrap();
-    let path = std::env::temp_dir().join(format!("bnc_obj_v2_{}.o", std::process::id()));
-    std::fs::write(&path, &obj).unwrap();
-    let out = match Command::new("objdump").arg("-d").arg(&path).output() {
-        Ok(o) if o.status.success() => o,
-        _ => {
-            eprintln!("SKIPPED: no working `objdump`, cannot disassemble the object");
-            let _ = std::fs::remove_file(&path);
-            return;
-        }
+    let Some(text) = disassemble(&obj, "v2") else {
+        return;
     };
-    let _ = std::fs::remove_file(&path);
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("xmm"), "expected SSE code:\n{text}");
     for bad in ["ymm", "zmm", "vfmadd", "vex", "{k"] {
         assert!(!text.contains(bad), "x86-64-v2 object uses `{bad}`");
@@ -155,15 +138,7 @@ fn x86_64_v2_object_links_and_has_no_wide_registers() {
             ..Options::default()
         };
         let (obj, _) = emit_object(&test_model(), &o, "mdl").unwrap();
-        let path = std::env::temp_dir().join(format!("bnc_obj_{t}_{}.o", std::process::id()));
-        std::fs::write(&path, &obj).unwrap();
-        let out = Command::new("objdump")
-            .arg("-d")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = disassemble(&obj, &t.to_string()).expect("objdump worked a moment ago");
         assert!(text.contains(reg), "{t} object has no {reg}");
         if t == TargetCpu::X86_64V3 {
             // No AVX-512 at all: no zmm, no EVEX-only registers or masks.
@@ -175,6 +150,21 @@ fn x86_64_v2_object_links_and_has_no_wide_registers() {
             for b in &bad {
                 assert!(!text.contains(b.as_str()), "x86-64-v3 object uses `{b}`");
             }
+        }
+    }
+}
+
+/// `objdump -d` of an object, or None (SKIPPED printed) when objdump does not run.
+fn disassemble(obj: &[u8], tag: &str) -> Option<String> {
+    let path = std::env::temp_dir().join(format!("bnc_obj_{tag}_{}.o", std::process::id()));
+    std::fs::write(&path, obj).unwrap();
+    let out = Command::new("objdump").arg("-d").arg(&path).output();
+    let _ = std::fs::remove_file(&path);
+    match out {
+        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
+        _ => {
+            eprintln!("SKIPPED: no working `objdump`, cannot disassemble the object");
+            None
         }
     }
 }
