@@ -1235,11 +1235,13 @@ fn lower_direct(
         // L2 while every tile of the unit uses them (in practice the whole reduction);
         // partial sums wait in scratch. Chunks for half of L1 ran the 14x14 3x3 convs of
         // resnet50 at 1.37-1.56 ms against 1.25-1.29 (`profile` bench).
-        let steps_max = (caches.l2 / 2 / (CV_CHANNELS * 4) / ntaps)
-            .min(caches.alias_steps(d.plane * 4))
-            .max(1);
-        let chunks = cin_g.div_ceil(steps_max);
-        let kc = cin_g.div_ceil(chunks) * ntaps;
+        let kc = reduction_chunk(
+            cin_g,
+            ntaps,
+            caches.l2 / 2 / (CV_CHANNELS * 4) / ntaps,
+            d.plane,
+            caches,
+        );
         let wpack = blob.push(&pack_weights_chanvec(
             weight,
             geom.groups,
@@ -1307,11 +1309,13 @@ fn lower_direct(
         }
         heaviest_piece(&m_major, threads) * 20 < heaviest_piece(&pixel_major, threads) * 19
     };
-    let steps_max = (gemm_blocking(geom.kdim(), geom.pixels(), mr, nr, caches).kc / ntaps)
-        .min(caches.alias_steps(d.plane * 4))
-        .max(1);
-    let chunks = cin_g.div_ceil(steps_max);
-    let kc = cin_g.div_ceil(chunks) * ntaps;
+    let kc = reduction_chunk(
+        cin_g,
+        ntaps,
+        gemm_blocking(geom.kdim(), geom.pixels(), mr, nr, caches).kc / ntaps,
+        d.plane,
+        caches,
+    );
     let wpack = blob.push(&pack_weights_balanced(
         weight,
         geom.groups,
@@ -1422,6 +1426,21 @@ fn tap_mask_table(g: &ConvGeom, nr: usize) -> Vec<f32> {
         }
     }
     table
+}
+
+/// Reduction rows per chunk of a direct conv: `cin` input channels of `ntaps` taps each,
+/// at most `steps_max` channels a chunk (and no more than L2 aliasing allows for input
+/// planes `plane` floats apart), in chunks of equal size.
+fn reduction_chunk(
+    cin: usize,
+    ntaps: usize,
+    steps_max: usize,
+    plane: usize,
+    caches: &CacheSizes,
+) -> usize {
+    let steps_max = steps_max.min(caches.alias_steps(plane * 4)).max(1);
+    let chunks = cin.div_ceil(steps_max);
+    cin.div_ceil(chunks) * ntaps
 }
 
 /// The heaviest piece when units of these costs (in unit order) are split among
