@@ -21,6 +21,9 @@ pub enum NotExact {
     ZeroScaleAtPaddedBorder { channel: usize },
     /// Inverting a map with a zero scale.
     ZeroScale { channel: usize },
+    /// A folded weight, bias or pad fill does not fit in f32 (a fill `−t/s` with a subnormal
+    /// `s`, a compensation `W/s`).
+    Overflow { what: &'static str },
 }
 
 impl std::fmt::Display for NotExact {
@@ -36,6 +39,7 @@ impl std::fmt::Display for NotExact {
                     "channel {channel} has scale 0, so the map has no inverse"
                 )
             }
+            NotExact::Overflow { what } => write!(f, "the folded {what} overflows f32"),
         }
     }
 }
@@ -246,6 +250,9 @@ pub fn absorb(
                 fill.push((old(i) - t) / s);
             }
         }
+        if !crate::conditioning::fits_f32(fill.iter().copied()) {
+            return Err(NotExact::Overflow { what: "pad fill" });
+        }
         fill.iter()
             .any(|&f| f != 0.0)
             .then(|| Tensor::new(vec![in_channels], fill.iter().map(|&f| f as f32).collect()))
@@ -268,6 +275,12 @@ pub fn absorb(
             }
         }
         new_bias[o] = (after.scale[o] * (bias[o] + folded_shift) + after.shift[o]) as f32;
+    }
+    if !new_weight.iter().all(|w| w.is_finite()) {
+        return Err(NotExact::Overflow { what: "weight" });
+    }
+    if !new_bias.iter().all(|b| b.is_finite()) {
+        return Err(NotExact::Overflow { what: "bias" });
     }
     Ok(Absorbed {
         weight: Tensor::new(weight.shape.clone(), new_weight),
@@ -331,9 +344,14 @@ pub fn absorb_any(
     after: Option<&ChannelMap>,
 ) -> Result<Absorption, NotExact> {
     match node.op {
-        Op::Affine => Ok(Absorption::Affine(absorb_into_affine(
-            graph, node, before, after,
-        ))),
+        Op::Affine => {
+            let map = absorb_into_affine(graph, node, before, after);
+            let values = map.scale.iter().chain(&map.shift).copied();
+            if !crate::conditioning::fits_f32(values) {
+                return Err(NotExact::Overflow { what: "map" });
+            }
+            Ok(Absorption::Affine(map))
+        }
         _ => absorb(graph, node, before, after).map(Absorption::Layer),
     }
 }

@@ -31,6 +31,7 @@ use std::fmt;
 use bnc_ir::{Graph, Node, NodeId, Op, ValueId};
 
 use crate::affine::{Absorption, ChannelMap, absorb_any, apply_absorption, is_absorber};
+use crate::conditioning::{self, Spread};
 
 /// Which way a plan folds its target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +93,8 @@ pub struct Plan {
     /// inverse forward), or `None` for scale 1 / shift 0. `None` when some map is not a plain
     /// copy of start channels (the plan is still exact, but has no traced form).
     pub trace: Option<Vec<(ValueId, Trace)>>,
+    /// Every value the plan changes, with the map it then carries (`v' = E_v(v)`).
+    pub changed: Vec<(ValueId, ChannelMap)>,
 }
 
 /// Per channel: the start channel its scale and its shift are copied from.
@@ -139,6 +142,8 @@ pub struct Index {
     is_output: Vec<bool>,
     /// Nodes bypassed by an applied plan (removed at the end by `remove_dead`).
     dead: Vec<bool>,
+    /// What each value carries, for the numerical condition ([`conditioning`]).
+    spreads: Vec<Spread>,
 }
 
 impl Index {
@@ -161,6 +166,7 @@ impl Index {
             producer,
             is_output,
             dead: vec![false; graph.nodes.len()],
+            spreads: conditioning::estimate(graph),
         }
     }
 }
@@ -185,6 +191,9 @@ pub fn plan_indexed(
 pub fn apply_indexed(graph: &mut Graph, index: &mut Index, plan: Plan) {
     for edit in plan.edits {
         apply_absorption(graph, edit.node, edit.absorption);
+    }
+    for (v, map) in &plan.changed {
+        index.spreads[v.0] = index.spreads[v.0].mapped(map);
     }
     bypass_indexed(graph, index, plan.target);
 }
@@ -235,6 +244,11 @@ impl Index {
 
     pub fn is_output(&self, v: ValueId) -> bool {
         self.is_output[v.0]
+    }
+
+    /// The estimated spread of what value `v` carries.
+    pub fn spread(&self, v: ValueId) -> &Spread {
+        &self.spreads[v.0]
     }
 }
 
@@ -295,6 +309,7 @@ struct Engine<'g> {
     producer: &'g [Option<usize>],
     is_output: &'g [bool],
     dead: &'g [bool],
+    spreads: &'g [Spread],
     target: usize,
     direction: Direction,
     x: ValueId,
@@ -323,6 +338,7 @@ impl<'g> Engine<'g> {
             producer: &index.producer,
             is_output: &index.is_output,
             dead: &index.dead,
+            spreads: &index.spreads,
             target,
             direction,
             x: node.inputs[0],
@@ -709,6 +725,14 @@ impl<'g> Engine<'g> {
                 if before.is_some() || after.is_some() {
                     let absorption = absorb_any(graph, node, before.as_ref(), after.as_ref())
                         .map_err(|e| self.block(i, format!("{}: {e}", node.op.name())))?;
+                    if let Some(before) = &before {
+                        let stored = if reads_y {
+                            self.spreads[self.x.0].clone()
+                        } else {
+                            self.spreads[u.0].mapped(&actual[&u.0])
+                        };
+                        self.check_conditioning(i, before, &absorption, &stored)?;
+                    }
                     edits.push(Edit {
                         node: i,
                         name: self.name(out),
@@ -836,11 +860,47 @@ impl<'g> Engine<'g> {
             list.sort_by_key(|(v, _)| *v);
             list
         });
+        let mut changed: Vec<(ValueId, ChannelMap)> =
+            actual.into_iter().map(|(v, m)| (ValueId(v), m)).collect();
+        changed.sort_by_key(|(v, _)| *v);
         Ok(Plan {
             direction: self.direction,
             target: self.target,
             edits,
             trace,
+            changed,
         })
+    }
+
+    /// Blocks a plan whose absorber `node`, reading a tensor of spread `stored` and absorbing
+    /// `before` on its input, would not stay exact in f32 ([`conditioning`]).
+    fn check_conditioning(
+        &self,
+        node: usize,
+        before: &ChannelMap,
+        absorption: &Absorption,
+        stored: &Spread,
+    ) -> Result<(), Blocked> {
+        let graph = self.graph;
+        let n = &graph.nodes[node];
+        let factor = match absorption {
+            Absorption::Layer(absorbed) => {
+                let fill: Option<Vec<f64>> = absorbed
+                    .pad_fill
+                    .as_ref()
+                    .map(|f| f.data.iter().map(|&v| v as f64).collect());
+                conditioning::layer_amplification(graph, n, before, fill.as_deref(), stored)
+            }
+            // An affine reader: relative to what the affine itself amplifies on the tensor
+            // it read before the plan.
+            Absorption::Affine(_) => {
+                let own = ChannelMap::of_affine(graph, n);
+                let original = stored.mapped(before);
+                let folded = conditioning::map_amplification(&before.then(&own), stored);
+                let unfolded = conditioning::map_amplification(&own, &original).max(1.0);
+                folded / unfolded
+            }
+        };
+        conditioning::check(factor).map_err(|e| self.block(node, format!("{}: {e}", n.op.name())))
     }
 }

@@ -5,6 +5,7 @@ pub mod adjacent;
 pub mod affine;
 pub mod canonicalize;
 pub mod closure;
+pub mod conditioning;
 pub mod dce;
 pub mod egraph;
 pub mod manager;

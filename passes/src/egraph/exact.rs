@@ -63,6 +63,11 @@ impl Mono {
         self.0.iter().map(|&(a, _)| a)
     }
 
+    /// Whether some atom is divided by (an inverse map's scale).
+    pub fn divides(&self) -> bool {
+        self.0.iter().any(|&(_, e)| e < 0)
+    }
+
     fn value(&self, numbers: &Numbers) -> f64 {
         self.0
             .iter()
@@ -129,6 +134,11 @@ impl Poly {
 
     pub fn is_zero(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Whether some term divides by an atom.
+    pub fn divides(&self) -> bool {
+        self.0.iter().any(|t| t.mono.divides())
     }
 
     pub fn add(&self, other: &Poly) -> Poly {

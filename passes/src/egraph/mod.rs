@@ -13,6 +13,7 @@ pub mod exact;
 pub mod extract;
 pub mod lang;
 pub mod materialize;
+pub mod numerics;
 pub mod rules;
 
 use std::collections::{BTreeMap, HashMap};
@@ -298,8 +299,11 @@ impl FoldGraph {
 }
 
 impl FoldGraph {
-    /// A frozen copy for extraction, with each node's own cost.
-    pub fn freeze(&self, graph: &Graph) -> extract::Frozen {
+    /// A frozen copy for extraction, with each node's own cost, and the nodes declined
+    /// because they would not be exact in f32 (their cost is infinite).
+    pub fn freeze(&self, graph: &Graph) -> (extract::Frozen, Vec<numerics::Declined>) {
+        let spreads = numerics::ClassSpreads::new(self, graph);
+        let mut declined = Vec::new();
         let mut ids = Vec::new();
         let mut nodes = Vec::new();
         let mut costs = Vec::new();
@@ -313,12 +317,24 @@ impl FoldGraph {
             costs.push(
                 class_nodes
                     .iter()
-                    .map(|n| self.node_cost(graph, n, &class.data))
+                    .map(|n| match self.ill_conditioned(graph, n, &spreads) {
+                        // Never extracted: the fold would not be exact in f32.
+                        Some(why) => {
+                            declined.push(numerics::Declined {
+                                node: n.clone(),
+                                why,
+                            });
+                            f64::INFINITY
+                        }
+                        None => self.node_cost(graph, n, &class.data),
+                    })
                     .collect(),
             );
             nodes.push(class_nodes);
         }
-        extract::Frozen::new(ids, nodes, costs, &self.outputs, |id| self.egraph.find(id))
+        let frozen =
+            extract::Frozen::new(ids, nodes, costs, &self.outputs, |id| self.egraph.find(id));
+        (frozen, declined)
     }
 
     /// A plan's forced nodes as `(class index, node index)` in the frozen e-graph; `None`
@@ -399,7 +415,7 @@ impl Pass for FoldEGraphPass {
         stats.eclasses = fg.egraph.number_of_classes();
 
         let start = Instant::now();
-        let frozen = fg.freeze(graph);
+        let (frozen, declined) = fg.freeze(graph);
         let mut choice = fg.original_choice(&frozen);
         stats.cost_before = frozen.dag_cost(&choice);
         let mut cost = stats.cost_before;
@@ -441,6 +457,7 @@ impl Pass for FoldEGraphPass {
                 ctx.report.set_fate(&name, fate);
             }
         }
+        numerics::report_declined(&fg, &declined, &mut ctx.report);
         ctx.report.saturation = Some(stats);
         if let Some(original) = &original {
             check_same_function(original, &folded)?;
