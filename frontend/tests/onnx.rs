@@ -967,6 +967,10 @@ fn dynamic_input_needs_a_fixed_shape() {
 }
 
 fn external_model() -> ModelBuilder {
+    external_model_at("weights.bin", Some("16"))
+}
+
+fn external_model_at(location: &str, length: Option<&str>) -> ModelBuilder {
     let mut m = single(17, &[1, 2]);
     let mut t = float_tensor("W", &[2, 2], &[]);
     t.raw_data = None;
@@ -975,11 +979,10 @@ fn external_model() -> ModelBuilder {
         key: Some(k.into()),
         value: Some(v.into()),
     };
-    t.external_data = vec![
-        kv("location", "weights.bin"),
-        kv("offset", "4"),
-        kv("length", "16"),
-    ];
+    t.external_data = vec![kv("location", location), kv("offset", "4")];
+    if let Some(length) = length {
+        t.external_data.push(kv("length", length));
+    }
     m.graph().initializer.push(t);
     m.node("MatMul", &["x", "W"], &["y"], vec![]);
     m.output("y");
@@ -1009,6 +1012,64 @@ fn external_data() {
     std::fs::write(dir.join("weights.bin"), &bytes[..10]).expect("write");
     let e = import_with(&external_model(), &dir, &OnnxOptions::default()).expect_err("error");
     assert!(e.message().contains("weights.bin"), "{}", e.message());
+}
+
+/// External data may only come from regular files inside the model's folder, and only the
+/// bytes the tensor needs are read (ONNX spec: `location` is relative to the model's folder).
+#[test]
+fn external_data_stays_inside_the_model_folder() {
+    let dir = temp_dir("external-hostile");
+    let mut bytes = vec![0u8; 4];
+    for v in [1.0f32, 2.0, 3.0, 4.0] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(dir.join("weights.bin"), &bytes).expect("write");
+    let outside = dir
+        .parent()
+        .unwrap()
+        .join(format!("bnc-outside-{}.bin", std::process::id()));
+    std::fs::write(&outside, &bytes).expect("write");
+    std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    let escape = format!(
+        "sub/../../{}",
+        outside.file_name().unwrap().to_string_lossy()
+    );
+    let absolute = outside.display().to_string();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&outside, dir.join("link.bin")).expect("symlink");
+    let refused = |location: &str, length: Option<&str>, why: &str| {
+        let e = import_with(
+            &external_model_at(location, length),
+            &dir,
+            &OnnxOptions::default(),
+        )
+        .expect_err(location);
+        assert!(e.message().contains(why), "{location}: {}", e.message());
+        assert!(e.message().contains("initializer `W`"), "{}", e.message());
+    };
+    let not_inside = "not a relative path inside the model's folder";
+    refused(&escape, Some("16"), not_inside);
+    refused("../etc/hostname", None, not_inside);
+    refused(&absolute, Some("16"), not_inside);
+    refused("/dev/zero", None, not_inside);
+    refused("", None, not_inside);
+    #[cfg(unix)]
+    refused("link.bin", Some("16"), "leads out of the model's folder");
+    refused("sub", None, "not a regular file");
+    // A length other than what the tensor needs, or past the end of the file.
+    refused("weights.bin", Some("1000000000"), "need 16");
+    std::fs::write(dir.join("short.bin"), &bytes[..12]).expect("write");
+    refused("short.bin", None, "which has only 12");
+    // Without a length, exactly the tensor's bytes are read from the offset.
+    let g = import_with(
+        &external_model_at("./weights.bin", None),
+        &dir,
+        &OnnxOptions::default(),
+    )
+    .expect("imports");
+    let y = run(&g, &[Tensor::new(vec![1, 2], vec![1.0, 1.0])]);
+    assert_eq!(y[0].data, [4.0, 6.0]);
+    let _ = std::fs::remove_file(outside);
 }
 
 #[test]

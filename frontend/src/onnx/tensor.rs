@@ -121,16 +121,6 @@ fn dtype_name(t: i32) -> String {
 pub fn decode(t: &TensorProto, base_dir: &Path) -> Result<Const, String> {
     let (shape, n) = checked_numel(&t.dims)?;
     let dt = t.data_type();
-    let external = t.data_location() == DataLocation::External || !t.external_data.is_empty();
-    let owned;
-    let raw: Option<&[u8]> = if external {
-        owned = read_external(t, base_dir)?;
-        Some(&owned)
-    } else if t.raw_data.is_some() {
-        Some(t.raw_data())
-    } else {
-        None
-    };
     let ty = DataType::try_from(dt).map_err(|_| format!("unknown data type {dt}"))?;
     let unsupported = || {
         Err(format!(
@@ -144,6 +134,16 @@ pub fn decode(t: &TensorProto, base_dir: &Path) -> Result<Const, String> {
         DataType::Float16 | DataType::Bfloat16 | DataType::Int16 | DataType::Uint16 => 2,
         DataType::Int8 | DataType::Uint8 | DataType::Bool => 1,
         _ => return unsupported(),
+    };
+    let external = t.data_location() == DataLocation::External || !t.external_data.is_empty();
+    let owned;
+    let raw: Option<&[u8]> = if external {
+        owned = read_external(t, base_dir, n * size)?;
+        Some(&owned)
+    } else if t.raw_data.is_some() {
+        Some(t.raw_data())
+    } else {
+        None
     };
     let count_err = |got: usize| {
         Err(format!(
@@ -268,7 +268,14 @@ pub fn decode(t: &TensorProto, base_dir: &Path) -> Result<Const, String> {
     Ok(Const { shape, data })
 }
 
-fn read_external(t: &TensorProto, base_dir: &Path) -> Result<Vec<u8>, String> {
+/// Reads the `bytes` bytes of an externally stored tensor. The ONNX spec requires `location`
+/// to be a relative path inside the model's folder: an absolute path, a `..` component, a
+/// symbolic link leading out of the folder, or anything but a regular file (`/dev/zero`,
+/// `/dev/stdin`) is refused, and exactly `offset..offset + bytes` is read.
+fn read_external(t: &TensorProto, base_dir: &Path, bytes: usize) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::path::Component;
+
     let mut location = None;
     let mut offset = 0u64;
     let mut length = None;
@@ -291,25 +298,66 @@ fn read_external(t: &TensorProto, base_dir: &Path) -> Result<Vec<u8>, String> {
         }
     }
     let location = location.ok_or("is stored externally but names no `location`")?;
-    let path = base_dir.join(&location);
-    let bytes = std::fs::read(&path).map_err(|e| {
+    let relative = Path::new(&location);
+    let inside = !location.is_empty()
+        && relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if !inside {
+        return Err(format!(
+            "names the external data file `{location}`, which is not a relative path inside the model's folder"
+        ));
+    }
+    let path = base_dir.join(relative);
+    let cannot = |e: std::io::Error| {
         format!(
             "is stored in the external data file `{location}`, which cannot be read ({}: {e})",
             path.display()
         )
-    })?;
-    let start = usize::try_from(offset).unwrap_or(usize::MAX);
-    let end = match length {
-        Some(len) => start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX)),
-        None => bytes.len(),
     };
-    if start > bytes.len() || end > bytes.len() {
+    // Resolve links: the file itself must lie inside the model's folder.
+    let folder = base_dir.canonicalize().map_err(cannot)?;
+    let resolved = path.canonicalize().map_err(cannot)?;
+    if !resolved.starts_with(&folder) {
         return Err(format!(
-            "reads bytes {start}..{end} of the external data file `{location}`, which has only {}",
-            bytes.len()
+            "names the external data file `{location}`, which leads out of the model's folder"
         ));
     }
-    Ok(bytes[start..end].to_vec())
+    let mut file = std::fs::File::open(&resolved).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "names the external data file `{location}`, which is not a regular file"
+        ));
+    }
+    if let Some(len) = length
+        && len != bytes as u64
+    {
+        return Err(format!(
+            "reads {len} bytes of the external data file `{location}`, but its shape and type need {bytes}"
+        ));
+    }
+    let end = offset.checked_add(bytes as u64);
+    if end.is_none_or(|end| end > meta.len()) {
+        return Err(format!(
+            "reads bytes {offset}..{offset}+{bytes} of the external data file `{location}`, which has only {}",
+            meta.len()
+        ));
+    }
+    let mut data = Vec::new();
+    data.try_reserve_exact(bytes)
+        .map_err(|_| format!("needs {bytes} bytes of memory for its external data"))?;
+    file.seek(SeekFrom::Start(offset)).map_err(cannot)?;
+    file.take(bytes as u64)
+        .read_to_end(&mut data)
+        .map_err(cannot)?;
+    if data.len() != bytes {
+        return Err(format!(
+            "external data file `{location}` ended after {} of {bytes} bytes",
+            data.len()
+        ));
+    }
+    Ok(data)
 }
 
 /// The broadcast shape of two shapes (numpy rules), or `None`.
