@@ -310,6 +310,13 @@ enum Color {
 /// An error already explained to the user; the process exits with status 1.
 struct Reported;
 
+/// A problem with the command line itself: explained like clap's own errors, exit status 2.
+fn usage_error(message: impl std::fmt::Display) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ValueValidation, message)
+        .exit()
+}
+
 struct Context {
     common: CommonArgs,
 }
@@ -321,6 +328,18 @@ impl Context {
             Color::Never => false,
             Color::Auto => std::io::stderr().is_terminal(),
         }
+    }
+
+    /// Says on stderr that `path` was written (every file bnc writes is named), and whether
+    /// it replaced a file that was there.
+    fn wrote(&self, path: &Path, replaced: bool) {
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let note = if replaced {
+            ", replacing the file there"
+        } else {
+            ""
+        };
+        eprintln!("wrote {} ({size} bytes{note})", path.display());
     }
 
     fn fail(&self, message: impl std::fmt::Display) -> Reported {
@@ -406,7 +425,11 @@ fn transform(
         eprintln!("// ----- IR after {pass} -----");
         eprint!("{}", printer::print(g));
     })
-    .map_err(|e| ctx.fail(e))?;
+    .map_err(|e| match e {
+        // An unknown pass or a print request for a pass not run: the command line is wrong.
+        bnc::Error::Pipeline(message) => usage_error(message),
+        e => ctx.fail(e),
+    })?;
     if ctx.common.timings {
         for t in &transformed.timings {
             eprintln!(
@@ -436,16 +459,17 @@ fn write_model(
 ) -> Result<(), Reported> {
     if graph.params != original.params {
         let weights = path.with_extension("safetensors");
+        let existed = weights.exists();
         ctx.phase("write weights", || bnc::save_weights(graph, &weights))
             .map_err(|e| ctx.fail(format!("cannot write {}: {e}", weights.display())))?;
+        ctx.wrote(&weights, existed);
         let file_name = weights
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         graph.weights = WeightsSource::File(file_name);
     }
-    std::fs::write(path, printer::print(graph))
-        .map_err(|e| ctx.fail(format!("cannot write {}: {e}", path.display())))
+    write_file(ctx, path, printer::print(graph).as_bytes())
 }
 
 fn compile(ctx: &Context, args: &CompileArgs, pipeline: &PipelineArgs) -> Result<(), Reported> {
@@ -456,13 +480,7 @@ fn compile(ctx: &Context, args: &CompileArgs, pipeline: &PipelineArgs) -> Result
         .emit
         .unwrap_or_else(|| Emit::from_output(args.output.as_deref()));
     if emit == Emit::Obj && args.output.is_none() {
-        // A command-line problem: exit status 2, like clap's own errors.
-        Cli::command()
-            .error(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                "--emit=obj writes a binary file: name it with -o FILE.o",
-            )
-            .exit();
+        usage_error("--emit=obj writes a binary file: name it with -o FILE.o");
     }
     let original = ctx.load(model)?;
     let transformed = transform(ctx, &original, pipeline)?;
@@ -493,8 +511,7 @@ fn compile(ctx: &Context, args: &CompileArgs, pipeline: &PipelineArgs) -> Result
                         "note: the weights changed; they are written only with -o (the printed weights line names the file -o would write)"
                     );
                 }
-                print!("{}", printer::print(&graph));
-                Ok(())
+                write_or_print(ctx, None, printer::print(&graph).as_bytes())
             }
         },
         Emit::Obj | Emit::Header => {
@@ -537,8 +554,11 @@ fn compile(ctx: &Context, args: &CompileArgs, pipeline: &PipelineArgs) -> Result
 }
 
 fn write_file(ctx: &Context, path: &Path, bytes: &[u8]) -> Result<(), Reported> {
+    let existed = path.exists();
     std::fs::write(path, bytes)
-        .map_err(|e| ctx.fail(format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| ctx.fail(format!("cannot write {}: {e}", path.display())))?;
+    ctx.wrote(path, existed);
+    Ok(())
 }
 
 /// Writes to `path`, or to standard output without one.
@@ -548,9 +568,13 @@ fn write_or_print(ctx: &Context, path: Option<&Path>, bytes: &[u8]) -> Result<()
         None => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            out.write_all(bytes)
-                .and_then(|()| out.flush())
-                .map_err(|e| ctx.fail(format!("cannot write to standard output: {e}")))
+            match out.write_all(bytes).and_then(|()| out.flush()) {
+                // The reader stopped reading (`bnc run m.nn | head -1`): nothing is wrong.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                result => {
+                    result.map_err(|e| ctx.fail(format!("cannot write to standard output: {e}")))
+                }
+            }
         }
     }
 }
@@ -563,11 +587,8 @@ fn fold(ctx: &Context, args: &FoldArgs) -> Result<(), Reported> {
     if let Some(path) = &args.output {
         write_model(ctx, &original, &mut graph, path)?;
     }
-    print!(
-        "{}",
-        render_report(&report, args.pipeline.report.unwrap_or(ReportFormat::Text))
-    );
-    Ok(())
+    let report = render_report(&report, args.pipeline.report.unwrap_or(ReportFormat::Text));
+    write_or_print(ctx, None, report.as_bytes())
 }
 
 fn import(ctx: &Context, args: &ImportArgs) -> Result<(), Reported> {
@@ -598,8 +619,10 @@ fn import(ctx: &Context, args: &ImportArgs) -> Result<(), Reported> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     graph.weights = WeightsSource::File(file_name);
+    let existed = weights.exists();
     ctx.phase("write weights", || bnc::save_weights(&graph, &weights))
         .map_err(|e| ctx.fail(format!("cannot write {}: {e}", weights.display())))?;
+    ctx.wrote(&weights, existed);
     write_file(ctx, &output, printer::print(&graph).as_bytes())?;
     let bns = graph.count_ops(|op| matches!(op, bnc::ir::Op::BatchNorm { .. }));
     eprintln!(
@@ -669,6 +692,12 @@ enum Engine {
 }
 
 fn run(ctx: &Context, args: &RunArgs) -> Result<(), Reported> {
+    if args.target_cpu == codegen::TargetCpu::Multi {
+        usage_error(
+            "--target-cpu=multi builds one object for every x86-64 (`bnc m.nn -o m.o`); \
+             `bnc run` runs on this machine: use native (the default) or a level",
+        );
+    }
     let original = ctx.load(&args.model)?;
     let transformed = transform(ctx, &original, &args.pipeline)?;
     if let Some(format) = args.pipeline.report {
@@ -770,8 +799,15 @@ fn run(ctx: &Context, args: &RunArgs) -> Result<(), Reported> {
     for ((&id, tensor), file) in graph.outputs.iter().zip(&outputs).zip(&output_files) {
         let name = &graph.value(id).name;
         match file {
-            Some(file) => bnc::npy::write(Path::new(file), tensor).map_err(|e| ctx.fail(e))?,
-            None => println!("{}", summarize(name, tensor)),
+            Some(file) => {
+                bnc::npy::write(Path::new(file), tensor).map_err(|e| ctx.fail(e))?;
+                ctx.wrote(Path::new(file), false);
+            }
+            None => write_or_print(
+                ctx,
+                None,
+                format!("{}\n", summarize(name, tensor)).as_bytes(),
+            )?,
         }
     }
     Ok(())

@@ -26,5 +26,8 @@ pub fn save_weights(graph: &Graph, path: &Path) -> Result<(), safetensors::SafeT
             ))
         })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    safetensors::serialize_to_file(views, None, path)
+    // Not `serialize_to_file`: it writes through a file created with mode 0600, and a
+    // weights file should get the permissions the user's umask gives any other file.
+    let bytes = safetensors::serialize(views, None)?;
+    std::fs::write(path, bytes).map_err(safetensors::SafeTensorError::from)
 }

@@ -548,9 +548,9 @@ fn target_cpu_selects_the_instruction_set() {
         "{}",
         text(&bad.stderr)
     );
-    // `multi` is for objects: the JIT says so; an object builds.
+    // `multi` is for objects: `run` refuses it as a command-line error; an object builds.
     let jit = bnc(&["run", "examples/tiny.nn", "--target-cpu", "multi"]);
-    assert_eq!(jit.status.code(), Some(1));
+    assert_eq!(jit.status.code(), Some(2));
     assert!(
         text(&jit.stderr).contains("object"),
         "{}",
@@ -566,4 +566,93 @@ fn target_cpu_selects_the_instruction_set() {
     ]);
     assert!(obj.status.success(), "{}", text(&obj.stderr));
     assert!(std::fs::metadata(&o_path).unwrap().len() > 0);
+}
+
+/// Issue #12's command-line contract: a closed pipe is not an error, command-line mistakes
+/// exit 2, fold passes canonicalize what they need, and every file written is named.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bnc"))
+        .args(["examples/tiny.nn", "--emit=ir", "--color", "never"])
+        .current_dir(common::root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bnc starts");
+    // Close our end of the pipe before bnc writes: its write fails with EPIPE.
+    drop(child.stdout.take());
+    let status = child.wait().expect("bnc ends");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(status.code() == Some(0), "{status:?}: {err}");
+}
+
+#[test]
+fn pipeline_and_target_mistakes_are_command_line_errors() {
+    let out = bnc(&["examples/tiny.nn", "--passes=canonicalize,fold-egrap"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("fold-egrap"));
+    let out = bnc(&["run", "examples/tiny.nn", "--target-cpu=multi"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("multi"));
+}
+
+#[test]
+fn a_fold_pass_alone_canonicalizes_first() {
+    let model = scratch("identity.nn");
+    std::fs::write(
+        &model,
+        "model m {\n weights random(seed = 1)\n input x: f32[1, 2, 4, 4]\n c = conv2d(x, out = 2, kernel = 1)\n i = identity(c)\n b = batchnorm(i)\n output b\n}\n",
+    )
+    .unwrap();
+    for pass in ["fold-egraph", "fold-paper", "fold-adjacent"] {
+        let out = bnc(&[model.to_str().unwrap(), &format!("--passes={pass}")]);
+        assert!(out.status.success(), "{pass}: {}", text(&out.stderr));
+        assert!(
+            !text(&out.stdout).contains("batchnorm"),
+            "{pass}:\n{}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn written_files_are_named_and_follow_the_umask() {
+    let dir = scratch("written");
+    std::fs::create_dir_all(&dir).unwrap();
+    let folded = dir.join("f.nn");
+    let out = bnc(&["fold", "examples/tiny.nn", "-o", folded.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("wrote") && err.contains("f.safetensors"),
+        "{err}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The test runs with the default umask (022 or stricter for group/other writes).
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&dir.join("f.safetensors")),
+            mode(&folded),
+            "weights and model get the same permissions"
+        );
+    }
+    // An object's header replacing an existing file says so.
+    let object = dir.join("app.o");
+    std::fs::write(dir.join("app.h"), "/* mine */").unwrap();
+    let out = bnc(&["examples/tiny.nn", "-o", object.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("app.o") && err.contains("app.h"), "{err}");
+    assert!(err.contains("replacing"), "{err}");
 }

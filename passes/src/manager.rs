@@ -95,6 +95,18 @@ pub const PASSES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Passes that work on canonical IR (batch-norms as `affine`, no identity or dropout): run in
+/// a pipeline without `canonicalize` before them, they get it first.
+const NEED_CANONICAL: &[&str] = &["fold-adjacent", "fold-paper", "fold-egraph"];
+
+fn is_canonical(graph: &Graph) -> bool {
+    use bnc_ir::Op;
+    !graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::BatchNorm { .. } | Op::Identity | Op::Dropout))
+}
+
 /// The pass called `name`.
 pub fn lookup(name: &str) -> Option<Box<dyn Pass>> {
     Some(match name {
@@ -160,6 +172,11 @@ pub fn run_pipeline(
             pass: pass.name().to_string(),
             message,
         };
+        if NEED_CANONICAL.contains(&pass.name()) && !is_canonical(graph) {
+            crate::canonicalize::Canonicalize
+                .run(graph, ctx)
+                .map_err(fail)?;
+        }
         pass.run(graph, ctx).map_err(fail)?;
         timings.push(PassTiming {
             pass: pass.name(),
