@@ -740,7 +740,8 @@ fn run(ctx: &Context, args: &RunArgs) -> Result<(), Reported> {
         };
         if tensor.shape != value.shape {
             return Err(ctx.fail(format!(
-                "input `{}` has shape {} in the model but the file holds {}",
+                "{}: input `{}` has shape {} in the model but the file holds {}",
+                file.as_deref().unwrap_or("(random input)"),
                 value.name,
                 printer::dims(&value.shape),
                 printer::dims(&tensor.shape)

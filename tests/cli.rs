@@ -656,3 +656,52 @@ fn written_files_are_named_and_follow_the_umask() {
     assert!(err.contains("app.o") && err.contains("app.h"), "{err}");
     assert!(err.contains("replacing"), "{err}");
 }
+
+#[test]
+fn hostile_or_wrong_npy_inputs_are_clear_errors() {
+    let npy = |name: &str, header: &str, data: &[u8]| {
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        let path = scratch(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let run_with = |path: &std::path::Path| {
+        let start = std::time::Instant::now();
+        let out = bnc(&["run", "examples/tiny.nn", "-i", path.to_str().unwrap()]);
+        assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(path.file_name().unwrap().to_str().unwrap()),
+            "{err}"
+        );
+        err
+    };
+    // 14 nested braces took the header parser 32 s; refused before it runs.
+    let nested = npy(
+        "nested.npy",
+        &format!("{}{}", "{".repeat(14), "}".repeat(14)),
+        &[],
+    );
+    assert!(run_with(&nested).contains("nest too deep"));
+    let not_npy = scratch("plain.npy");
+    std::fs::write(&not_npy, "hello").unwrap();
+    assert!(run_with(&not_npy).contains("not a .npy file"));
+    // A shape far larger than the data is refused before anything is allocated.
+    let huge = npy(
+        "huge.npy",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }",
+        &[0; 16],
+    );
+    assert!(run_with(&huge).contains("needs more data"));
+    // A well-formed file of the wrong shape names the file.
+    let small = npy(
+        "small.npy",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }",
+        &[0; 8],
+    );
+    assert!(run_with(&small).contains("small.npy: input"));
+}
