@@ -63,6 +63,10 @@ pub fn load_str(source: &str, file_name: &str, base_dir: &Path) -> Result<bnc_ir
     let result = parser::parse_model(source)
         .and_then(|model| lower::lower(&model))
         .and_then(|mut lowered| {
+            // Before any weight is read or generated: a model too large fails here, clearly.
+            bnc_ir::limits::Limits::default()
+                .check(&lowered.graph)
+                .map_err(Error::new)?;
             weights::load(&mut lowered, base_dir)?;
             Ok(lowered.graph)
         });

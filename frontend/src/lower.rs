@@ -582,9 +582,13 @@ impl<'m> Lowerer<'m> {
                 )));
             }
         }
-        let out_shape = op
-            .infer_shape(&shapes)
-            .map_err(|msg| shape_error(format!("shape error in `{}`: {msg}", b.name.name)))?;
+        let out_shape = op.infer_shape(&shapes).map_err(|msg| {
+            if msg.starts_with("tensor too large") {
+                shape_error(msg)
+            } else {
+                shape_error(format!("shape error in `{}`: {msg}", b.name.name))
+            }
+        })?;
         if checked_numel(&out_shape).is_none() {
             return Err(shape_error(format!(
                 "tensor too large: `{}` would be f32{}, more than {MAX_ELEMENTS} elements",

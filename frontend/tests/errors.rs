@@ -621,3 +621,13 @@ fn shared_prefix_with_different_shapes() {
     );
     let _ = f32_entry;
 }
+
+/// 2^32 weight elements pass the per-tensor limit but not the model's: the error comes before
+/// any weight is generated (it used to abort on a 16 GiB allocation).
+#[test]
+fn a_model_too_large_is_refused_before_its_weights_exist() {
+    let src = "model big {\n weights random(seed = 1)\n input x: f32[1, 65536]\n y = dense(x, out = 65536)\n output y\n}\n";
+    let e =
+        bnc_frontend::load_str(src, "big.nn", std::path::Path::new(".")).expect_err("too large");
+    assert!(e.message().contains("model too large"), "{}", e.message());
+}

@@ -1197,3 +1197,67 @@ fn failures_downstream_of_a_failure_are_listed_too() {
         "{e}"
     );
 }
+
+/// Found by fuzzing the importer and by reading it (issue #12): each must be a clear error,
+/// never a panic, an abort on a huge allocation, or a size that wraps.
+#[test]
+fn hostile_shapes_and_attributes_are_errors() {
+    use bnc_frontend::onnx::builder::attr_int;
+    let refused = |m: &ModelBuilder, why: &str| {
+        let e = import_with(m, Path::new("."), &OnnxOptions::default()).expect_err(why);
+        assert!(e.message().contains(why), "{}", e.message());
+    };
+    // A Shape node with no inputs.
+    let mut m = single(17, &[1, 2, 4, 4]);
+    m.node("Shape", &[], &["s"], vec![]);
+    m.node("Relu", &["x"], &["y"], vec![]);
+    m.output("y");
+    let _ = import_with(&m, Path::new("."), &OnnxOptions::default());
+    // Pads of 2^40.
+    let mut m = single(17, &[1, 2, 4, 4]);
+    m.initializer_i64("p", &[8], &[0, 0, 1 << 40, 0, 0, 0, 1 << 40, 0]);
+    m.node("Pad", &["x", "p"], &["y"], vec![]);
+    m.output("y");
+    refused(&m, "too large");
+    // An input whose element count wraps to 0 in 64 bits.
+    let mut m = single(17, &[1 << 40, 1 << 40, 4]);
+    m.node("Relu", &["x"], &["y"], vec![]);
+    m.output("y");
+    refused(&m, "too large");
+    // ConstantOfShape of 2^34 elements.
+    let mut m = single(17, &[1, 2]);
+    m.initializer_i64("shape", &[2], &[1 << 17, 1 << 17]);
+    m.node("ConstantOfShape", &["shape"], &["c"], vec![]);
+    m.node("Add", &["x", "c"], &["y"], vec![]);
+    m.output("y");
+    refused(&m, "too large");
+    // Clip with a NaN bound: it would print `min = NaN`, which bnc cannot parse back.
+    let mut m = single(17, &[1, 2]);
+    m.initializer("lo", &[], &[f32::NAN]);
+    m.node("Clip", &["x", "lo"], &["y"], vec![]);
+    m.output("y");
+    refused(&m, "NaN");
+    // A conv whose group count overflows the channel product.
+    let mut m = single(17, &[1, 2, 4, 4]);
+    m.initializer("w", &[2, 2, 1, 1], &[0.5; 4]);
+    m.node(
+        "Conv",
+        &["x", "w"],
+        &["y"],
+        vec![attr_int("group", i64::MAX)],
+    );
+    m.output("y");
+    refused(&m, "group");
+    // Slice with the largest step, on a constant: no overflow.
+    let mut m = single(17, &[1, 4]);
+    m.initializer("k", &[4], &[1.0, 2.0, 3.0, 4.0]);
+    m.initializer_i64("st", &[1], &[0]);
+    m.initializer_i64("en", &[1], &[4]);
+    m.initializer_i64("ax", &[1], &[0]);
+    m.initializer_i64("step", &[1], &[i64::MAX]);
+    m.node("Slice", &["k", "st", "en", "ax", "step"], &["s"], vec![]);
+    m.node("Shape", &["s"], &["n"], vec![]);
+    m.node("Relu", &["x"], &["y"], vec![]);
+    m.output("y");
+    let _ = import_with(&m, Path::new("."), &OnnxOptions::default());
+}

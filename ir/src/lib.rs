@@ -7,6 +7,7 @@
 
 pub mod edit;
 pub mod interp;
+pub mod limits;
 pub mod op;
 pub mod printer;
 pub mod tensor;

@@ -167,8 +167,10 @@ pub fn window_out(
     dilation: usize,
     ceil_mode: bool,
 ) -> Option<usize> {
-    let span = dilation * (kernel - 1) + 1;
-    let padded = input + pad_begin + pad_end;
+    let span = dilation
+        .checked_mul(kernel.checked_sub(1)?)?
+        .checked_add(1)?;
+    let padded = input.checked_add(pad_begin)?.checked_add(pad_end)?;
     if padded < span || stride == 0 {
         return None;
     }
@@ -217,8 +219,25 @@ impl Op {
         }
     }
 
-    /// The output shape for these input shapes, or a message saying what is wrong.
+    /// The output shape for these input shapes, or a message saying what is wrong. Every
+    /// way into the IR (`.nn` lowering, ONNX import, passes) comes through here, so the size
+    /// limits of [`crate::limits`] hold for every value and parameter of every graph.
     pub fn infer_shape(&self, inputs: &[&Shape]) -> Result<Shape, String> {
+        let shape = self.infer_shape_unchecked(inputs)?;
+        crate::limits::check_shape(&shape)?;
+        if let Op::Conv2d(c) = self {
+            let cin = inputs[0][1] / c.groups;
+            crate::limits::check_shape(&[c.out_channels, cin, c.kernel[0], c.kernel[1]])
+                .map_err(|e| format!("{e} (the weight)"))?;
+        }
+        if let Op::Dense { out_features, .. } = self {
+            crate::limits::check_shape(&[*out_features, inputs[0][1]])
+                .map_err(|e| format!("{e} (the weight)"))?;
+        }
+        Ok(shape)
+    }
+
+    fn infer_shape_unchecked(&self, inputs: &[&Shape]) -> Result<Shape, String> {
         let (lo, hi) = self.arity();
         if inputs.len() < lo || inputs.len() > hi {
             return Err(if lo == hi {
@@ -362,7 +381,9 @@ impl Op {
                             fmt_shape(s)
                         ));
                     }
-                    channels += s[1];
+                    channels = s[1]
+                        .checked_add(channels)
+                        .ok_or_else(|| crate::limits::too_large(x))?;
                 }
                 let mut out = x.clone();
                 out[1] = channels;
@@ -417,18 +438,25 @@ impl Op {
             }
             Op::Pad { pads, .. } => {
                 need_rank(&[4])?;
+                let grow = |d: usize, a: usize, b: usize| {
+                    d.checked_add(a)
+                        .and_then(|d| d.checked_add(b))
+                        .ok_or_else(|| crate::limits::too_large(x))
+                };
                 Ok(vec![
                     x[0],
                     x[1],
-                    x[2] + pads[0] + pads[2],
-                    x[3] + pads[1] + pads[3],
+                    grow(x[2], pads[0], pads[2])?,
+                    grow(x[3], pads[1], pads[3])?,
                 ])
             }
             Op::Flatten => {
                 if x.is_empty() {
                     return Err("`flatten` needs at least a batch axis".into());
                 }
-                Ok(vec![x[0], x[1..].iter().product()])
+                let rest =
+                    crate::limits::numel(&x[1..]).ok_or_else(|| crate::limits::too_large(x))?;
+                Ok(vec![x[0], rest])
             }
         }
     }

@@ -227,6 +227,8 @@ impl<'a> Importer<'a> {
                 }
                 shape
             };
+            bnc_ir::limits::check_shape(&shape)
+                .map_err(|e| format!("graph input `{name}`: {e}"))?;
             let vname = self.fresh_value(name);
             let id = self.graph.add_value(vname, shape);
             self.graph.inputs.push(id);
@@ -484,7 +486,7 @@ impl<'a> Importer<'a> {
                 }
             }
             "Shape" => {
-                let shape: Vec<i64> = match &inputs[0] {
+                let shape: Vec<i64> = match inputs.first().and_then(Option::as_ref) {
                     Some(Val::Dyn(id)) => self.graph.shape(*id).iter().map(|&d| d as i64).collect(),
                     Some(Val::Const(c)) => c.shape.iter().map(|&d| d as i64).collect(),
                     _ => return Err("input 0 is missing".into()),
@@ -660,7 +662,7 @@ impl<'a> Importer<'a> {
                     .ok()
                     .filter(|&g| g >= 1)
                     .ok_or("group must be positive")?;
-                if w.shape[1] * groups != xs[1] {
+                if w.shape[1].checked_mul(groups) != Some(xs[1]) {
                     return Err(format!(
                         "weight {:?} with group {groups} does not fit {} input channels",
                         w.shape, xs[1]
@@ -777,6 +779,9 @@ impl<'a> Importer<'a> {
                     };
                     (s(1)?, s(2)?)
                 };
+                if min.is_some_and(f64::is_nan) || max.is_some_and(f64::is_nan) {
+                    return Err("Clip bounds must be numbers, not NaN".into());
+                }
                 let min = bound(min, f64::NEG_INFINITY);
                 let max = bound(max, f64::INFINITY);
                 let act_ = if min == 0.0 && max == 6.0 {

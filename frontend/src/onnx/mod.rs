@@ -160,5 +160,8 @@ pub fn load_bytes(
             "internal error: the imported graph is invalid: {e}"
         ))
     })?;
+    bnc_ir::limits::Limits::default()
+        .check(&graph)
+        .map_err(fail)?;
     Ok(graph)
 }

@@ -95,20 +95,37 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
+/// Largest number of elements of a tensor known at import time (an initializer or a folded
+/// constant): 1 GiB of f32, four times the largest weight of the CNNs bnc targets.
+pub const MAX_CONST_ELEMENTS: usize = 1 << 28;
+
 /// The number of elements of `dims` (ONNX int64 dims), or an error for a negative dimension
 /// or an absurd size.
 pub fn checked_numel(dims: &[i64]) -> Result<(Vec<usize>, usize), String> {
     let mut shape = Vec::with_capacity(dims.len());
-    let mut n: usize = 1;
     for &d in dims {
-        let d = usize::try_from(d).map_err(|_| format!("negative dimension {d}"))?;
-        n = n
-            .checked_mul(d)
-            .filter(|&n| n <= (1 << 34))
-            .ok_or_else(|| format!("tensor shape {dims:?} is too large"))?;
-        shape.push(d);
+        shape.push(usize::try_from(d).map_err(|_| format!("negative dimension {d}"))?);
     }
+    let n = check_const_shape(&shape)?;
     Ok((shape, n))
+}
+
+/// The number of elements of a constant of this shape, or an error past
+/// [`MAX_CONST_ELEMENTS`]. Zero-size dimensions count as 1 in the bound, so that any product
+/// of a subset of the dimensions (strides, flattened sizes) stays small too.
+pub fn check_const_shape(shape: &[usize]) -> Result<usize, String> {
+    let mut bound: usize = 1;
+    for &d in shape {
+        bound = bound
+            .checked_mul(d.max(1))
+            .filter(|&b| b <= MAX_CONST_ELEMENTS)
+            .ok_or_else(|| {
+                format!(
+                    "tensor shape {shape:?} is too large (at most {MAX_CONST_ELEMENTS} elements)"
+                )
+            })?;
+    }
+    Ok(shape.iter().product())
 }
 
 fn dtype_name(t: i32) -> String {
@@ -519,6 +536,7 @@ pub fn concat(parts: &[&Const], ax: i64) -> Result<Const, String> {
         }
         shape[ax] += p.shape[ax];
     }
+    check_const_shape(&shape)?;
     let outer: usize = first.shape[..ax].iter().product();
     let mut fv = Vec::new();
     let mut iv = Vec::new();
@@ -573,7 +591,8 @@ pub fn slice(
         let (s, e, n) = if st > 0 {
             let s = s.clamp(0, dim);
             let e = e.clamp(0, dim);
-            (s, e, if e > s { (e - s + st - 1) / st } else { 0 })
+            // (e - s - 1) / st + 1, which cannot overflow for any step.
+            (s, e, if e > s { (e - s - 1) / st + 1 } else { 0 })
         } else {
             let s = s.clamp(-1, dim - 1);
             let e = e.clamp(-1, dim - 1);
@@ -581,7 +600,7 @@ pub fn slice(
                 s,
                 e,
                 if s > e {
-                    (s - e + (-st) - 1) / (-st)
+                    (s - e - 1) / st.checked_neg().unwrap_or(i64::MAX) + 1
                 } else {
                     0
                 },
