@@ -705,3 +705,67 @@ fn hostile_or_wrong_npy_inputs_are_clear_errors() {
     );
     assert!(run_with(&small).contains("small.npy: input"));
 }
+
+/// The C example in examples/c/ builds against an object bnc writes, runs, and prints what
+/// `bnc run` computes on the same input.
+#[test]
+fn the_c_example_matches_bnc_run() {
+    if Command::new("cc").arg("--version").output().is_err() {
+        eprintln!("SKIPPED the_c_example_matches_bnc_run: no `cc` on PATH");
+        return;
+    }
+    let dir = scratch("c-example");
+    std::fs::create_dir_all(&dir).unwrap();
+    let obj = dir.join("model.o");
+    let out = bnc(&[
+        "examples/tiny.nn",
+        "-o",
+        obj.to_str().unwrap(),
+        "--symbol-prefix",
+        "model",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let app = dir.join("app");
+    let cc = Command::new("cc")
+        .arg("-I")
+        .arg(&dir)
+        .arg(common::root().join("examples/c/main.c"))
+        .arg(&obj)
+        .arg("-o")
+        .arg(&app)
+        .output()
+        .unwrap();
+    assert!(cc.status.success(), "cc failed:\n{}", text(&cc.stderr));
+
+    let graph = common::load(&common::example("tiny.nn"));
+    let v = graph.value(graph.inputs[0]);
+    let x = bnc::frontend::random_normal(5, &v.name, &v.shape);
+    let raw: Vec<u8> = x.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("x.f32"), raw).unwrap();
+    bnc::npy::write(&dir.join("x.npy"), &x).unwrap();
+    let ran = Command::new(&app).arg(dir.join("x.f32")).output().unwrap();
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let from_c: Vec<f32> = text(&ran.stdout)
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let y = dir.join("y.npy");
+    let out = bnc(&[
+        "run",
+        "examples/tiny.nn",
+        "-i",
+        dir.join("x.npy").to_str().unwrap(),
+        "-o",
+        y.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want = bnc::npy::read(&y).unwrap();
+    assert_eq!(from_c.len(), want.data.len());
+    let got = Tensor::new(want.shape.clone(), from_c);
+    // The object targets x86-64-v3 and the JIT this host: only rounding may differ.
+    assert!(
+        got.max_abs_diff(&want) <= 1e-5 * want.max_abs(),
+        "the C example differs from `bnc run` by {}",
+        got.max_abs_diff(&want)
+    );
+}
