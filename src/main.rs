@@ -27,7 +27,11 @@ Examples:
 Exit status:
   0  success
   1  the model, a weights file or an input tensor is wrong (a diagnostic says where)
-  2  the command line itself is wrong (unknown option, missing argument)";
+  2  the command line itself is wrong (unknown option, missing argument)
+
+Environment:
+  BNC_MAX_MODEL_BYTES  largest parameters and tensors of one model, in bytes
+                       (default 4 GiB of parameters, 16 GiB of tensors)";
 
 /// bnc compiles convolutional networks for inference, removing every Batch-Normalization
 /// layer that can be folded away exactly.
