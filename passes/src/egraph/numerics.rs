@@ -173,10 +173,14 @@ impl FoldGraph {
             } => {
                 let layer = &graph.nodes[*node as usize];
                 let (before, after) = (self.maps.value(*pro), self.maps.value(*epi));
+                let unchanged_input = self.maps.get(*pro).is_identity();
+                if unchanged_input && self.maps.get(*epi).is_identity() {
+                    return None;
+                }
                 if !weights_fit(graph, layer, before, after) {
                     return overflow;
                 }
-                if self.maps.get(*pro).is_identity() {
+                if unchanged_input {
                     return None;
                 }
                 let fill = layer_fill(graph, layer, before);
