@@ -329,6 +329,44 @@ impl ExactMap {
         (pick(true), pick(false))
     }
 
+    /// The map on a flattened `[N, C·positions]` tensor: each channel's entry repeated for its
+    /// `positions` spatial positions (flatten keeps channel-major order).
+    pub fn repeat(&self, positions: usize) -> ExactMap {
+        let spread = |c: usize| c / positions;
+        ExactMap {
+            scale: (0..self.len() * positions)
+                .map(|k| self.scale[spread(k)].clone())
+                .collect(),
+            shift: (0..self.len() * positions)
+                .map(|k| self.shift[spread(k)].clone())
+                .collect(),
+        }
+    }
+
+    /// The inverse of [`ExactMap::repeat`]: the first entry of each block of `positions`,
+    /// when every block is one map, that is when each block's entries have equal values
+    /// (`values` is this map's value; different atoms with equal values are the same number).
+    pub fn compress(&self, positions: usize, values: &ChannelMap) -> Option<ExactMap> {
+        if positions == 0 || self.len() % positions != 0 {
+            return None;
+        }
+        let blocks = self.len() / positions;
+        let uniform = (0..blocks).all(|b| {
+            let first = b * positions;
+            (first..first + positions).all(|k| {
+                values.scale[k] == values.scale[first] && values.shift[k] == values.shift[first]
+            })
+        });
+        uniform.then(|| ExactMap {
+            scale: (0..blocks)
+                .map(|b| self.scale[b * positions].clone())
+                .collect(),
+            shift: (0..blocks)
+                .map(|b| self.shift[b * positions].clone())
+                .collect(),
+        })
+    }
+
     /// Only the scale: `(s, 0)`.
     pub fn scale_part(&self) -> ExactMap {
         ExactMap {
