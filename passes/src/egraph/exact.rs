@@ -347,7 +347,7 @@ impl ExactMap {
     /// when every block is one map, that is when each block's entries have equal values
     /// (`values` is this map's value; different atoms with equal values are the same number).
     pub fn compress(&self, positions: usize, values: &ChannelMap) -> Option<ExactMap> {
-        if positions == 0 || self.len() % positions != 0 {
+        if positions == 0 || !self.len().is_multiple_of(positions) {
             return None;
         }
         let blocks = self.len() / positions;
@@ -567,6 +567,21 @@ mod tests {
         let v = maps.value(id);
         assert_eq!(v.scale, vec![-8.0, 1.5]);
         assert_eq!(v.shift, vec![-4.0 + 0.25, -9.0 + 1.5]);
+    }
+
+    #[test]
+    fn a_repeated_map_compresses_back_only_when_each_block_is_one_map() {
+        let mut maps = Maps::default();
+        let m = bn(&mut maps, &[2.0, -0.5], &[1.0, 3.0]);
+        let map = maps.get(m).clone();
+        let repeated = map.repeat(3);
+        assert_eq!(repeated.len(), 6);
+        let id = maps.intern(repeated.clone());
+        assert_eq!(repeated.compress(3, maps.value(id)), Some(map));
+        // A per-feature map (one entry differs inside a block) is not a per-channel one.
+        let features = bn(&mut maps, &[2.0, 2.0, 2.0, 1.0, 1.0, 1.5], &[0.0; 6]);
+        let features_map = maps.get(features).clone();
+        assert_eq!(features_map.compress(3, maps.value(features)), None);
     }
 
     #[test]
