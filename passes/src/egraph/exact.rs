@@ -339,6 +339,44 @@ impl ExactMap {
         (pick(true), pick(false))
     }
 
+    /// The map on a flattened `[N, C·positions]` tensor: each channel's entry repeated for its
+    /// `positions` spatial positions (flatten keeps channel-major order).
+    pub fn repeat(&self, positions: usize) -> ExactMap {
+        let spread = |c: usize| c / positions;
+        ExactMap {
+            scale: (0..self.len() * positions)
+                .map(|k| self.scale[spread(k)].clone())
+                .collect(),
+            shift: (0..self.len() * positions)
+                .map(|k| self.shift[spread(k)].clone())
+                .collect(),
+        }
+    }
+
+    /// The inverse of [`ExactMap::repeat`]: the first entry of each block of `positions`,
+    /// when every block is one map, that is when each block's entries have equal values
+    /// (`values` is this map's value; different atoms with equal values are the same number).
+    pub fn compress(&self, positions: usize, values: &ChannelMap) -> Option<ExactMap> {
+        if positions == 0 || !self.len().is_multiple_of(positions) {
+            return None;
+        }
+        let blocks = self.len() / positions;
+        let uniform = (0..blocks).all(|b| {
+            let first = b * positions;
+            (first..first + positions).all(|k| {
+                values.scale[k] == values.scale[first] && values.shift[k] == values.shift[first]
+            })
+        });
+        uniform.then(|| ExactMap {
+            scale: (0..blocks)
+                .map(|b| self.scale[b * positions].clone())
+                .collect(),
+            shift: (0..blocks)
+                .map(|b| self.shift[b * positions].clone())
+                .collect(),
+        })
+    }
+
     /// Only the scale: `(s, 0)`.
     pub fn scale_part(&self) -> ExactMap {
         ExactMap {
@@ -539,6 +577,21 @@ mod tests {
         let v = maps.value(id);
         assert_eq!(v.scale, vec![-8.0, 1.5]);
         assert_eq!(v.shift, vec![-4.0 + 0.25, -9.0 + 1.5]);
+    }
+
+    #[test]
+    fn a_repeated_map_compresses_back_only_when_each_block_is_one_map() {
+        let mut maps = Maps::default();
+        let m = bn(&mut maps, &[2.0, -0.5], &[1.0, 3.0]);
+        let map = maps.get(m).clone();
+        let repeated = map.repeat(3);
+        assert_eq!(repeated.len(), 6);
+        let id = maps.intern(repeated.clone());
+        assert_eq!(repeated.compress(3, maps.value(id)), Some(map));
+        // A per-feature map (one entry differs inside a block) is not a per-channel one.
+        let features = bn(&mut maps, &[2.0, 2.0, 2.0, 1.0, 1.0, 1.5], &[0.0; 6]);
+        let features_map = maps.get(features).clone();
+        assert_eq!(features_map.compress(3, maps.value(features)), None);
     }
 
     #[test]

@@ -4,6 +4,13 @@
 //! A rule reads a snapshot of the e-graph and proposes equalities `class = expr`; the
 //! saturation loop adds them all, then rebuilds. Maps are exact and interned, so a rewrite
 //! and its inverse meet on the same e-node and the loop reaches a fixpoint.
+//!
+//! Conditions hold per channel (a sign, a non-zero scale). A rule whose condition holds on
+//! some channels of a map moves that part ([`FoldGraph::qualifying`]) and leaves the rest
+//! where it was. There is no free-standing "split a map" rule: splitting every map by every
+//! condition, everywhere, and composing the parts with the other maps produced every
+//! per-channel mixture of them (issue #11: 28,301 e-nodes, stopped by a time limit). Tied to
+//! a move, a map splits only where that move can happen, once per move.
 
 use bnc_ir::Op;
 use egg::Id;
@@ -50,9 +57,10 @@ pub const RULES: &[&str] = &[
     "concat-merge",
     "relu-scale-out",
     "relu-scale-in",
-    "split-by-sign",
     "pad-in",
     "pad-out",
+    "flatten-out",
+    "flatten-in",
 ];
 
 /// How a parameterless operator commutes with a per-channel map.
@@ -64,6 +72,11 @@ enum Transparency {
     /// Maps with every scale ≥ 0 pass (relu, leaky_relu: positively homogeneous), but the
     /// shift does not; see the relu rules.
     ScaleOnly,
+    /// Flatten of an H×W map: a map passes with each channel's entry repeated for the
+    /// `positions = H·W` features it becomes (then a dense layer can absorb it).
+    Repeat {
+        positions: usize,
+    },
     Never,
 }
 
@@ -78,14 +91,40 @@ fn transparency(op: &Op, input_shape: &[usize]) -> Transparency {
         Op::Flatten if input_shape.len() == 2 || input_shape[2..].iter().all(|&d| d == 1) => {
             Transparency::Always
         }
+        Op::Flatten => Transparency::Repeat {
+            positions: input_shape[2..].iter().product(),
+        },
         Op::Activation(A::Relu | A::LeakyRelu { .. }) => Transparency::ScaleOnly,
         _ => Transparency::Never,
     }
 }
 
 impl FoldGraph {
-    fn scales_all(&self, map: MapId, pred: impl Fn(f64) -> bool) -> bool {
-        self.maps.value(map).scale.iter().all(|&s| pred(s))
+    /// `(qualifying, rest)`: the map on the channels whose scale meets `condition` (identity
+    /// elsewhere) and on the others, so that `map = qualifying ∘ rest = rest ∘ qualifying`.
+    /// `None` when no channel the map changes qualifies. `rest` is the identity when every
+    /// channel does.
+    fn qualifying(
+        &mut self,
+        map: MapId,
+        condition: impl Fn(f64) -> bool,
+    ) -> Option<(MapId, MapId)> {
+        let mask: Vec<bool> = self
+            .maps
+            .value(map)
+            .scale
+            .iter()
+            .map(|&s| condition(s))
+            .collect();
+        if mask.iter().all(|&m| m) {
+            let identity = self.intern(ExactMap::identity(mask.len()));
+            return Some((map, identity));
+        }
+        let (qualifying, rest) = self.maps.get(map).split(&mask);
+        if qualifying.is_identity() {
+            return None;
+        }
+        Some((self.intern(qualifying), self.intern(rest)))
     }
 
     /// `Aff(map, x)`, or `x` itself when the map is the identity (never build `aff(x, 1, 0)`).
@@ -126,25 +165,6 @@ impl FoldGraph {
         match node {
             FoldNode::Aff { map, x } => {
                 let (map, x) = (*map, x[0]);
-                // Sign conditions hold per channel: a map whose channels differ splits into
-                // the channels that may move (s > 0, or s ≥ 0) and the rest, so the part
-                // that qualifies moves on its own.
-                let values = self.maps.value(map).scale.clone();
-                for qualifies in [|s: f64| s > 0.0, |s: f64| s >= 0.0] {
-                    let mask: Vec<bool> = values.iter().map(|&s| qualifies(s)).collect();
-                    if mask.iter().all(|&m| m) || !mask.iter().any(|&m| m) {
-                        continue;
-                    }
-                    let (selected, rest) = self.maps.get(map).split(&mask);
-                    if selected.is_identity() || rest.is_identity() {
-                        continue;
-                    }
-                    let (selected, rest) = (self.intern(selected), self.intern(rest));
-                    let inner = self.aff_expr(rest, Expr::Class(x));
-                    push("split-by-sign", self.aff_expr(selected, inner));
-                    let inner = self.aff_expr(selected, Expr::Class(x));
-                    push("split-by-sign", self.aff_expr(rest, inner));
-                }
                 let channels = self.egraph[x].data[1];
                 for inner in self.nodes_of(x) {
                     // aff(pad(z) with fill f) = pad(aff(z)) with fill s·f + t: always exact.
@@ -217,26 +237,46 @@ impl FoldGraph {
                                         Expr::Op(node, vec![self.aff_expr(map, Expr::Class(y))]),
                                     );
                                 }
-                                Transparency::NonNegativeScale
-                                    if self.scales_all(map, |s| s >= 0.0) =>
-                                {
+                                // The channels with s ≥ 0 move in, the rest stays outside.
+                                Transparency::NonNegativeScale => {
+                                    let Some((q, rest)) = self.qualifying(map, |s| s >= 0.0) else {
+                                        continue;
+                                    };
+                                    let pool =
+                                        Expr::Op(node, vec![self.aff_expr(q, Expr::Class(y))]);
+                                    push("pool-in", self.aff_expr(rest, pool));
+                                }
+                                // aff(flatten(y)) = flatten(aff(y)) when the map is the same on
+                                // every position of each channel (equal values: exact).
+                                Transparency::Repeat { positions } => {
+                                    let values = self.maps.value(map);
+                                    let Some(m) = self.maps.get(map).compress(positions, values)
+                                    else {
+                                        continue;
+                                    };
+                                    let m = self.intern(m);
                                     push(
-                                        "pool-in",
-                                        Expr::Op(node, vec![self.aff_expr(map, Expr::Class(y))]),
+                                        "flatten-in",
+                                        Expr::Op(node, vec![self.aff_expr(m, Expr::Class(y))]),
                                     );
                                 }
                                 // s·relu(y) + t = relu(s·y) + t for s ≥ 0: the scale goes back
-                                // towards a producer (this is how a zero γ still folds).
-                                Transparency::ScaleOnly
-                                    if self.scales_all(map, |s| s >= 0.0)
-                                        && !self.maps.get(map).is_shift_only() =>
-                                {
-                                    let m = self.maps.get(map).clone();
-                                    let (scale, shift) =
-                                        (self.intern(m.scale_part()), self.intern(m.shift_part()));
+                                // towards a producer (this is how a zero γ still folds). Per
+                                // channel: the others' maps stay outside, with the shifts.
+                                Transparency::ScaleOnly => {
+                                    let Some((q, rest)) = self.qualifying(map, |s| s >= 0.0) else {
+                                        continue;
+                                    };
+                                    let q = self.maps.get(q).clone();
+                                    if q.is_shift_only() {
+                                        continue;
+                                    }
+                                    let outside = q.shift_part().then(self.maps.get(rest));
+                                    let (scale, outside) =
+                                        (self.intern(q.scale_part()), self.intern(outside));
                                     let inner =
                                         Expr::Op(node, vec![self.aff_expr(scale, Expr::Class(y))]);
-                                    push("relu-scale-in", self.aff_expr(shift, inner));
+                                    push("relu-scale-in", self.aff_expr(outside, inner));
                                 }
                                 _ => {}
                             }
@@ -253,20 +293,26 @@ impl FoldGraph {
                 };
                 for inner in self.nodes_of(x) {
                     // layer(aff(y)) = layer with the map merged into its prologue; when the conv
-                    // pads, exact only if every scale is non-zero (the fill becomes (f − t)/s).
+                    // pads, exact only where the scale is non-zero (the fill becomes (f − t)/s):
+                    // those channels move in, the others stay in front of the layer.
                     if let FoldNode::Aff { map, x: y } = inner {
-                        let merged = self.intern(self.maps.get(map).then(self.maps.get(pro)));
-                        if !pads || self.scales_all(merged, |s| s != 0.0) {
-                            push(
-                                "fold-forward",
-                                Expr::Layer {
-                                    node: layer,
-                                    pro: merged,
-                                    epi,
-                                    x: Box::new(Expr::Class(y[0])),
-                                },
-                            );
+                        let condition = |s: f64| !pads || s != 0.0;
+                        let Some((q, rest)) = self.qualifying(map, condition) else {
+                            continue;
+                        };
+                        let merged = self.intern(self.maps.get(q).then(self.maps.get(pro)));
+                        if pads && merged_has_zero(self, merged) {
+                            continue;
                         }
+                        push(
+                            "fold-forward",
+                            Expr::Layer {
+                                node: layer,
+                                pro: merged,
+                                epi,
+                                x: Box::new(self.aff_expr(rest, Expr::Class(y[0]))),
+                            },
+                        );
                     }
                 }
             }
@@ -299,22 +345,41 @@ impl FoldGraph {
                         Transparency::Always => {
                             push("pool-out", self.aff_expr(map, Expr::Op(*node, vec![z])));
                         }
-                        Transparency::NonNegativeScale if self.scales_all(map, |s| s >= 0.0) => {
-                            push("pool-out", self.aff_expr(map, Expr::Op(*node, vec![z])));
-                        }
-                        // relu(s·z + t) = s·relu(z + t/s) for s > 0: the scale moves on towards
-                        // the next layer, the shift stays behind as a bias add.
-                        Transparency::ScaleOnly
-                            if self.scales_all(map, |s| s > 0.0)
-                                && !self.maps.get(map).is_shift_only() =>
-                        {
-                            let m = self.maps.get(map).clone();
-                            let Some(before) = m.shift_before_scale() else {
+                        // The channels with s ≥ 0 move out, the rest stays inside.
+                        Transparency::NonNegativeScale => {
+                            let Some((q, rest)) = self.qualifying(map, |s| s >= 0.0) else {
                                 continue;
                             };
-                            let (scale, before) =
-                                (self.intern(m.scale_part()), self.intern(before));
-                            let inner = Expr::Op(*node, vec![self.aff_expr(before, z)]);
+                            let pool = Expr::Op(*node, vec![self.aff_expr(rest, z)]);
+                            push("pool-out", self.aff_expr(q, pool));
+                        }
+                        // flatten(aff(z)) = aff(flatten(z)) with each channel's entry repeated
+                        // for its positions: always exact.
+                        Transparency::Repeat { positions } => {
+                            let repeated = self.intern(self.maps.get(map).repeat(positions));
+                            push(
+                                "flatten-out",
+                                self.aff_expr(repeated, Expr::Op(*node, vec![z])),
+                            );
+                        }
+                        // relu(s·z + t) = s·relu(z + t/s) for s > 0: the scale moves on towards
+                        // the next layer, the shift stays behind as a bias add. Per channel:
+                        // the other channels' maps stay inside.
+                        Transparency::ScaleOnly => {
+                            let Some((q, rest)) = self.qualifying(map, |s| s > 0.0) else {
+                                continue;
+                            };
+                            let q = self.maps.get(q).clone();
+                            if q.is_shift_only() {
+                                continue;
+                            }
+                            let Some(before) = q.shift_before_scale() else {
+                                continue;
+                            };
+                            let inside = before.then(self.maps.get(rest));
+                            let (scale, inside) =
+                                (self.intern(q.scale_part()), self.intern(inside));
+                            let inner = Expr::Op(*node, vec![self.aff_expr(inside, z)]);
                             push("relu-scale-out", self.aff_expr(scale, inner));
                         }
                         _ => {}
@@ -358,7 +423,7 @@ impl FoldGraph {
     }
 
     /// pad(aff(z, s, t)) = aff(pad(z) with fill (f − t)/s, s, t), for each map on the pad's
-    /// input with every scale non-zero.
+    /// input, on its channels with a non-zero scale (the others stay inside the pad).
     fn pad_out(
         &mut self,
         node: u32,
@@ -370,9 +435,9 @@ impl FoldGraph {
             let FoldNode::Aff { map, x: z } = inner else {
                 continue;
             };
-            if !self.scales_all(map, |s| s != 0.0) {
+            let Some((map, rest)) = self.qualifying(map, |s| s != 0.0) else {
                 continue;
-            }
+            };
             let Some(inv) = self.maps.get(map).inverse() else {
                 continue;
             };
@@ -386,7 +451,7 @@ impl FoldGraph {
             let pad = Expr::Pad {
                 node,
                 fill,
-                x: Box::new(Expr::Class(z[0])),
+                x: Box::new(self.aff_expr(rest, Expr::Class(z[0]))),
             };
             push("pad-out", self.aff_expr(map, pad));
         }
@@ -422,4 +487,9 @@ impl FoldGraph {
             push("concat-merge", self.aff_expr(merged, Expr::Op(node, inner)));
         }
     }
+}
+
+/// Whether a merged prologue has a zero scale (a padded layer cannot take it).
+fn merged_has_zero(fg: &FoldGraph, merged: MapId) -> bool {
+    fg.maps.value(merged).scale.contains(&0.0)
 }
