@@ -6,6 +6,8 @@
 //! - `cargo test --release --test fold_fuzz -- --ignored --nocapture`: the soak, seeds
 //!   `BNC_FUZZ_START` (0) .. + `BNC_FUZZ_SEEDS` (5000).
 //! - `BNC_FUZZ_SEED=n`: only seed `n`, verbosely (model, BN parameters, errors, folded IR).
+//! - `BNC_FUZZ_SEED=n BNC_FUZZ_MINIMIZE=text`: shrink seed `n`'s model while a failure whose
+//!   category contains `text` remains, and print it.
 //! - `BNC_FUZZ_DUMP=dir`: every failing model is written as `dir/fuzz_<seed>.nn` with its
 //!   weights in `fuzz_<seed>.safetensors`, ready for `bnc run` or a regression test.
 
@@ -20,7 +22,7 @@ use std::sync::Once;
 use bnc::ir::{Graph, Op, Tensor, WeightsSource, interp, printer};
 use bnc::{CompileOptions, FoldMode, Model, Pipeline, Transformed};
 use common::fold::random_inputs;
-use common::model_gen::{Generated, generate};
+use common::model_gen::generate;
 
 /// Seeds the corpus test runs (about a minute in the dev profile on one core).
 const CORPUS_SEEDS: u64 = 200;
@@ -251,9 +253,9 @@ fn where_wrong(
         Ok(y) => {
             let (error, non_finite) = compare(&y, reference);
             if non_finite || error > budget {
-                "[folded graph]"
+                "[wrong in f64 too]"
             } else {
-                "[compiled only]"
+                "[f32 only]"
             }
         }
         Err(_) => "[folded graph does not interpret]",
@@ -290,17 +292,17 @@ fn cause(message: &str) -> String {
     gist.chars().take(90).collect()
 }
 
-/// Checks one seed; `verbose` prints everything about it.
-fn check_seed(seed: u64, verbose: bool) -> (SeedResult, Option<(Generated, Graph)>) {
-    let mut result = SeedResult::default();
+/// Checks one seed; `verbose` prints everything about it. Returns the model too (when it
+/// loads).
+fn check_seed(seed: u64, verbose: bool) -> (SeedResult, Option<Graph>) {
     let generated = generate(seed);
-    result.bns = generated.batchnorm_nodes;
     if verbose {
         println!("== seed {seed}: model\n{}", generated.text);
     }
     let (graph, described) = match guarded(|| generated.build()) {
         Ok(built) => built,
         Err(e) => {
+            let mut result = SeedResult::default();
             result.fail("generator: model does not load", e);
             return (result, None);
         }
@@ -311,21 +313,29 @@ fn check_seed(seed: u64, verbose: bool) -> (SeedResult, Option<(Generated, Graph
             println!("{line}");
         }
     }
-    let inputs = random_inputs(&graph, seed);
-    let reference = match guarded(|| interp::run(&graph, &inputs).map_err(|e| e.to_string())) {
+    let mut result = check_graph(&graph, seed, verbose);
+    result.bns = generated.batchnorm_nodes;
+    (result, Some(graph))
+}
+
+/// Checks one model on the input seeded by `seed`.
+fn check_graph(graph: &Graph, seed: u64, verbose: bool) -> SeedResult {
+    let mut result = SeedResult::default();
+    let inputs = random_inputs(graph, seed);
+    let reference = match guarded(|| interp::run(graph, &inputs).map_err(|e| e.to_string())) {
         Ok(r) => r,
         Err(e) => {
             result.fail("generator: reference interpreter fails", e);
-            return (result, Some((generated, graph)));
+            return result;
         }
     };
-    let names = (input_names(&graph), output_names(&graph));
+    let names = (input_names(graph), output_names(graph));
     // Error of `none` per thread count: the budget of the other modes.
     let mut none_error = [0f32; 2];
     let mut folded_egraph = None;
 
     for (m, &(mode, mode_name)) in MODES.iter().enumerate() {
-        let transformed = match transform(&graph, mode) {
+        let transformed = match transform(graph, mode) {
             Ok(t) => t,
             Err(e) => {
                 result.fail(
@@ -437,7 +447,7 @@ fn check_seed(seed: u64, verbose: bool) -> (SeedResult, Option<(Generated, Graph
             &mut result,
         );
     }
-    (result, Some((generated, graph)))
+    result
 }
 
 /// Folding the egraph-folded model again must not leave more BNs and must still compute the
@@ -501,6 +511,87 @@ fn dump(dir: &Path, seed: u64, graph: &Graph, result: &SeedResult) {
     std::fs::write(dir.join(format!("fuzz_{seed}.nn")), text).expect("model written");
 }
 
+/// Smaller variants of `graph`: one output dropped, or one node bypassed (its readers read
+/// one of its inputs of the same shape instead).
+fn reductions(graph: &Graph) -> Vec<Graph> {
+    let mut out = Vec::new();
+    if graph.outputs.len() > 1 {
+        for k in 0..graph.outputs.len() {
+            let mut g = graph.clone();
+            g.outputs.remove(k);
+            g.remove_dead();
+            out.push(g);
+        }
+    }
+    for node in graph.nodes.iter().rev() {
+        for &input in &node.inputs {
+            if graph.shape(input) == graph.shape(node.output)
+                && graph.can_forward(node.output, input)
+            {
+                let mut g = graph.clone();
+                g.forward_value(node.output, input);
+                g.remove_dead();
+                out.push(g);
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Greedily removes nodes and outputs from the model of `seed` while some failure whose
+/// category contains `category` remains; prints the smallest model found (and dumps it when
+/// `BNC_FUZZ_DUMP` is set).
+fn minimize(seed: u64, category: &str) {
+    quiet_panics();
+    let keeps_failing = |g: &Graph| {
+        g.verify().is_ok()
+            && check_graph(g, seed, false)
+                .failures
+                .iter()
+                .any(|(c, _)| c.contains(category))
+    };
+    let (_, graph) = check_seed(seed, false);
+    let mut graph = graph.expect("the model loads");
+    assert!(
+        keeps_failing(&graph),
+        "seed {seed} has no failure `{category}`"
+    );
+    'shrink: loop {
+        for smaller in reductions(&graph) {
+            if smaller.nodes.len() < graph.nodes.len() && keeps_failing(&smaller) {
+                graph = smaller;
+                continue 'shrink;
+            }
+        }
+        break;
+    }
+    graph.params.retain(|name, _| {
+        graph.nodes.iter().any(|n| {
+            n.params
+                .as_deref()
+                .is_some_and(|p| name.starts_with(&format!("{p}.")))
+        })
+    });
+    println!(
+        "== seed {seed}, `{category}`, minimized to {} node(s):",
+        graph.nodes.len()
+    );
+    println!("{}", printer::print(&graph));
+    for (name, t) in &graph.params {
+        if !name.ends_with(".weight") || t.shape.len() == 1 {
+            println!("{name} = {:?}", t.data);
+        }
+    }
+    let result = check_graph(&graph, seed, true);
+    for (category, detail) in &result.failures {
+        println!("FAIL {category}: {detail}");
+    }
+    if let Some(dir) = std::env::var_os("BNC_FUZZ_DUMP") {
+        dump(Path::new(&dir), seed, &graph, &result);
+    }
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {
         v.trim()
@@ -514,6 +605,12 @@ fn env_u64(name: &str) -> Option<u64> {
 fn fuzz(seeds: std::ops::Range<u64>) {
     quiet_panics();
     let dump_dir = std::env::var_os("BNC_FUZZ_DUMP").map(PathBuf::from);
+    if let (Some(seed), Ok(category)) =
+        (env_u64("BNC_FUZZ_SEED"), std::env::var("BNC_FUZZ_MINIMIZE"))
+    {
+        minimize(seed, &category);
+        return;
+    }
     let (seeds, verbose) = match env_u64("BNC_FUZZ_SEED") {
         Some(seed) => (seed..seed + 1, true),
         None => (seeds, false),
@@ -530,7 +627,7 @@ fn fuzz(seeds: std::ops::Range<u64>) {
                     println!("FAIL {category}: {detail}");
                 }
             }
-            if let (Some(dir), Some((_, graph))) = (&dump_dir, &model) {
+            if let (Some(dir), Some(graph)) = (&dump_dir, &model) {
                 dump(dir, seed, graph, &result);
             }
         }

@@ -489,7 +489,7 @@ impl Builder {
             ),
             // Grouped, when the channel count has a proper divisor.
             2 | 3 => {
-                let divisors: Vec<usize> = (2..c).filter(|g| c % g == 0).collect();
+                let divisors: Vec<usize> = (2..c).filter(|&g| c.is_multiple_of(g)).collect();
                 if divisors.is_empty() {
                     (1, 1 + self.rng.below(8))
                 } else {
@@ -807,18 +807,18 @@ fn extreme_parameters(graph: &mut Graph, bn: &BnParams, rng: &mut Rng) -> String
     );
     // A third of the BNs keep the ordinary random values except for a few channels.
     let extreme_share = if rng.chance(0.33) { 0.2 } else { 0.8 };
-    for c in 0..n {
+    for (c, g) in gamma.iter_mut().enumerate() {
         if !rng.chance(extreme_share) {
             continue;
         }
         let sign = if rng.chance(0.5) { 1.0 } else { -1.0 };
-        gamma[c] = match rng.below(10) {
+        *g = match rng.below(10) {
             0..=2 => -(0.2 + 2.0 * rng.unit().abs()),
             3 => 0.0,
             4 => sign * 1e-5,
             5 => sign * 1e-40,
             6 => 1e-6,
-            _ => gamma[c],
+            _ => *g,
         };
         if rng.chance(0.4) {
             beta[c] = 10.0 * rng.unit();
