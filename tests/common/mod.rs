@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fold;
+pub mod model_gen;
 
 use std::path::{Path, PathBuf};
 
