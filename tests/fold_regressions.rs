@@ -282,7 +282,7 @@ fn a_partly_folded_batchnorm_says_where_each_channel_went() {
 
     let text = ctx.report.to_text();
     assert!(
-        text.contains("1 in the model: 0 folded away, 1 partly folded, 0 kept"),
+        text.contains("1 in the model: 0 folded away, 1 partly folded; maps left"),
         "{text}"
     );
     assert!(
@@ -315,7 +315,7 @@ fn a_batchnorm_nothing_reads_is_reported_as_dead_code() {
             text.contains("removed: nothing reads it (dead code)"),
             "{mode}: {text}"
         );
-        assert!(text.contains("1 removed as dead code"), "{mode}: {text}");
+        assert!(text.contains(", 1 removed as dead code"), "{mode}: {text}");
     }
 }
 

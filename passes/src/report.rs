@@ -287,14 +287,24 @@ impl FoldReport {
     /// The report as text for people.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
+        // BNs by outcome (the categories other than "folded away" only when present), then
+        // the affine maps left in the graph, which are not BNs: a partly folded BN may leave
+        // two maps, or none but a shift.
+        let mut counts = format!("{} folded away", self.folded());
+        for (outcome, what) in [
+            (Outcome::PartlyFolded, "partly folded"),
+            (Outcome::Kept, "kept"),
+            (Outcome::Dead, "removed as dead code"),
+        ] {
+            let n = self.count(outcome);
+            if n > 0 {
+                let _ = write!(counts, ", {n} {what}");
+            }
+        }
         let _ = writeln!(
             out,
-            "batch-norms: {} in the model: {} folded away, {} partly folded, {} kept, {} removed as dead code; maps left: {} shift-only, {} full affine",
+            "batch-norms: {} in the model: {counts}; maps left: {} shift-only, {} full affine",
             self.batchnorms.len(),
-            self.folded(),
-            self.count(Outcome::PartlyFolded),
-            self.count(Outcome::Kept),
-            self.count(Outcome::Dead),
             self.shift_only_left,
             self.full_affine_left
         );
