@@ -1,6 +1,8 @@
 //! Dead-code elimination: nodes nothing reads, values and parameters nothing refers to.
 
-use bnc_ir::Graph;
+use std::collections::HashSet;
+
+use bnc_ir::{Graph, ValueId};
 
 use crate::manager::{Pass, PassContext};
 
@@ -11,8 +13,25 @@ impl Pass for DeadCode {
         "dce"
     }
 
-    fn run(&self, graph: &mut Graph, _ctx: &mut PassContext) -> Result<(), String> {
+    fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<(), String> {
+        // A batch-norm that only dies here (no fold pass claimed it) is reported as removed.
+        ctx.report.record_dead(graph);
         graph.remove_dead();
         Ok(())
     }
+}
+
+/// Indices of the nodes whose results reach no graph output (what `remove_dead` removes).
+pub fn dead_nodes(graph: &Graph) -> Vec<usize> {
+    let mut live: HashSet<ValueId> = graph.outputs.iter().copied().collect();
+    let mut dead = Vec::new();
+    for (i, node) in graph.nodes.iter().enumerate().rev() {
+        if live.contains(&node.output) {
+            live.extend(node.inputs.iter().copied());
+        } else {
+            dead.push(i);
+        }
+    }
+    dead.reverse();
+    dead
 }

@@ -32,15 +32,125 @@ pub enum Fate {
         scale_into: Vec<String>,
         shift_kept_as: String,
     },
+    /// Its channels went different ways: each part is a set of channels with their fate
+    /// (never itself `Split` or `Dead`), parts in order of their first channel.
+    Split { parts: Vec<ChannelFate> },
+    /// Nothing reads it: removed as dead code.
+    Dead,
+}
+
+/// The fate of some channels of one batch-norm.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChannelFate {
+    pub channels: Vec<usize>,
+    #[serde(flatten)]
+    pub fate: Fate,
+}
+
+/// What a fate means for the headline count of batch-norms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing of it is left in the graph.
+    Folded,
+    /// Some of it is left: a shift, or some of its channels.
+    PartlyFolded,
+    /// All of it is left, as a map.
+    Kept,
+    /// Removed as dead code.
+    Dead,
 }
 
 impl Fate {
+    /// Whether nothing of the batch-norm is left in the graph because it was folded (every
+    /// channel folded backward or forward).
     pub fn is_gone(&self) -> bool {
-        matches!(
-            self,
-            Fate::FoldedBackward { .. } | Fate::FoldedForward { .. }
-        )
+        self.outcome() == Outcome::Folded
     }
+
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Fate::FoldedBackward { .. } | Fate::FoldedForward { .. } => Outcome::Folded,
+            Fate::Partial { .. } => Outcome::PartlyFolded,
+            Fate::Kept { .. } => Outcome::Kept,
+            Fate::Dead => Outcome::Dead,
+            Fate::Split { parts } => {
+                let outcomes: Vec<Outcome> = parts.iter().map(|p| p.fate.outcome()).collect();
+                if outcomes.iter().all(|&o| o == Outcome::Folded) {
+                    Outcome::Folded
+                } else if outcomes.iter().all(|&o| o == Outcome::Kept) {
+                    Outcome::Kept
+                } else {
+                    Outcome::PartlyFolded
+                }
+            }
+        }
+    }
+
+    /// The fate as a phrase for the text report.
+    fn describe(&self) -> String {
+        match self {
+            // The reason names the blocking node; `blocking` carries it for tools (JSON).
+            Fate::Kept { reason, .. } => format!("kept: {reason}"),
+            Fate::FoldedBackward { into, compensated } => {
+                format!(
+                    "folded backward into {}{}",
+                    names(into),
+                    compensation(compensated)
+                )
+            }
+            Fate::FoldedForward {
+                into,
+                pad_fill,
+                compensated,
+            } => format!(
+                "folded forward into {}{}{}",
+                names(into),
+                if *pad_fill { " with pad fill" } else { "" },
+                compensation(compensated)
+            ),
+            Fate::Partial {
+                scale_into,
+                shift_kept_as,
+            } => format!(
+                "scale folded into {}, shift kept as `{shift_kept_as}`",
+                names(scale_into)
+            ),
+            Fate::Split { parts } => {
+                let described: Vec<String> = parts
+                    .iter()
+                    .map(|p| format!("{} {}", channel_list(&p.channels), p.fate.describe()))
+                    .collect();
+                described.join(" | ")
+            }
+            Fate::Dead => "removed: nothing reads it (dead code)".to_string(),
+        }
+    }
+}
+
+/// `channel 3` or `channels 0-3,5,7-8`.
+fn channel_list(channels: &[usize]) -> String {
+    let mut ranges: Vec<String> = Vec::new();
+    let mut k = 0;
+    while k < channels.len() {
+        let start = channels[k];
+        let mut end = start;
+        while k + 1 < channels.len() && channels[k + 1] == end + 1 {
+            k += 1;
+            end = channels[k];
+        }
+        ranges.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        k += 1;
+    }
+    let word = if channels.len() == 1 {
+        "channel"
+    } else {
+        "channels"
+    };
+    format!("{word} {}", ranges.join(","))
 }
 
 /// One batch-norm and its fate.
@@ -120,8 +230,11 @@ impl FoldReport {
             .map(|r| &r.fate)
     }
 
-    /// Fills in the totals from the graph before and after the pipeline.
+    /// Fills in the totals from the graph before and after the pipeline, and marks the
+    /// batch-norms of `before` nothing reads (removed as dead code by whichever pass ran
+    /// first) that no fold pass claimed.
     pub fn measure(&mut self, before: &Graph, after: &Graph) {
+        self.record_dead(before);
         self.before = GraphCost::of(before);
         self.after = GraphCost::of(after);
         let (mut shift_only, mut full) = (0, 0);
@@ -141,52 +254,68 @@ impl FoldReport {
         self.full_affine_left = full;
     }
 
+    /// Marks as dead code every batch-norm of `graph` whose result reaches no output and
+    /// whose fate is still `Kept` (a fold pass never saw it: it was removed first).
+    pub fn record_dead(&mut self, graph: &Graph) {
+        for node in crate::dce::dead_nodes(graph) {
+            let node = &graph.nodes[node];
+            if !matches!(node.op, Op::BatchNorm { .. } | Op::Affine) {
+                continue;
+            }
+            let name = &graph.value(node.output).name;
+            if let Some(record) = self.batchnorms.iter_mut().find(|r| &r.name == name)
+                && matches!(record.fate, Fate::Kept { .. })
+            {
+                record.fate = Fate::Dead;
+            }
+        }
+    }
+
+    /// Batch-norms folded away entirely.
     pub fn folded(&self) -> usize {
-        self.batchnorms.iter().filter(|r| r.fate.is_gone()).count()
+        self.count(Outcome::Folded)
+    }
+
+    /// Batch-norms with the given outcome.
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.batchnorms
+            .iter()
+            .filter(|r| r.fate.outcome() == outcome)
+            .count()
     }
 
     /// The report as text for people.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let total = self.batchnorms.len();
+        // BNs by outcome (the categories other than "folded away" only when present), then
+        // the affine maps left in the graph, which are not BNs: a partly folded BN may leave
+        // two maps, or none but a shift.
+        let mut counts = format!("{} folded away", self.folded());
+        for (outcome, what) in [
+            (Outcome::PartlyFolded, "partly folded"),
+            (Outcome::Kept, "kept"),
+            (Outcome::Dead, "removed as dead code"),
+        ] {
+            let n = self.count(outcome);
+            if n > 0 {
+                let _ = write!(counts, ", {n} {what}");
+            }
+        }
         let _ = writeln!(
             out,
-            "batch-norms: {total} in the model, {} folded away, {} left ({} shift-only, {} full affine)",
-            self.folded(),
-            total - self.folded(),
+            "batch-norms: {} in the model: {counts}; maps left: {} shift-only, {} full affine",
+            self.batchnorms.len(),
             self.shift_only_left,
             self.full_affine_left
         );
         for r in &self.batchnorms {
-            let line = match &r.fate {
-                // The reason names the blocking node; `blocking` carries it for tools (JSON).
-                Fate::Kept { reason, .. } => format!("kept: {reason}"),
-                Fate::FoldedBackward { into, compensated } => {
-                    format!(
-                        "folded backward into {}{}",
-                        names(into),
-                        compensation(compensated)
-                    )
-                }
-                Fate::FoldedForward {
-                    into,
-                    pad_fill,
-                    compensated,
-                } => format!(
-                    "folded forward into {}{}{}",
-                    names(into),
-                    if *pad_fill { " with pad fill" } else { "" },
-                    compensation(compensated)
-                ),
-                Fate::Partial {
-                    scale_into,
-                    shift_kept_as,
-                } => format!(
-                    "scale folded into {}, shift kept as `{shift_kept_as}`",
-                    names(scale_into)
-                ),
-            };
-            let _ = writeln!(out, "  {:<40} [{:>4} ch] {line}", r.name, r.channels);
+            let _ = writeln!(
+                out,
+                "  {:<40} [{:>4} ch] {}",
+                r.name,
+                r.channels,
+                r.fate.describe()
+            );
         }
         let pct = |a: u64, b: u64| {
             if a == 0 {

@@ -24,16 +24,30 @@ pub fn materialize(
         .ok_or("the extracted choice has a cycle")?;
     let class_of = |id| frozen.index[&fg.egraph.find(id)];
 
-    // Names: outputs keep theirs; otherwise the first source value in the class.
-    let mut names: HashMap<usize, String> = HashMap::new();
+    // The model's interface keeps its names: input and output names are reserved before
+    // anything else is named, and the class of an output gets exactly its output's name
+    // (the first output in that class that is not also an input). Other classes take the
+    // first source value's name in them that is free, or a fresh one.
+    let reserved: HashSet<&str> = canonical
+        .inputs
+        .iter()
+        .chain(&canonical.outputs)
+        .map(|&v| canonical.value(v).name.as_str())
+        .collect();
+    let mut output_class_names: HashMap<usize, String> = HashMap::new();
     for (&output, &id) in canonical.outputs.iter().zip(&fg.outputs) {
-        names
-            .entry(class_of(id))
-            .or_insert_with(|| canonical.value(output).name.clone());
+        if !canonical.inputs.contains(&output) {
+            output_class_names
+                .entry(class_of(id))
+                .or_insert_with(|| canonical.value(output).name.clone());
+        }
     }
+    let mut names: HashMap<usize, String> = output_class_names.clone();
     for (v, value) in canonical.values.iter().enumerate() {
         let id = fg.value_class[v];
-        if id != egg::Id::from(usize::MAX) {
+        let free =
+            !reserved.contains(value.name.as_str()) || canonical.inputs.contains(&ValueId(v));
+        if id != egg::Id::from(usize::MAX) && free {
             names
                 .entry(class_of(id))
                 .or_insert_with(|| value.name.clone());
@@ -49,11 +63,10 @@ pub fn materialize(
         outputs: Vec::new(),
         params: Default::default(),
     };
-    let mut used_names: HashSet<String> = HashSet::new();
+    let mut used_names: HashSet<String> = reserved.iter().map(|n| n.to_string()).collect();
     let mut value_of: HashMap<usize, ValueId> = HashMap::new();
     for &input in &canonical.inputs {
         let v = canonical.value(input);
-        used_names.insert(v.name.clone());
         let id = graph.add_value(v.name.clone(), v.shape.clone());
         graph.inputs.push(id);
     }
@@ -100,10 +113,29 @@ pub fn materialize(
             }
             (None, FoldNode::Input { .. }) => unreachable!("handled above"),
         };
-        let name = fresh(&base_name, &mut used_names);
+        let name = match output_class_names.get(&class) {
+            Some(output_name) => output_name.clone(),
+            None => fresh(&base_name, &mut used_names),
+        };
         let (op, params) = match node {
             FoldNode::Input { .. } => unreachable!("handled above"),
-            FoldNode::Op { node, .. } => (canonical.nodes[*node as usize].op.clone(), None),
+            FoldNode::Op { node, .. } => {
+                let original = &canonical.nodes[*node as usize];
+                let shapes: Vec<&Shape> = original
+                    .inputs
+                    .iter()
+                    .map(|&i| canonical.shape(i))
+                    .collect();
+                if !original.op.param_specs(&shapes).is_empty() {
+                    // Operators with parameters are `Layer`, `Aff` or `Pad` e-nodes.
+                    return Err(format!(
+                        "`{}` ({}) lost its parameters in the e-graph",
+                        canonical.value(original.output).name,
+                        original.op.name()
+                    ));
+                }
+                (original.op.clone(), None)
+            }
             FoldNode::Layer { node, pro, epi, .. } => {
                 let original = &canonical.nodes[*node as usize];
                 let (pro_map, epi_map) = (fg.maps.get(*pro), fg.maps.get(*epi));
@@ -161,8 +193,35 @@ pub fn materialize(
         });
         value_of.insert(class, output);
     }
-    for &id in &fg.outputs {
-        graph.outputs.push(value_of[&class_of(id)]);
+    // Each output is the value named like it. An output that is a graph input stays that
+    // input; one whose class is computed under another name (the class of an input, or of an
+    // earlier output) becomes a named `identity` of it, so that two outputs stay two values.
+    let mut output_values: HashMap<ValueId, ValueId> = HashMap::new();
+    for (&output, &id) in canonical.outputs.iter().zip(&fg.outputs) {
+        if let Some(position) = canonical.inputs.iter().position(|&i| i == output) {
+            graph.outputs.push(graph.inputs[position]);
+            continue;
+        }
+        if let Some(&value) = output_values.get(&output) {
+            graph.outputs.push(value);
+            continue;
+        }
+        let computed = value_of[&class_of(id)];
+        let name = &canonical.value(output).name;
+        let value = if graph.value(computed).name == *name {
+            computed
+        } else {
+            let copy = graph.add_value(name.clone(), graph.shape(computed).clone());
+            graph.nodes.push(Node {
+                op: Op::Identity,
+                inputs: vec![computed],
+                output: copy,
+                params: None,
+            });
+            copy
+        };
+        output_values.insert(output, value);
+        graph.outputs.push(value);
     }
     let class_names = value_of
         .iter()

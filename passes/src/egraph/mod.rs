@@ -144,7 +144,33 @@ impl FoldGraph {
                     }
                     FoldNode::aff(map, args[0])
                 }
-                Op::BatchNorm { .. } | Op::Identity | Op::Dropout => {
+                // A pad with a per-channel fill carries the fill as a map (scales 1, the
+                // fill in the shifts, one atom per channel), as the pad rules build them, so
+                // that materialize writes its `pad_fill` tensor back.
+                Op::Pad { fill: true, .. } => {
+                    let fill_tensor = graph.param(node, "pad_fill").ok_or_else(|| {
+                        format!("`{}` has no pad_fill", graph.value(node.output).name)
+                    })?;
+                    let shift = fill_tensor
+                        .data
+                        .iter()
+                        .map(|&f| fg.maps.numbers.constant(f as f64))
+                        .collect();
+                    let scale = vec![exact::Term::one(); fill_tensor.data.len()];
+                    FoldNode::Pad {
+                        node: index as u32,
+                        fill: fg.maps.intern(ExactMap { scale, shift }),
+                        x: [args[0]],
+                    }
+                }
+                // Canonicalize keeps an identity only where it separates a graph output from
+                // an input or another output; it is its input's class, and materialize
+                // writes the identity back for the output that needs its own name.
+                Op::Identity | Op::Dropout => {
+                    fg.value_class[node.output.0] = args[0];
+                    continue;
+                }
+                Op::BatchNorm { .. } => {
                     return Err(format!(
                         "`{}` is a {}: run `canonicalize` before `fold-egraph`",
                         graph.value(node.output).name,
@@ -496,9 +522,11 @@ fn check_same_function(before: &Graph, after: &Graph) -> Result<(), String> {
 }
 
 /// Where each batch-norm's atoms ended up in the extracted graph, which says what became of
-/// it: its scale in a layer's epilogue (folded backward) or prologue (forward), in a remaining
-/// map's scale (kept), or only a shift left in a remaining map (scale folded, shift kept).
-/// Layers and maps holding the inverse of its scale are the compensated readers.
+/// it, channel by channel (each channel has its own scale and shift atoms): its scale in a
+/// layer's epilogue (folded backward) or prologue (forward), in a remaining map's scale
+/// (kept), or only a shift left in a remaining map (scale folded, shift kept). Layers and maps
+/// holding the inverse of its scale are the compensated readers. A batch-norm whose channels
+/// went different ways gets a `Split` fate, one part per way.
 pub fn fates(
     fg: &FoldGraph,
     frozen: &extract::Frozen,
@@ -506,82 +534,245 @@ pub fn fates(
     names: &HashMap<usize, String>,
     canonical: &Graph,
 ) -> Vec<(String, crate::report::Fate)> {
-    use crate::report::Fate;
+    use crate::report::{ChannelFate, Fate};
     use exact::Presence;
     use std::collections::HashSet;
 
-    let needed = frozen.needed(choice).unwrap_or_default();
-    let mut fates = Vec::new();
-    for target in &fg.targets {
+    /// Where one channel's atoms are, as indices into the table of names.
+    #[derive(Clone, Default)]
+    struct ChannelTrace {
+        backward: Vec<usize>,
+        forward: Vec<usize>,
+        compensated: Vec<usize>,
+        kept: Option<usize>,
+        shift_kept: Option<usize>,
+        pad_fill: bool,
+    }
+    fn push(list: &mut Vec<usize>, name: usize) {
+        if !list.contains(&name) {
+            list.push(name);
+        }
+    }
+    // Names in the order they are first met in the extracted graph, so that a list merged
+    // from several channels (sorted by index) keeps that order.
+    let mut table: Vec<String> = Vec::new();
+    let mut name_index: HashMap<String, usize> = HashMap::new();
+    let mut intern = |name: String| -> usize {
+        *name_index.entry(name.clone()).or_insert_with(|| {
+            table.push(name);
+            table.len() - 1
+        })
+    };
+
+    // Which target and channel each atom belongs to, and each target's atom sets.
+    let mut owner: HashMap<exact::Atom, (usize, usize)> = HashMap::new();
+    let mut scales: Vec<HashSet<exact::Atom>> = Vec::new();
+    let mut all: Vec<HashSet<exact::Atom>> = Vec::new();
+    let mut traces: Vec<Vec<ChannelTrace>> = Vec::new();
+    let mut has_atoms: Vec<Vec<bool>> = Vec::new();
+    for (t, target) in fg.targets.iter().enumerate() {
         let map = fg.maps.get(target.map);
-        let scales: HashSet<exact::Atom> = map.scale.iter().flat_map(|t| t.mono.atoms()).collect();
-        let all: HashSet<exact::Atom> = map.atoms_all().collect();
-        let (mut backward, mut forward, mut compensated) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut kept, mut shift_kept, mut pad_fill) = (None, None, false);
-        let push = |list: &mut Vec<String>, name: String| {
-            if !list.contains(&name) {
-                list.push(name);
+        scales.push(map.scale.iter().flat_map(|s| s.mono.atoms()).collect());
+        all.push(map.atoms_all().collect());
+        let mut atoms = vec![false; map.len()];
+        for (c, has) in atoms.iter_mut().enumerate() {
+            for a in map.slice(c, 1).atoms_all() {
+                owner.insert(a, (t, c));
+                *has = true;
             }
-        };
-        for &class in &needed {
-            match &frozen.nodes[class][choice[class]] {
-                FoldNode::Layer { node, pro, epi, .. } => {
-                    // Name the layer as in the source, not the value it now computes.
-                    let name = canonical
+        }
+        has_atoms.push(atoms);
+        traces.push(vec![ChannelTrace::default(); map.len()]);
+    }
+
+    // The presence of each target channel in a map: per map channel, the target channels
+    // whose atoms it holds.
+    let presences = |map: &exact::ExactMap| -> Vec<(usize, usize, Presence)> {
+        let mut found = Vec::new();
+        if !map.atoms_all().any(|a| owner.contains_key(&a)) {
+            return found;
+        }
+        for j in 0..map.len() {
+            let channel = map.slice(j, 1);
+            let mut hit: Vec<(usize, usize)> = channel
+                .atoms_all()
+                .filter_map(|a| owner.get(&a).copied())
+                .collect();
+            hit.sort_unstable();
+            hit.dedup();
+            for (t, c) in hit {
+                found.push((t, c, channel.presence(&scales[t], &all[t])));
+            }
+        }
+        found
+    };
+
+    let needed = frozen.needed(choice).unwrap_or_default();
+    for &class in &needed {
+        match &frozen.nodes[class][choice[class]] {
+            FoldNode::Layer { node, pro, epi, .. } => {
+                // Name the layer as in the source, not the value it now computes.
+                let name = intern(
+                    canonical
                         .value(canonical.nodes[*node as usize].output)
                         .name
-                        .clone();
-                    match fg.maps.get(*epi).presence(&scales, &all) {
-                        Presence::Direct | Presence::ShiftOnly => push(&mut backward, name.clone()),
-                        Presence::Inverse => push(&mut compensated, name.clone()),
-                        Presence::Absent => {}
-                    }
-                    match fg.maps.get(*pro).presence(&scales, &all) {
-                        Presence::Direct | Presence::ShiftOnly => {
-                            push(&mut forward, name);
-                            pad_fill |= matches!(&canonical.nodes[*node as usize].op,
-                                Op::Conv2d(c) if c.pad.iter().any(|&p| p > 0));
-                        }
-                        Presence::Inverse => push(&mut compensated, name),
+                        .clone(),
+                );
+                for (t, c, presence) in presences(fg.maps.get(*epi)) {
+                    let trace = &mut traces[t][c];
+                    match presence {
+                        Presence::Direct | Presence::ShiftOnly => push(&mut trace.backward, name),
+                        Presence::Inverse => push(&mut trace.compensated, name),
                         Presence::Absent => {}
                     }
                 }
-                FoldNode::Aff { map, .. } => match fg.maps.get(*map).presence(&scales, &all) {
-                    Presence::Direct => {
-                        kept.get_or_insert_with(|| names[&class].clone());
+                let pads = matches!(&canonical.nodes[*node as usize].op,
+                    Op::Conv2d(c) if c.pad.iter().any(|&p| p > 0));
+                for (t, c, presence) in presences(fg.maps.get(*pro)) {
+                    let trace = &mut traces[t][c];
+                    match presence {
+                        Presence::Direct | Presence::ShiftOnly => {
+                            push(&mut trace.forward, name);
+                            trace.pad_fill |= pads;
+                        }
+                        Presence::Inverse => push(&mut trace.compensated, name),
+                        Presence::Absent => {}
                     }
-                    Presence::Inverse => push(&mut compensated, names[&class].clone()),
-                    Presence::ShiftOnly => {
-                        shift_kept.get_or_insert_with(|| names[&class].clone());
+                }
+            }
+            FoldNode::Aff { map, .. } => {
+                let found = presences(fg.maps.get(*map));
+                if found.is_empty() {
+                    continue;
+                }
+                let name = intern(names[&class].clone());
+                for (t, c, presence) in found {
+                    let trace = &mut traces[t][c];
+                    match presence {
+                        Presence::Direct => {
+                            trace.kept.get_or_insert(name);
+                        }
+                        Presence::Inverse => push(&mut trace.compensated, name),
+                        Presence::ShiftOnly => {
+                            trace.shift_kept.get_or_insert(name);
+                        }
+                        Presence::Absent => {}
                     }
-                    Presence::Absent => {}
-                },
-                _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What a channel became; channels of one kind form one part of the fate.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Kind {
+        Kept,
+        ShiftKept,
+        Forward,
+        Backward,
+    }
+    let kind_of = |trace: &ChannelTrace| {
+        if trace.kept.is_some() {
+            Kind::Kept
+        } else if trace.shift_kept.is_some() {
+            Kind::ShiftKept
+        } else if !trace.forward.is_empty() && trace.backward.is_empty() {
+            Kind::Forward
+        } else {
+            Kind::Backward
+        }
+    };
+    let named = |list: &[usize]| -> Vec<String> {
+        let mut sorted = list.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted.into_iter().map(|n| table[n].clone()).collect()
+    };
+    // One part's fate from the traces of its channels (lists merged, in graph order).
+    let fate_of = |kind: Kind, channels: &[&ChannelTrace]| -> Fate {
+        let merged = |lists: Vec<&Vec<usize>>| -> Vec<String> {
+            named(&lists.into_iter().flatten().copied().collect::<Vec<usize>>())
+        };
+        let backward = merged(channels.iter().map(|c| &c.backward).collect());
+        let forward = merged(channels.iter().map(|c| &c.forward).collect());
+        let compensated = merged(channels.iter().map(|c| &c.compensated).collect());
+        // The first map in graph order that holds them.
+        let first = |at: Vec<Option<usize>>| -> String {
+            table[at
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("one per channel of this kind")]
+            .clone()
+        };
+        match kind {
+            Kind::Kept => Fate::Kept {
+                reason: format!(
+                    "no exact fold is cheaper; it remains as the map `{}`",
+                    first(channels.iter().map(|c| c.kept).collect())
+                ),
+                blocking: None,
+            },
+            Kind::ShiftKept => Fate::Partial {
+                scale_into: [backward, forward].concat(),
+                shift_kept_as: first(channels.iter().map(|c| c.shift_kept).collect()),
+            },
+            Kind::Forward => Fate::FoldedForward {
+                into: forward,
+                pad_fill: channels.iter().any(|c| c.pad_fill),
+                compensated,
+            },
+            Kind::Backward => Fate::FoldedBackward {
+                into: [backward, forward].concat(),
+                compensated,
+            },
+        }
+    };
+
+    let mut fates = Vec::new();
+    for (t, target) in fg.targets.iter().enumerate() {
+        // Parts in order of their first channel. Channels without atoms (scale 1, shift 0)
+        // are the identity: they join the first folded part (or the first part).
+        let mut parts: Vec<(Kind, Vec<usize>)> = Vec::new();
+        for (c, trace) in traces[t].iter().enumerate() {
+            if !has_atoms[t][c] {
+                continue;
+            }
+            let kind = kind_of(trace);
+            match parts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, channels)) => channels.push(c),
+                None => parts.push((kind, vec![c])),
             }
         }
-        let fate = if let Some(at) = kept {
-            Fate::Kept {
-                reason: format!("no exact fold is cheaper; it remains as the map `{at}`"),
-                blocking: None,
+        let identity: Vec<usize> = (0..traces[t].len()).filter(|&c| !has_atoms[t][c]).collect();
+        if !identity.is_empty() {
+            let folded = parts
+                .iter()
+                .position(|(k, _)| matches!(k, Kind::Forward | Kind::Backward));
+            match folded.or((!parts.is_empty()).then_some(0)) {
+                Some(p) => {
+                    parts[p].1.extend(identity);
+                    parts[p].1.sort_unstable();
+                }
+                None => parts.push((Kind::Backward, identity)),
             }
-        } else if let Some(at) = shift_kept {
-            backward.extend(forward);
-            Fate::Partial {
-                scale_into: backward,
-                shift_kept_as: at,
-            }
-        } else if !forward.is_empty() && backward.is_empty() {
-            Fate::FoldedForward {
-                into: forward,
-                pad_fill,
-                compensated,
-            }
+        }
+        let mut part_fates: Vec<ChannelFate> = parts
+            .iter()
+            .map(|(kind, channels)| {
+                let channel_traces: Vec<&ChannelTrace> =
+                    channels.iter().map(|&c| &traces[t][c]).collect();
+                ChannelFate {
+                    channels: channels.clone(),
+                    fate: fate_of(*kind, &channel_traces),
+                }
+            })
+            .collect();
+        let fate = if part_fates.len() == 1 {
+            part_fates.pop().expect("one part").fate
         } else {
-            backward.extend(forward);
-            Fate::FoldedBackward {
-                into: backward,
-                compensated,
-            }
+            Fate::Split { parts: part_fates }
         };
         fates.push((target.name.clone(), fate));
     }
