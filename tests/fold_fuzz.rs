@@ -147,6 +147,9 @@ fn compare(got: &[Tensor], want: &[Tensor]) -> (f32, bool) {
                 diff = diff.max((a - b).abs());
             }
         }
+        if std::env::var("BNC_FUZZ_PER_OUTPUT").is_ok() {
+            eprintln!("   output error {:e} (max|ref| {scale:e})", diff / scale);
+        }
         worst = worst.max(diff / scale);
     }
     (worst, non_finite)

@@ -24,6 +24,8 @@ pub enum NotExact {
     /// A folded weight, bias or pad fill does not fit in f32 (a fill `−t/s` with a subnormal
     /// `s`, a compensation `W/s`).
     Overflow { what: &'static str },
+    /// A folded weight or scale is subnormal in f32: compiled kernels flush it to zero.
+    Subnormal { what: &'static str },
 }
 
 impl std::fmt::Display for NotExact {
@@ -40,6 +42,10 @@ impl std::fmt::Display for NotExact {
                 )
             }
             NotExact::Overflow { what } => write!(f, "the folded {what} overflows f32"),
+            NotExact::Subnormal { what } => write!(
+                f,
+                "a folded {what} is subnormal in f32, which compiled code flushes to zero"
+            ),
         }
     }
 }
@@ -262,6 +268,7 @@ pub fn absorb(
 
     let mut new_weight = vec![0f32; weight.data.len()];
     let mut new_bias = vec![0f32; out_channels];
+    let mut subnormal = false;
     for o in 0..out_channels {
         let group = o / out_per_group;
         let mut folded_shift = 0.0;
@@ -271,13 +278,22 @@ pub fn absorb(
             for k in 0..taps {
                 let w = weight.data[base + k] as f64;
                 folded_shift += w * before.shift[i];
-                new_weight[base + k] = (after.scale[o] * w * before.scale[i]) as f32;
+                let folded = after.scale[o] * w * before.scale[i];
+                new_weight[base + k] = folded as f32;
+                // Only a prologue scale matters: a tiny output scale loses what the
+                // unfolded BN loses too, but a tiny input scale meets the large values a
+                // fold made (`t/s`) elsewhere.
+                subnormal |=
+                    before.scale[i] != 1.0 && folded != 0.0 && !(folded as f32).is_normal();
             }
         }
         new_bias[o] = (after.scale[o] * (bias[o] + folded_shift) + after.shift[o]) as f32;
     }
     if !new_weight.iter().all(|w| w.is_finite()) {
         return Err(NotExact::Overflow { what: "weight" });
+    }
+    if subnormal {
+        return Err(NotExact::Subnormal { what: "weight" });
     }
     if !new_bias.iter().all(|b| b.is_finite()) {
         return Err(NotExact::Overflow { what: "bias" });
@@ -349,6 +365,9 @@ pub fn absorb_any(
             let values = map.scale.iter().chain(&map.shift).copied();
             if !crate::conditioning::fits_f32(values) {
                 return Err(NotExact::Overflow { what: "map" });
+            }
+            if !crate::conditioning::factors_normal(map.scale.iter().copied()) {
+                return Err(NotExact::Subnormal { what: "scale" });
             }
             Ok(Absorption::Affine(map))
         }

@@ -895,10 +895,7 @@ impl<'g> Engine<'g> {
             // it read before the plan.
             Absorption::Affine(_) => {
                 let own = ChannelMap::of_affine(graph, n);
-                let original = stored.mapped(before);
-                let folded = conditioning::map_amplification(&before.then(&own), stored);
-                let unfolded = conditioning::map_amplification(&own, &original).max(1.0);
-                folded / unfolded
+                conditioning::affine_amplification(before, &own, stored)
             }
         };
         conditioning::check(factor).map_err(|e| self.block(node, format!("{}: {e}", n.op.name())))

@@ -32,19 +32,50 @@ use crate::affine::ChannelMap;
 /// Well-conditioned folds measure 1-3; the compensation of a BN with γ = 1e-5 measures 1e5.
 pub const BUDGET: f64 = 16.0;
 
-/// Per channel: estimated mean and standard deviation of a tensor's values.
+/// Per channel: estimated mean and standard deviation of a tensor's values, in the bulk of
+/// the tensor and at its edges. The edges are the positions a padded conv computes from
+/// padding alone (or partly): there a channel can be far smaller than in the bulk (a 1x1 conv
+/// with padding is its bias there), and a rounding that is small against the bulk is not
+/// small against them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Spread {
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
+    pub edge_mean: Vec<f64>,
+    pub edge_std: Vec<f64>,
 }
 
 impl Spread {
     /// Mean 0, standard deviation 1 on every channel: what a graph input is assumed to carry.
     pub fn unit(channels: usize) -> Spread {
+        Spread::uniform(vec![0.0; channels], vec![1.0; channels])
+    }
+
+    /// The same moments in the bulk and at the edges.
+    fn uniform(mean: Vec<f64>, std: Vec<f64>) -> Spread {
         Spread {
-            mean: vec![0.0; channels],
-            std: vec![1.0; channels],
+            edge_mean: mean.clone(),
+            edge_std: std.clone(),
+            mean,
+            std,
+        }
+    }
+
+    /// The bulk and the edges as two spreads of their own.
+    fn parts(&self) -> [Spread; 2] {
+        [
+            Spread::uniform(self.mean.clone(), self.std.clone()),
+            Spread::uniform(self.edge_mean.clone(), self.edge_std.clone()),
+        ]
+    }
+
+    /// The bulk of `bulk` and the edges of `edge`.
+    fn join(bulk: Spread, edge: Spread) -> Spread {
+        Spread {
+            mean: bulk.mean,
+            std: bulk.std,
+            edge_mean: edge.mean,
+            edge_std: edge.std,
         }
     }
 
@@ -59,31 +90,50 @@ impl Spread {
 
     /// The spread of `map(x)`.
     pub fn mapped(&self, map: &ChannelMap) -> Spread {
+        let affine = |mean: &[f64], std: &[f64]| -> (Vec<f64>, Vec<f64>) {
+            (0..mean.len())
+                .map(|c| {
+                    (
+                        map.scale[c] * mean[c] + map.shift[c],
+                        map.scale[c].abs() * std[c],
+                    )
+                })
+                .unzip()
+        };
+        let (mean, std) = affine(&self.mean, &self.std);
+        let (edge_mean, edge_std) = affine(&self.edge_mean, &self.edge_std);
         Spread {
-            mean: (0..self.channels())
-                .map(|c| map.scale[c] * self.mean[c] + map.shift[c])
-                .collect(),
-            std: (0..self.channels())
-                .map(|c| map.scale[c].abs() * self.std[c])
-                .collect(),
+            mean,
+            std,
+            edge_mean,
+            edge_std,
         }
     }
 
     fn concat(parts: &[&Spread]) -> Spread {
+        let cat = |f: fn(&Spread) -> &Vec<f64>| -> Vec<f64> {
+            parts.iter().flat_map(|p| f(p).iter().copied()).collect()
+        };
         Spread {
-            mean: parts.iter().flat_map(|p| p.mean.iter().copied()).collect(),
-            std: parts.iter().flat_map(|p| p.std.iter().copied()).collect(),
+            mean: cat(|p| &p.mean),
+            std: cat(|p| &p.std),
+            edge_mean: cat(|p| &p.edge_mean),
+            edge_std: cat(|p| &p.edge_std),
         }
     }
 
     fn per_channel(&self, f: impl Fn(f64, f64) -> (f64, f64)) -> Spread {
-        let (mean, std) = self
-            .mean
-            .iter()
-            .zip(&self.std)
-            .map(|(&m, &d)| f(m, d))
-            .unzip();
-        Spread { mean, std }
+        let apply = |mean: &[f64], std: &[f64]| -> (Vec<f64>, Vec<f64>) {
+            mean.iter().zip(std).map(|(&m, &d)| f(m, d)).unzip()
+        };
+        let (mean, std) = apply(&self.mean, &self.std);
+        let (edge_mean, edge_std) = apply(&self.edge_mean, &self.edge_std);
+        Spread {
+            mean,
+            std,
+            edge_mean,
+            edge_std,
+        }
     }
 }
 
@@ -117,7 +167,7 @@ pub fn through_node(
             .map(|t| t.data.iter().map(|&v| v as f64).collect())
     };
     match &node.op {
-        Op::Conv2d(_) | Op::Dense { .. } => through_layer(graph, node, inputs[0]),
+        Op::Conv2d(_) | Op::Dense { .. } => through_layer(graph, node, inputs[0], input_shapes[0]),
         Op::BatchNorm { eps } => {
             let get = |s| {
                 graph
@@ -145,8 +195,58 @@ pub fn through_node(
     }
 }
 
-/// The spread of a conv or dense layer's output (its own weights and bias).
-pub fn through_layer(graph: &Graph, node: &Node, x: &Spread) -> Spread {
+/// The spread of a conv or dense layer's output (its own weights and bias). At the edges a
+/// padded conv reads only part of its taps from the input.
+pub fn through_layer(graph: &Graph, node: &Node, x: &Spread, input_shape: &Shape) -> Spread {
+    let [bulk, edge] = x.parts();
+    let inside = match &node.op {
+        Op::Conv2d(c) => taps_inside(c, input_shape),
+        _ => 1.0,
+    };
+    Spread::join(
+        layer_part(graph, node, &bulk, 1.0),
+        layer_part(graph, node, &edge, inside),
+    )
+}
+
+/// The smallest share of a padded conv's taps that read the input, over its output positions.
+fn taps_inside(c: &bnc_ir::Conv2d, shape: &Shape) -> f64 {
+    let axis = |size: usize, before: usize, after: usize, k: usize, stride: usize, dil: usize| {
+        let outs = bnc_ir::op::window_out(size, before, after, k, stride, dil, false).unwrap_or(1);
+        (0..outs)
+            .map(|o| {
+                let start = (o * stride) as isize - before as isize;
+                let inside = (0..k)
+                    .filter(|&t| (0..size as isize).contains(&(start + (t * dil) as isize)))
+                    .count();
+                inside as f64 / k as f64
+            })
+            .fold(1.0, f64::min)
+    };
+    if shape.len() < 4 {
+        return 1.0;
+    }
+    let h = axis(
+        shape[2],
+        c.pad[0],
+        c.pad[2],
+        c.kernel[0],
+        c.stride[0],
+        c.dilation[0],
+    );
+    let w = axis(
+        shape[3],
+        c.pad[1],
+        c.pad[3],
+        c.kernel[1],
+        c.stride[1],
+        c.dilation[1],
+    );
+    h * w
+}
+
+/// One part (bulk or edges) through a layer of which a share `inside` of the taps reads `x`.
+fn layer_part(graph: &Graph, node: &Node, x: &Spread, inside: f64) -> Spread {
     let Some(weight) = graph.param(node, "weight") else {
         return x.clone();
     };
@@ -158,10 +258,7 @@ pub fn through_layer(graph: &Graph, node: &Node, x: &Spread) -> Spread {
         _ => 1,
     };
     let out_per_group = outs / groups;
-    let mut spread = Spread {
-        mean: Vec::with_capacity(outs),
-        std: Vec::with_capacity(outs),
-    };
+    let (mut means, mut stds) = (Vec::with_capacity(outs), Vec::with_capacity(outs));
     for o in 0..outs {
         let group = o / out_per_group;
         let mut mean = bias.map_or(0.0, |b| b.data[o] as f64);
@@ -175,18 +272,30 @@ pub fn through_layer(graph: &Graph, node: &Node, x: &Spread) -> Spread {
             });
             // Channels of different positions are taken as independent.
             if i < x.channels() {
-                mean += sum * x.mean[i];
-                var += squares * x.std[i] * x.std[i];
+                mean += inside * sum * x.mean[i];
+                var += inside * squares * x.std[i] * x.std[i];
             }
         }
-        spread.mean.push(mean);
-        spread.std.push(var.sqrt());
+        means.push(mean);
+        stds.push(var.sqrt());
     }
-    spread
+    Spread::uniform(means, stds)
 }
 
-/// A padded map: a mixture of the input's values and the pad values.
+/// A padded map: a mixture of the input's values and the pad values; its edges are the pad
+/// values.
 pub fn through_pad(x: &Spread, pads: &[usize; 4], fill: &[f64], shape: &Shape) -> Spread {
+    let edge_mean: Vec<f64> = (0..x.channels())
+        .map(|c| fill.get(c).copied().unwrap_or(0.0))
+        .collect();
+    let edge = Spread::uniform(edge_mean, vec![0.0; x.channels()]);
+    if pads.iter().all(|&p| p == 0) {
+        return x.clone();
+    }
+    Spread::join(pad_mixture(&x.parts()[0], pads, fill, shape), edge)
+}
+
+fn pad_mixture(x: &Spread, pads: &[usize; 4], fill: &[f64], shape: &Shape) -> Spread {
     let (h, w) = (shape[2] as f64, shape[3] as f64);
     let inside = h * w / ((h + (pads[0] + pads[2]) as f64) * (w + (pads[1] + pads[3]) as f64));
     let mut out = x.clone();
@@ -203,14 +312,32 @@ pub fn through_pad(x: &Spread, pads: &[usize; 4], fill: &[f64], shape: &Shape) -
 
 /// The spread after an operator without parameters.
 pub fn through_op(op: &Op, inputs: &[&Spread], input_shapes: &[&Shape], out: &Shape) -> Spread {
+    if let Op::Pad {
+        pads, value, fill, ..
+    } = op
+    {
+        debug_assert!(!fill, "pads with fills need their parameters: through_node");
+        let x = inputs[0];
+        return through_pad(x, pads, &vec![*value; x.channels()], input_shapes[0]);
+    }
+    let parts: Vec<[Spread; 2]> = inputs.iter().map(|s| s.parts()).collect();
+    let part = |k: usize| {
+        let inputs: Vec<&Spread> = parts.iter().map(|p| &p[k]).collect();
+        op_part(op, &inputs, input_shapes, out)
+    };
+    Spread::join(part(0), part(1))
+}
+
+/// One part (bulk or edges) through an operator without parameters.
+fn op_part(op: &Op, inputs: &[&Spread], input_shapes: &[&Shape], out: &Shape) -> Spread {
     let x = inputs[0];
     match op {
         Op::Activation(a) => x.per_channel(|m, d| through_activation(a, m, d)),
-        Op::Add => Spread {
-            mean: (0..x.channels())
+        Op::Add => Spread::uniform(
+            (0..x.channels())
                 .map(|c| inputs.iter().map(|s| s.mean[c]).sum())
                 .collect(),
-            std: (0..x.channels())
+            (0..x.channels())
                 .map(|c| {
                     inputs
                         .iter()
@@ -219,7 +346,8 @@ pub fn through_op(op: &Op, inputs: &[&Spread], input_shapes: &[&Shape], out: &Sh
                         .sqrt()
                 })
                 .collect(),
-        },
+        ),
+
         Op::Mul => {
             let (a, b) = (inputs[0], inputs[1]);
             let channels = a.channels().max(b.channels());
@@ -237,7 +365,7 @@ pub fn through_op(op: &Op, inputs: &[&Spread], input_shapes: &[&Shape], out: &Sh
                     (mean, (square - mean * mean).max(0.0).sqrt())
                 })
                 .unzip();
-            Spread { mean, std }
+            Spread::uniform(mean, std)
         }
         Op::Concat => Spread::concat(inputs),
         Op::MaxPool(p) => {
@@ -257,32 +385,21 @@ pub fn through_op(op: &Op, inputs: &[&Spread], input_shapes: &[&Shape], out: &Sh
             let k = (input_shapes[0][2] * input_shapes[0][3]) as f64;
             x.per_channel(|m, d| (m, d / k.powf(0.25)))
         }
-        Op::Pad {
-            pads, value, fill, ..
-        } => {
-            debug_assert!(!fill, "pads with fills need their parameters: through_node");
-            through_pad(x, pads, &vec![*value; x.channels()], input_shapes[0])
-        }
+        Op::Pad { .. } => x.clone(),
         Op::Flatten => {
             let per_channel: usize = input_shapes[0][2..].iter().product();
-            let mut spread = Spread {
-                mean: Vec::with_capacity(out[1]),
-                std: Vec::with_capacity(out[1]),
-            };
+            let (mut mean, mut std) = (Vec::with_capacity(out[1]), Vec::with_capacity(out[1]));
             for c in 0..x.channels() {
                 for _ in 0..per_channel {
-                    spread.mean.push(x.mean[c]);
-                    spread.std.push(x.std[c]);
+                    mean.push(x.mean[c]);
+                    std.push(x.std[c]);
                 }
             }
-            spread
+            Spread::uniform(mean, std)
         }
         Op::Softmax => {
             let share = 1.0 / x.channels().max(1) as f64;
-            Spread {
-                mean: vec![share; x.channels()],
-                std: vec![share; x.channels()],
-            }
+            Spread::uniform(vec![share; x.channels()], vec![share; x.channels()])
         }
         Op::Identity | Op::Dropout => x.clone(),
         // Parameterised operators are handled by `through_node`.
@@ -309,9 +426,40 @@ fn through_activation(a: &Activation, m: f64, d: f64) -> (f64, f64) {
 /// The amplification of an affine node computing `map(x)`: the magnitude of `scale·x` over
 /// that of the result, the largest over channels. A channel whose scale is 0 adds nothing.
 pub fn map_amplification(map: &ChannelMap, x: &Spread) -> f64 {
-    let out = x.mapped(map);
-    (0..map.len())
-        .map(|c| ratio(map.scale[c].abs() * x.rms(c), out.rms(c)))
+    map_amplifications(map, x).into_iter().fold(0.0, f64::max)
+}
+
+/// [`map_amplification`] per channel (the worse of the bulk and the edges).
+pub fn map_amplifications(map: &ChannelMap, x: &Spread) -> Vec<f64> {
+    let parts = x.parts().map(|x| {
+        let out = x.mapped(map);
+        (0..map.len())
+            .map(|c| ratio(map.scale[c].abs() * x.rms(c), out.rms(c)))
+            .collect::<Vec<f64>>()
+    });
+    parts[0]
+        .iter()
+        .zip(&parts[1])
+        .map(|(a, b)| a.max(*b))
+        .collect()
+}
+
+/// The amplification of an affine node that reads `stored` and applies `before` then `own`,
+/// relative to `own` applied to the tensor it read before the fold (`before(stored)`), channel
+/// by channel: what a compensated affine (`B2∘B1⁻¹`) adds over the BN it replaces.
+pub fn affine_amplification(before: &ChannelMap, own: &ChannelMap, stored: &Spread) -> f64 {
+    stored
+        .parts()
+        .iter()
+        .flat_map(|part| {
+            let folded = map_amplifications(&before.then(own), part);
+            let unfolded = map_amplifications(own, &part.mapped(before));
+            folded
+                .into_iter()
+                .zip(unfolded)
+                .map(|(f, u)| ratio(f, u.max(1.0)))
+                .collect::<Vec<f64>>()
+        })
         .fold(0.0, f64::max)
 }
 
@@ -320,6 +468,19 @@ pub fn map_amplification(map: &ChannelMap, x: &Spread) -> f64 {
 /// output channel, `Σ|W|·|s|·max(rms(x), |fill|) + |b'|` (what the folded layer adds up) over
 /// `Σ|W|·rms(before(x)) + |b|` (what the unfolded layer adds up); the largest over channels.
 pub fn layer_amplification(
+    graph: &Graph,
+    node: &Node,
+    before: &ChannelMap,
+    fill: Option<&[f64]>,
+    x: &Spread,
+) -> f64 {
+    x.parts()
+        .iter()
+        .map(|part| layer_part_amplification(graph, node, before, fill, part))
+        .fold(0.0, f64::max)
+}
+
+fn layer_part_amplification(
     graph: &Graph,
     node: &Node,
     before: &ChannelMap,
@@ -372,6 +533,16 @@ fn ratio(num: f64, den: f64) -> f64 {
 /// Whether every value rounds to a finite f32 (a fill of `−t/s` with a subnormal `s` does not).
 pub fn fits_f32(values: impl IntoIterator<Item = f64>) -> bool {
     values.into_iter().all(|v| (v as f32).is_finite())
+}
+
+/// Whether every factor (a weight, a scale) is 0 or rounds to a normal f32. Compiled kernels
+/// flush subnormals to zero (FTZ/DAZ), so a factor `W·s` that becomes subnormal is a factor 0
+/// there: harmless in a BN that scales by it, but not after a fold that divides the same
+/// channel by `s` elsewhere.
+pub fn factors_normal(values: impl IntoIterator<Item = f64>) -> bool {
+    values
+        .into_iter()
+        .all(|v| v == 0.0 || (v as f32).is_normal())
 }
 
 /// A fold declined because it would not be exact in f32.

@@ -128,7 +128,8 @@ impl FoldGraph {
             FoldNode::Layer { node, pro, epi, .. } => {
                 let node = &graph.nodes[*node as usize];
                 let x = inputs[0].mapped(self.maps.value(*pro));
-                conditioning::through_layer(graph, node, &x).mapped(self.maps.value(*epi))
+                conditioning::through_layer(graph, node, &x, shapes[0])
+                    .mapped(self.maps.value(*epi))
             }
         }
     }
@@ -157,6 +158,14 @@ impl FoldGraph {
             FoldNode::Aff { map, x } => {
                 let value = self.maps.value(*map);
                 if !conditioning::fits_f32(value.scale.iter().chain(&value.shift).copied()) {
+                    return overflow;
+                }
+                let original = self
+                    .original
+                    .iter()
+                    .flatten()
+                    .any(|n| matches!(n, FoldNode::Aff { map: m, .. } if m == map));
+                if !original && !conditioning::factors_normal(value.scale.iter().copied()) {
                     return overflow;
                 }
                 let exact = self.maps.get(*map);
@@ -249,5 +258,18 @@ fn weights_fit(
     let (s_in, s_out) = (largest(&before.scale), largest(&after.scale));
     let w = s_out * weight * s_in;
     let b = s_out * (bias + fan_in * weight * largest(&before.shift)) + largest(&after.shift);
+    // The smallest non-zero folded weight must stay normal (kernels flush subnormals).
+    let smallest = |v: &mut dyn Iterator<Item = f64>| {
+        v.map(f64::abs)
+            .filter(|&x| x != 0.0)
+            .fold(f64::INFINITY, f64::min)
+    };
+    let tiny = smallest(&mut before.scale.iter().copied())
+        * smallest(&mut after.scale.iter().copied())
+        * graph
+            .param(layer, "weight")
+            .map_or(1.0, |w| smallest(&mut w.data.iter().map(|&x| x as f64)));
+    let prologue = before.scale.iter().any(|&s| s != 1.0);
     conditioning::fits_f32([w, b])
+        && (!prologue || tiny.is_infinite() || conditioning::factors_normal([tiny]))
 }
