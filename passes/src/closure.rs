@@ -889,7 +889,8 @@ impl<'g> Engine<'g> {
                     .pad_fill
                     .as_ref()
                     .map(|f| f.data.iter().map(|&v| v as f64).collect());
-                conditioning::layer_amplification(graph, n, before, fill.as_deref(), stored)
+                let shape = graph.shape(n.inputs[0]);
+                conditioning::layer_amplification(graph, n, before, fill.as_deref(), stored, shape)
             }
             // An affine reader: relative to what the affine itself amplifies on the tensor
             // it read before the plan.

@@ -473,20 +473,30 @@ pub fn layer_amplification(
     before: &ChannelMap,
     fill: Option<&[f64]>,
     x: &Spread,
+    input_shape: &Shape,
 ) -> f64 {
-    x.parts()
-        .iter()
-        .map(|part| layer_part_amplification(graph, node, before, fill, part))
-        .fold(0.0, f64::max)
+    // At the edges a padded conv reads its pad fill on a share of its taps.
+    let inside = match &node.op {
+        Op::Conv2d(c) => taps_inside(c, input_shape),
+        _ => 1.0,
+    };
+    let [bulk, edge] = x.parts();
+    layer_part_amplification(graph, node, before, fill, &bulk, 1.0).max(layer_part_amplification(
+        graph, node, before, fill, &edge, inside,
+    ))
 }
 
+/// One part of [`layer_amplification`], where a share `inside` of the taps reads `x` and
+/// the rest the pad fill.
 fn layer_part_amplification(
     graph: &Graph,
     node: &Node,
     before: &ChannelMap,
     fill: Option<&[f64]>,
     x: &Spread,
+    inside: f64,
 ) -> f64 {
+    let old_fill = graph.param(node, "pad_fill");
     let Some(weight) = graph.param(node, "weight") else {
         return 1.0;
     };
@@ -509,9 +519,11 @@ fn layer_part_amplification(
             let (abs_sum, sum) = row.iter().fold((0.0, 0.0), |(a, s), &w| {
                 (a + (w as f64).abs(), s + w as f64)
             });
-            let stored = fill.map_or(x.rms(i), |f| x.rms(i).max(f[i].abs()));
-            folded += abs_sum * before.scale[i].abs() * stored;
-            unfolded += abs_sum * unfolded_in.rms(i);
+            let new_fill = fill.map_or(0.0, |f| f[i].abs());
+            let old_fill = old_fill.map_or(0.0, |f| (f.data[i] as f64).abs());
+            let outside = 1.0 - inside;
+            folded += abs_sum * before.scale[i].abs() * (inside * x.rms(i) + outside * new_fill);
+            unfolded += abs_sum * (inside * unfolded_in.rms(i) + outside * old_fill);
             folded_bias += sum * before.shift[i];
         }
         worst = worst.max(ratio(folded + folded_bias.abs(), unfolded));

@@ -206,6 +206,7 @@ impl FoldGraph {
                     before,
                     fill.as_deref(),
                     &stored,
+                    self.shape(x[0]),
                 );
                 conditioning::check(factor).err()
             }
