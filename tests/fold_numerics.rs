@@ -151,3 +151,56 @@ fn a_near_constant_channel_is_not_folded_forward() {
         check_every_mode(&g);
     }
 }
+
+/// Fuzz seed 9, hand-made: a 1x1 conv with padding is 0 at its edges, however large its bulk.
+/// Folding `b1` (t/s = 5000) into it and compensating `b2` reconstructs those zeros from
+/// 5000 ± rounding, which the sigmoid then shows.
+#[test]
+fn compensation_is_judged_at_a_padded_conv_s_edges_too() {
+    let mut g = load(
+        "model m {
+  weights random(seed = 7)
+  input x: f32[1, 2, 5, 5]
+  b0 = batchnorm(x)
+  r0 = relu(b0)
+  c = conv2d(r0, out = 2, kernel = 1, pad = 1, bias = false)
+  b1 = batchnorm(c)
+  b2 = batchnorm(c)
+  y1 = relu(b1)
+  y2 = sigmoid(b2)
+  output y1, y2
+}",
+    );
+    for ch in 0..2 {
+        set_param(&mut g, "b0.weight", ch, 1.0);
+        set_param(&mut g, "b0.running_var", ch, 1.0);
+        set_param(&mut g, "b0.running_mean", ch, -1e5);
+        set_param(&mut g, "b1.weight", ch, 1e-4);
+        set_param(&mut g, "b1.bias", ch, 0.5);
+        set_param(&mut g, "b1.running_mean", ch, 0.0);
+        set_param(&mut g, "b2.running_mean", ch, 0.0);
+    }
+    check_every_mode(&g);
+}
+
+/// Fuzz seed 200, hand-made: a BN with |t| = 1e4 folded forward into a 1x1 conv padded by 2:
+/// the border outputs, just the bias in the unfolded conv, become the cancellation of
+/// `b + Σ W·t` and `Σ (W·s)·(−t/s)`.
+#[test]
+fn a_forward_fold_is_judged_at_the_conv_s_own_border() {
+    let mut g = load(
+        "model m {
+  weights random(seed = 9)
+  input x: f32[1, 3, 5, 5]
+  b = batchnorm(x)
+  c = conv2d(b, out = 3, kernel = 1, pad = 2)
+  y = sigmoid(c)
+  output y
+}",
+    );
+    for ch in 0..3 {
+        set_param(&mut g, "b.running_mean", ch, 1e4);
+        set_param(&mut g, "b.running_var", ch, 1.0);
+    }
+    check_every_mode(&g);
+}
