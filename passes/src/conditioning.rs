@@ -282,17 +282,16 @@ fn layer_part(graph: &Graph, node: &Node, x: &Spread, inside: f64) -> Spread {
     Spread::uniform(means, stds)
 }
 
-/// A padded map: a mixture of the input's values and the pad values; its edges are the pad
-/// values.
+/// A padded map: a mixture of the input's values and the pad values, in the bulk and at the
+/// edges alike. (Which positions a later layer reads from padding alone is that layer's
+/// business: a padded conv counts its own taps, and a pad node is read through windows that
+/// mix it with the input.)
 pub fn through_pad(x: &Spread, pads: &[usize; 4], fill: &[f64], shape: &Shape) -> Spread {
-    let edge_mean: Vec<f64> = (0..x.channels())
-        .map(|c| fill.get(c).copied().unwrap_or(0.0))
-        .collect();
-    let edge = Spread::uniform(edge_mean, vec![0.0; x.channels()]);
-    if pads.iter().all(|&p| p == 0) {
-        return x.clone();
-    }
-    Spread::join(pad_mixture(&x.parts()[0], pads, fill, shape), edge)
+    let [bulk, edge] = x.parts();
+    Spread::join(
+        pad_mixture(&bulk, pads, fill, shape),
+        pad_mixture(&edge, pads, fill, shape),
+    )
 }
 
 fn pad_mixture(x: &Spread, pads: &[usize; 4], fill: &[f64], shape: &Shape) -> Spread {
