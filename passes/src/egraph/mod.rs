@@ -42,7 +42,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            iterations: 30,
+            iterations: 200,
             nodes: 200_000,
         }
     }
