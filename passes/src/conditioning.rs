@@ -245,12 +245,18 @@ fn taps_inside(c: &bnc_ir::Conv2d, shape: &Shape) -> f64 {
     h * w
 }
 
-/// One part (bulk or edges) through a layer of which a share `inside` of the taps reads `x`.
-fn layer_part(graph: &Graph, node: &Node, x: &Spread, inside: f64) -> Spread {
-    let Some(weight) = graph.param(node, "weight") else {
-        return x.clone();
-    };
-    let bias = graph.param(node, "bias");
+/// What a layer's weights say about one (output channel, input channel) pair: the sum, the
+/// sum of absolute values and the sum of squares of the kernel taps between them.
+struct Taps {
+    sum: f64,
+    abs_sum: f64,
+    squares: f64,
+}
+
+/// The taps of a conv or dense layer by output channel: `(input channel, taps)` for the input
+/// channels of its group; `None` without weights.
+fn taps_by_output(graph: &Graph, node: &Node) -> Option<Vec<Vec<(usize, Taps)>>> {
+    let weight = graph.param(node, "weight")?;
     let (outs, in_per_group) = (weight.shape[0], weight.shape[1]);
     let taps: usize = weight.shape[2..].iter().product();
     let groups = match &node.op {
@@ -258,22 +264,50 @@ fn layer_part(graph: &Graph, node: &Node, x: &Spread, inside: f64) -> Spread {
         _ => 1,
     };
     let out_per_group = outs / groups;
-    let (mut means, mut stds) = (Vec::with_capacity(outs), Vec::with_capacity(outs));
-    for o in 0..outs {
-        let group = o / out_per_group;
+    Some(
+        (0..outs)
+            .map(|o| {
+                let group = o / out_per_group;
+                (0..in_per_group)
+                    .map(|local| {
+                        let row = &weight.data[(o * in_per_group + local) * taps..][..taps];
+                        let mut t = Taps {
+                            sum: 0.0,
+                            abs_sum: 0.0,
+                            squares: 0.0,
+                        };
+                        for &w in row {
+                            let w = w as f64;
+                            t.sum += w;
+                            t.abs_sum += w.abs();
+                            t.squares += w * w;
+                        }
+                        (group * in_per_group + local, t)
+                    })
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+/// One part (bulk or edges) through a layer of which a share `inside` of the taps reads `x`.
+fn layer_part(graph: &Graph, node: &Node, x: &Spread, inside: f64) -> Spread {
+    let Some(rows) = taps_by_output(graph, node) else {
+        return x.clone();
+    };
+    let bias = graph.param(node, "bias");
+    let (mut means, mut stds) = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    for (o, row) in rows.iter().enumerate() {
         let mut mean = bias.map_or(0.0, |b| b.data[o] as f64);
         let mut var = 0.0;
-        for local in 0..in_per_group {
-            let i = group * in_per_group + local;
-            let row = &weight.data[(o * in_per_group + local) * taps..][..taps];
-            let (sum, squares) = row.iter().fold((0.0, 0.0), |(s, q), &w| {
-                let w = w as f64;
-                (s + w, q + w * w)
-            });
+        for (i, t) in row {
             // Channels of different positions are taken as independent.
-            if i < x.channels() {
-                mean += inside * sum * x.mean[i];
-                var += inside * squares * x.std[i] * x.std[i];
+            if *i < x.channels() {
+                mean += inside * t.sum * x.mean[*i];
+                var += inside * t.squares * x.std[*i] * x.std[*i];
             }
         }
         means.push(mean);
@@ -496,34 +530,21 @@ fn layer_part_amplification(
     inside: f64,
 ) -> f64 {
     let old_fill = graph.param(node, "pad_fill");
-    let Some(weight) = graph.param(node, "weight") else {
+    let Some(rows) = taps_by_output(graph, node) else {
         return 1.0;
     };
     let bias = |o: usize| graph.param(node, "bias").map_or(0.0, |b| b.data[o] as f64);
-    let (outs, in_per_group) = (weight.shape[0], weight.shape[1]);
-    let taps: usize = weight.shape[2..].iter().product();
-    let groups = match &node.op {
-        Op::Conv2d(c) => c.groups,
-        _ => 1,
-    };
-    let out_per_group = outs / groups;
     let unfolded_in = x.mapped(before);
+    let outside = 1.0 - inside;
     let mut worst: f64 = 0.0;
-    for o in 0..outs {
-        let group = o / out_per_group;
+    for (o, row) in rows.iter().enumerate() {
         let (mut folded, mut unfolded, mut folded_bias) = (0.0, bias(o).abs(), bias(o));
-        for local in 0..in_per_group {
-            let i = group * in_per_group + local;
-            let row = &weight.data[(o * in_per_group + local) * taps..][..taps];
-            let (abs_sum, sum) = row.iter().fold((0.0, 0.0), |(a, s), &w| {
-                (a + (w as f64).abs(), s + w as f64)
-            });
+        for &(i, ref t) in row {
             let new_fill = fill.map_or(0.0, |f| f[i].abs());
             let old_fill = old_fill.map_or(0.0, |f| (f.data[i] as f64).abs());
-            let outside = 1.0 - inside;
-            folded += abs_sum * before.scale[i].abs() * (inside * x.rms(i) + outside * new_fill);
-            unfolded += abs_sum * (inside * unfolded_in.rms(i) + outside * old_fill);
-            folded_bias += sum * before.shift[i];
+            folded += t.abs_sum * before.scale[i].abs() * (inside * x.rms(i) + outside * new_fill);
+            unfolded += t.abs_sum * (inside * unfolded_in.rms(i) + outside * old_fill);
+            folded_bias += t.sum * before.shift[i];
         }
         worst = worst.max(ratio(folded + folded_bias.abs(), unfolded));
     }
