@@ -159,6 +159,9 @@ fn compare(got: &[Tensor], want: &[Tensor]) -> (f32, bool) {
 thread_local! {
     /// The message of the last panic on this thread (the hook stores it instead of printing).
     static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    /// Whether this thread is inside [`guarded`]: a panic elsewhere is the harness's own and is
+    /// printed.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Replaces the panic hook so caught panics are recorded, not printed. Panics of the test
@@ -177,6 +180,12 @@ fn quiet_panics() {
                 .map(|s| s.to_string())
                 .or_else(|| info.payload().downcast_ref::<String>().cloned())
                 .unwrap_or_default();
+            if !GUARDED.with(|g| g.get()) {
+                eprintln!(
+                    "panic outside a guarded call: {message}{location}\n{}",
+                    std::backtrace::Backtrace::force_capture()
+                );
+            }
             LAST_PANIC.with(|p| *p.borrow_mut() = format!("{message}{location}"));
         }));
     });
@@ -184,7 +193,10 @@ fn quiet_panics() {
 
 /// Runs `f`, turning a panic into `Err("panic: ...")`.
 fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    GUARDED.with(|g| g.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(false));
+    match result {
         Ok(r) => r,
         Err(_) => Err(format!(
             "panic: {}",

@@ -494,7 +494,7 @@ impl Builder {
                     (1, 1 + self.rng.below(8))
                 } else {
                     let g = divisors[self.rng.below(divisors.len())];
-                    (g, g * (1 + self.rng.below(8 / g)))
+                    (g, g * (1 + self.rng.below((8 / g).max(1))))
                 }
             }
             _ => (1, 1 + self.rng.below(8)),
