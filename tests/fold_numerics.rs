@@ -204,3 +204,26 @@ fn a_forward_fold_is_judged_at_the_conv_s_own_border() {
     }
     check_every_mode(&g);
 }
+
+/// Fuzz seed 2053, minimized: a BN with s ≈ −3e-38 moved past a pad gives the pad the fill
+/// `(0.5 − t)/s` ≈ 1.7e38, finite in f32, but the pool that sums the padded map overflows
+/// to inf. Folded values must leave f32 room for the sums that read them.
+#[test]
+fn a_pad_fill_leaves_room_for_the_pool_that_sums_it() {
+    let mut g = load(
+        "model m {
+  weights random(seed = 10)
+  input x: f32[2, 2, 2, 2]
+  b = batchnorm(x)
+  p = pad(b, pads = [0, 2, 0, 1], value = 0.5)
+  g = global_avgpool(p)
+  f = flatten(g)
+  y = dense(f, out = 3)
+  output y
+}",
+    );
+    set_param(&mut g, "b.weight", 1, -1e-40);
+    set_param(&mut g, "b.running_var", 1, 1e-8);
+    set_param(&mut g, "b.bias", 1, 5.73);
+    check_every_mode(&g);
+}

@@ -883,22 +883,22 @@ impl<'g> Engine<'g> {
     ) -> Result<(), Blocked> {
         let graph = self.graph;
         let n = &graph.nodes[node];
-        let factor = match absorption {
+        let checked = match absorption {
             Absorption::Layer(absorbed) => {
                 let fill: Option<Vec<f64>> = absorbed
                     .pad_fill
                     .as_ref()
                     .map(|f| f.data.iter().map(|&v| v as f64).collect());
                 let shape = graph.shape(n.inputs[0]);
-                conditioning::layer_amplification(graph, n, before, fill.as_deref(), stored, shape)
+                conditioning::check_layer(graph, n, before, fill.as_deref(), stored, shape)
             }
             // An affine reader: relative to what the affine itself amplifies on the tensor
             // it read before the plan.
             Absorption::Affine(_) => {
                 let own = ChannelMap::of_affine(graph, n);
-                conditioning::affine_amplification(before, &own, stored)
+                conditioning::check(conditioning::affine_amplification(before, &own, stored))
             }
         };
-        conditioning::check(factor).map_err(|e| self.block(node, format!("{}: {e}", n.op.name())))
+        checked.map_err(|e| self.block(node, format!("{}: {e}", n.op.name())))
     }
 }

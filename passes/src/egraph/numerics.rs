@@ -36,14 +36,13 @@ pub fn report_declined(fg: &FoldGraph, declined: &[Declined], report: &mut FoldR
                 FoldNode::Layer { pro, epi, .. } => mentions(*pro) || mentions(*epi),
                 _ => false,
             })
-            .map(|d| d.why.factor)
-            .fold(None, |m: Option<f64>, f| Some(m.map_or(f, |m| m.max(f))));
-        let (Some(factor), Some(Fate::Kept { reason, blocking })) =
+            .map(|d| &d.why)
+            .max_by(|a, b| (a.factor / a.budget).total_cmp(&(b.factor / b.budget)));
+        let (Some(why), Some(Fate::Kept { reason, blocking })) =
             (worst, report.fate(&target.name).cloned())
         else {
             continue;
         };
-        let why = IllConditioned { factor };
         let reason = format!("{reason}; a fold was declined: {why}");
         report.set_fate(&target.name, Fate::Kept { reason, blocking });
     }
@@ -143,9 +142,17 @@ impl FoldGraph {
         node: &FoldNode,
         spreads: &ClassSpreads,
     ) -> Option<IllConditioned> {
-        let overflow = Some(IllConditioned {
-            factor: f64::INFINITY,
-        });
+        let overflow = Some(IllConditioned::overflow());
+        // The model as given is the reference: its own nodes are never declined.
+        let same = |a: &FoldNode, b: &FoldNode| {
+            let find = |n: &FoldNode| -> Vec<Id> {
+                n.children().iter().map(|&c| self.egraph.find(c)).collect()
+            };
+            a.matches(b) && find(a) == find(b)
+        };
+        if self.original.iter().flatten().any(|n| same(n, node)) {
+            return None;
+        }
         match node {
             FoldNode::Input { .. } | FoldNode::Op { .. } => None,
             FoldNode::Pad { fill, .. } => {
@@ -157,15 +164,11 @@ impl FoldGraph {
             }
             FoldNode::Aff { map, x } => {
                 let value = self.maps.value(*map);
-                if !conditioning::fits_f32(value.scale.iter().chain(&value.shift).copied()) {
-                    return overflow;
-                }
-                let original = self
-                    .original
-                    .iter()
-                    .flatten()
-                    .any(|n| matches!(n, FoldNode::Aff { map: m, .. } if m == map));
-                if !original && !conditioning::factors_normal(value.scale.iter().copied()) {
+                let input = spreads.get(self, x[0]);
+                if !conditioning::fits_f32(value.scale.iter().chain(&value.shift).copied())
+                    || !conditioning::spread_fits_f32(&input.mapped(value))
+                    || !conditioning::factors_normal(value.scale.iter().copied())
+                {
                     return overflow;
                 }
                 let exact = self.maps.get(*map);
@@ -174,7 +177,7 @@ impl FoldGraph {
                 if !divides {
                     return None;
                 }
-                let factor = conditioning::map_amplification(value, &spreads.get(self, x[0]));
+                let factor = conditioning::map_amplification(value, &input);
                 conditioning::check(factor).err()
             }
             FoldNode::Layer {
@@ -200,15 +203,15 @@ impl FoldGraph {
                     return overflow;
                 }
                 let stored = spreads.get(self, x[0]);
-                let factor = conditioning::layer_amplification(
+                conditioning::check_layer(
                     graph,
                     layer,
                     before,
                     fill.as_deref(),
                     &stored,
                     self.shape(x[0]),
-                );
-                conditioning::check(factor).err()
+                )
+                .err()
             }
         }
     }
