@@ -342,8 +342,11 @@ impl Model {
         let mut outputs: Vec<Tensor> = self
             .output_shapes()
             .into_iter()
-            .map(Tensor::zeros)
-            .collect();
+            .map(|shape| {
+                let bytes = shape.iter().product::<usize>().saturating_mul(4);
+                Tensor::try_zeros(shape).ok_or(Error::Codegen(CodegenError::OutOfMemory { bytes }))
+            })
+            .collect::<Result<_, _>>()?;
         let ins: Vec<&[f32]> = inputs.iter().map(|t| t.data.as_slice()).collect();
         let mut outs: Vec<&mut [f32]> = outputs.iter_mut().map(|t| t.data.as_mut_slice()).collect();
         self.run(&ins, &mut outs)?;

@@ -739,7 +739,8 @@ fn run(ctx: &Context, args: &RunArgs) -> Result<(), Reported> {
                 if !args.inputs.is_empty() {
                     return Err(ctx.fail(format!("no file given for input `{}`", value.name)));
                 }
-                bnc::frontend::random_normal(args.seed, &value.name, &value.shape)
+                bnc::frontend::try_random_normal(args.seed, &value.name, &value.shape)
+                    .map_err(|e| ctx.fail(e))?
             }
         };
         if tensor.shape != value.shape {

@@ -769,3 +769,51 @@ fn the_c_example_matches_bnc_run() {
         got.max_abs_diff(&want)
     );
 }
+
+/// With less memory than a model within the limits needs, the random weights, the random
+/// inputs and the run's workspace are errors (exit 1), not aborts. `ulimit -v` (1 GiB of
+/// address space) stands in for a small machine; the model limit is raised to let them by.
+#[test]
+fn running_out_of_memory_is_an_error_not_an_abort() {
+    let models = [
+        // 2 GiB of dense weights.
+        (
+            "oom_weights.nn",
+            "input x: f32[1, 16384]\n  y = dense(x, out = 32768)",
+            "weights `y.weight`",
+        ),
+        // A 2 GiB random input.
+        (
+            "oom_input.nn",
+            "input x: f32[1, 1, 16384, 32768]\n  y = relu(x)",
+            "input `x`",
+        ),
+        // A 1 GiB padded map inside: the workspace.
+        (
+            "oom_workspace.nn",
+            "input x: f32[1, 1, 1, 1]\n  p = pad(x, pads = [0, 0, 16383, 16383], value = 1.0)\n  \
+             r = relu(p)\n  y = global_avgpool(r)",
+            "workspace",
+        ),
+    ];
+    for (file, body, what) in models {
+        let path = scratch(file);
+        let source = format!("model m {{\n  weights random(seed = 1)\n  {body}\n  output y\n}}\n");
+        std::fs::write(&path, source).unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -v 1048576 && exec \"$0\" run \"$1\"")
+            .arg(env!("CARGO_BIN_EXE_bnc"))
+            .arg(&path)
+            .env("BNC_MAX_MODEL_BYTES", "17179869184")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+        assert!(
+            stderr.contains("out of memory") && stderr.contains(what),
+            "{file}: {stderr}"
+        );
+    }
+}

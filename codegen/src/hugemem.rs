@@ -40,16 +40,24 @@ unsafe impl Sync for HugeBuf {}
 impl HugeBuf {
     /// `len` zeros.
     pub fn zeroed(len: usize) -> HugeBuf {
+        HugeBuf::try_zeroed(len).unwrap_or_else(|| panic!("cannot allocate {len} floats"))
+    }
+
+    /// `len` zeros, or `None` if the memory is not there.
+    pub fn try_zeroed(len: usize) -> Option<HugeBuf> {
         #[cfg(target_os = "linux")]
-        if len * 4 >= HUGE_PAGE
+        if len.saturating_mul(4) >= HUGE_PAGE
             && let Some(b) = map_huge(len)
         {
-            return b;
+            return Some(b);
         }
-        HugeBuf {
-            backing: Backing::Heap(vec![0.0; len]),
+        let mut data = Vec::new();
+        data.try_reserve_exact(len).ok()?;
+        data.resize(len, 0.0);
+        Some(HugeBuf {
+            backing: Backing::Heap(data),
             len,
-        }
+        })
     }
 
     /// A copy of `data`.

@@ -89,6 +89,10 @@ pub enum CodegenError {
         expected: usize,
         got: usize,
     },
+    /// The machine could not give the memory a run needs.
+    OutOfMemory {
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for CodegenError {
@@ -115,6 +119,9 @@ impl fmt::Display for CodegenError {
             } => write!(f, "output {index} must have {expected} elements, got {got}"),
             CodegenError::Workspace { expected, got } => {
                 write!(f, "workspace must hold {expected} floats, has {got}")
+            }
+            CodegenError::OutOfMemory { bytes } => {
+                write!(f, "out of memory: a run needs {bytes} bytes of workspace")
             }
         }
     }
@@ -272,6 +279,13 @@ impl Workspace {
         Workspace {
             data: hugemem::HugeBuf::zeroed(floats),
         }
+    }
+    /// [`Workspace::with_len`], with an error instead of an abort when the memory is not there.
+    pub fn try_with_len(floats: usize) -> Result<Workspace, CodegenError> {
+        let data = hugemem::HugeBuf::try_zeroed(floats).ok_or(CodegenError::OutOfMemory {
+            bytes: floats.saturating_mul(4),
+        })?;
+        Ok(Workspace { data })
     }
     pub fn len(&self) -> usize {
         self.data.len()
@@ -693,9 +707,15 @@ impl CompiledModel {
 
     /// Calls `f` with a workspace from the cache (or a new one), then caches it: pages of
     /// a fresh workspace are faulted in by the kernels that first touch them.
-    fn with_cached_workspace<T>(&self, f: impl FnOnce(&mut Workspace) -> T) -> T {
+    fn with_cached_workspace<T>(
+        &self,
+        f: impl FnOnce(&mut Workspace) -> Result<T, CodegenError>,
+    ) -> Result<T, CodegenError> {
         let ws = self.cache.lock().ok().and_then(|mut c| c.pop());
-        let mut ws = ws.unwrap_or_else(|| self.new_workspace());
+        let mut ws = match ws {
+            Some(ws) => ws,
+            None => Workspace::try_with_len(self.workspace_floats())?,
+        };
         let r = f(&mut ws);
         if let Ok(mut c) = self.cache.lock() {
             c.push(ws);

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use diag::{Error, Label, Span};
-pub use weights::{random_normal, random_tensor};
+pub use weights::{random_normal, random_tensor, try_random_normal, try_random_tensor};
 
 /// Reads, parses and lowers a model file and loads its weights (a weights file is found
 /// relative to the model file's directory).

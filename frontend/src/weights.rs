@@ -60,9 +60,26 @@ const SQRT_3: f64 = 1.732_050_807_568_877_2;
 /// [-0.1, 0.1]; BN γ, running variance and affine scales uniform in [0.5, 1.5]; BN β, running
 /// mean, affine shifts and pad fills uniform in [-0.2, 0.2].
 pub fn random_tensor(seed: u64, name: &str, shape: &[usize], kind: ParamKind) -> Tensor {
+    try_random_tensor(seed, name, shape, kind).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`random_tensor`], with an error instead of an abort when the memory is not there (the
+/// shape comes from a model file; the model limits bound it, not the machine's memory).
+pub fn try_random_tensor(
+    seed: u64,
+    name: &str,
+    shape: &[usize],
+    kind: ParamKind,
+) -> Result<Tensor, String> {
     let n: usize = shape.iter().product();
     let mut rng = SplitMix64(seed ^ fnv1a64(name));
-    let mut data = Vec::with_capacity(n);
+    let mut data = Vec::new();
+    data.try_reserve_exact(n).map_err(|_| {
+        format!(
+            "out of memory: cannot allocate {} bytes for the random weights `{name}`",
+            n.saturating_mul(4)
+        )
+    })?;
     let uniform = |lo: f64, hi: f64, rng: &mut SplitMix64| lo + (hi - lo) * rng.unit();
     match kind {
         ParamKind::Weight { fan_in } => {
@@ -78,21 +95,34 @@ pub fn random_tensor(seed: u64, name: &str, shape: &[usize], kind: ParamKind) ->
             data.extend((0..n).map(|_| uniform(lo, hi, &mut rng) as f32));
         }
     }
-    Tensor {
+    Ok(Tensor {
         shape: shape.to_vec(),
         data,
-    }
+    })
 }
 
 /// A deterministic tensor of approximately standard-normal values, keyed like
 /// [`random_tensor`]: for sample inputs (`bnc run` without `--input`, tests, benchmarks).
 pub fn random_normal(seed: u64, name: &str, shape: &[usize]) -> Tensor {
+    try_random_normal(seed, name, shape).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`random_normal`], with an error instead of an abort when the memory is not there.
+pub fn try_random_normal(seed: u64, name: &str, shape: &[usize]) -> Result<Tensor, String> {
     let n: usize = shape.iter().product();
     let mut rng = SplitMix64(seed ^ fnv1a64(name));
-    Tensor {
+    let mut data = Vec::new();
+    data.try_reserve_exact(n).map_err(|_| {
+        format!(
+            "out of memory: cannot allocate {} bytes for the random input `{name}`",
+            n.saturating_mul(4)
+        )
+    })?;
+    data.extend((0..n).map(|_| rng.normal() as f32));
+    Ok(Tensor {
         shape: shape.to_vec(),
-        data: (0..n).map(|_| rng.normal() as f32).collect(),
-    }
+        data,
+    })
 }
 
 /// Fills `lowered.graph.params` from the model's weights source. `base_dir` is the model
@@ -187,7 +217,9 @@ pub fn load(lowered: &mut Lowered, base_dir: &Path) -> Result<(), Error> {
                         }
                         e
                     })?,
-                _ => random_tensor(seed, &name, &spec.shape, spec.kind),
+                _ => try_random_tensor(seed, &name, &spec.shape, spec.kind).map_err(|e| {
+                    Error::at(origin.name_span.clone(), e, "this layer's parameters")
+                })?,
             };
             graph.params.insert(name, tensor);
         }

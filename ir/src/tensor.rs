@@ -19,6 +19,15 @@ impl Tensor {
         Tensor { shape, data }
     }
 
+    /// [`Tensor::zeros`], or `None` if the memory is not there.
+    pub fn try_zeros(shape: Shape) -> Option<Tensor> {
+        let n = shape.iter().product();
+        let mut data = Vec::new();
+        data.try_reserve_exact(n).ok()?;
+        data.resize(n, 0.0);
+        Some(Tensor { shape, data })
+    }
+
     pub fn zeros(shape: Shape) -> Tensor {
         let n = shape.iter().product();
         Tensor {
