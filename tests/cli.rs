@@ -383,7 +383,7 @@ fn emit_ir_stays_the_default_and_wins_over_the_extension() {
     );
 }
 
-/// The C program of design.md §4: reads the raw f32 input from argv[1], runs the model and
+/// The C program of docs/design.md §4: reads the raw f32 input from argv[1], runs the model and
 /// writes the raw f32 output to argv[2].
 fn c_driver(prefix: &str) -> String {
     let upper = prefix.to_ascii_uppercase();

@@ -1,4 +1,4 @@
-//! Cranelift code generation for bnc (design.md §4).
+//! Cranelift code generation for bnc (docs/design.md §4).
 //!
 //! [`compile`] lowers a (canonicalized) [`Graph`] to fused kernels and JIT-compiles them:
 //!

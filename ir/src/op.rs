@@ -14,7 +14,7 @@ pub struct Conv2d {
     pub groups: usize,
     pub bias: bool,
     /// Padding reads a per-input-channel fill value (`<params>.pad_fill`) instead of 0.
-    /// Folding a BN forward into a padded conv needs it (folding.md).
+    /// Folding a BN forward into a padded conv needs it (docs/folding.md).
     pub pad_fill: bool,
 }
 

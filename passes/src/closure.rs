@@ -1,5 +1,5 @@
 //! The closure engine behind `fold-paper`: our generalisation of the roots/leaves closure of
-//! Yvinec et al. (folding.md), with backward and forward folding as one engine.
+//! Yvinec et al. (docs/design.md §3), with backward and forward folding as one engine.
 //!
 //! A *plan* removes a target `affine` node A (map M, input x, output y) by changing a set of
 //! values: every changed value v is replaced by `v' = E_v(v)` for a per-channel map E_v.

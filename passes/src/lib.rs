@@ -1,5 +1,5 @@
 //! Graph-level passes of bnc: canonicalization, BN folding (baselines and, later, the e-graph),
-//! dead-code elimination, the pass manager and the fold report. See `../shared/design.md` §3.
+//! dead-code elimination, the pass manager and the fold report. See `docs/design.md` §3.
 
 pub mod adjacent;
 pub mod affine;

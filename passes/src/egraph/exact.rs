@@ -1,4 +1,4 @@
-//! Exact per-channel affine maps for the e-graph (design.md §3, "Vectors are exact").
+//! Exact per-channel affine maps for the e-graph (docs/design.md §3, "Exact vectors").
 //!
 //! Every number that enters a map (a BN channel's scale and shift, a conv's pad fill) is an
 //! *atom* with a cached f64 value. A scale is a signed monomial over atoms (`s₁·s₂⁻¹`), a shift

@@ -1,4 +1,4 @@
-//! DAG-aware extraction (design.md §3, "Extraction").
+//! DAG-aware extraction (docs/design.md §3, "Extraction").
 //!
 //! The cost of a choice of one e-node per needed e-class is the sum of the chosen nodes' own
 //! costs over the classes actually needed: a tensor read twice is paid once, a duplicated conv

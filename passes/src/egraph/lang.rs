@@ -1,5 +1,5 @@
 //! The e-graph's language: tensors built from the canonical graph's operators, with conv and
-//! dense layers carrying an exact affine prologue and epilogue (design.md §3).
+//! dense layers carrying an exact affine prologue and epilogue (docs/design.md §3).
 
 use bnc_ir::{Op, Shape};
 use egg::{Analysis, DidMerge, EGraph, Id, Language};

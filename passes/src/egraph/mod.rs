@@ -1,4 +1,4 @@
-//! `fold-egraph`: BN folding by equality saturation (design.md §3).
+//! `fold-egraph`: BN folding by equality saturation (docs/design.md §3).
 //!
 //! 1. The canonical graph becomes an egg e-graph ([`lang`]): convs and dense layers carry an
 //!    exact prologue and epilogue map, affines are maps over atoms ([`exact`]).
@@ -65,7 +65,7 @@ pub struct SaturationStats {
     pub cost_before: f64,
     pub cost_after: f64,
     pub local_search_switches: usize,
-    /// The search over closure plans (design.md: "the real decisions").
+    /// The search over closure plans (docs/design.md §3, "Extraction").
     pub plans: extract::PlanSearch,
 }
 

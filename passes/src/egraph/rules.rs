@@ -1,4 +1,4 @@
-//! The local rewrites, saturated freely (design.md §3, "Rules that are safe to saturate"),
+//! The local rewrites, saturated freely (docs/design.md §3, "Free rules"),
 //! each guarded by its exactness condition checked on the actual numbers.
 //!
 //! A rule reads a snapshot of the e-graph and proposes equalities `class = expr`; the
