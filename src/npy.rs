@@ -89,7 +89,9 @@ fn check_header(path: &Path, file: &mut File) -> Result<(), NpyError> {
         .find("'shape'")
         .and_then(|at| {
             let rest = &text[at..];
-            Some(&rest[rest.find('(')? + 1..rest.find(')')?])
+            let open = rest.find('(')? + 1;
+            let close = open + rest[open..].find(')')?;
+            Some(&rest[open..close])
         })
         .ok_or_else(|| header_error("no shape".into()))?;
     let width: u64 = if text.contains("f8") { 8 } else { 4 };

@@ -697,6 +697,13 @@ fn hostile_or_wrong_npy_inputs_are_clear_errors() {
         &[0; 16],
     );
     assert!(run_with(&huge).contains("needs more data"));
+    // Found by the npy_input fuzz target: a `)` before the shape's `(` panicked the check.
+    let backwards = npy(
+        "backwards.npy",
+        "{'descr': '<f4', 'fortran_order': False, 'shape':  )  ('shape', (1, ), }",
+        &[0; 16],
+    );
+    run_with(&backwards);
     // A well-formed file of the wrong shape names the file.
     let small = npy(
         "small.npy",
