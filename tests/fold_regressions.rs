@@ -332,3 +332,37 @@ fn the_headline_counts_batchnorms_and_maps_separately() {
         affines(&f)
     );
 }
+
+/// Found by the `onnx_bytes` fuzz target: a BN whose folded weights leave f32's range
+/// (scale 3e42 here) made `fold-adjacent` panic ("folding an output map is always exact").
+/// Every mode keeps such a BN and says why.
+#[test]
+fn a_fold_whose_weights_overflow_f32_keeps_the_batchnorm_in_every_mode() {
+    let mut g = load(
+        "model m {
+  weights random(seed = 3)
+  input x: f32[1, 2, 4, 4]
+  c = conv2d(x, out = 2, kernel = 1)
+  b = batchnorm(c)
+  output b
+}",
+    );
+    set_param(&mut g, "b.weight", 0, 3e38);
+    set_param(&mut g, "b.running_var", 0, 1e-8);
+    for mode in MODES {
+        let (f, ctx) = run_passes(&g, &pipeline(mode));
+        assert_eq!(
+            f.count_ops(|op| matches!(op, Op::Affine)),
+            1,
+            "{mode}: {}",
+            bnc::ir::printer::print(&f)
+        );
+        if mode != "none" {
+            let fate = ctx.report.fate("b").cloned();
+            assert!(
+                matches!(&fate, Some(Fate::Kept { reason, .. }) if reason.contains("f32")),
+                "{mode}: {fate:?}"
+            );
+        }
+    }
+}
