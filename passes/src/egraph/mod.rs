@@ -325,6 +325,7 @@ impl FoldGraph {
     /// because they would not be exact in f32 (their cost is infinite).
     pub fn freeze(&self, graph: &Graph) -> (extract::Frozen, Vec<numerics::Declined>) {
         let spreads = numerics::ClassSpreads::new(self, graph);
+        let originals = self.originals();
         let mut declined = Vec::new();
         let mut ids = Vec::new();
         let mut nodes = Vec::new();
@@ -339,17 +340,19 @@ impl FoldGraph {
             costs.push(
                 class_nodes
                     .iter()
-                    .map(|n| match self.ill_conditioned(graph, n, &spreads) {
-                        // Never extracted: the fold would not be exact in f32.
-                        Some(why) => {
-                            declined.push(numerics::Declined {
-                                node: n.clone(),
-                                why,
-                            });
-                            f64::INFINITY
-                        }
-                        None => self.node_cost(graph, n, &class.data),
-                    })
+                    .map(
+                        |n| match self.ill_conditioned(graph, n, &spreads, &originals) {
+                            // Never extracted: the fold would not be exact in f32.
+                            Some(why) => {
+                                declined.push(numerics::Declined {
+                                    node: n.clone(),
+                                    why,
+                                });
+                                f64::INFINITY
+                            }
+                            None => self.node_cost(graph, n, &class.data),
+                        },
+                    )
                     .collect(),
             );
             nodes.push(class_nodes);

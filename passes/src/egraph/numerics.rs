@@ -3,7 +3,7 @@
 //! an algebraically exact fold is ill-conditioned it picks a well-conditioned equivalent (fold
 //! the other BN and rebuild this one) or keeps the BN.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bnc_ir::{Graph, Op, Shape};
 use egg::{Id, Language};
@@ -101,6 +101,15 @@ impl ClassSpreads {
 }
 
 impl FoldGraph {
+    /// The e-nodes of the graph as given, with canonical children (built once per freeze).
+    pub fn originals(&self) -> HashSet<FoldNode> {
+        self.original
+            .iter()
+            .flatten()
+            .map(|n| egg::Language::map_children(n.clone(), |c| self.egraph.find(c)))
+            .collect()
+    }
+
     /// The spread of `node`'s output, given its inputs'.
     fn spread_of(
         &self,
@@ -136,21 +145,18 @@ impl FoldGraph {
     /// Why `node` would not be exact in f32, if it would not: a layer whose prologue
     /// amplifies rounding beyond the budget or whose fill or weights overflow, a map that
     /// undoes another with the same trouble, a fill that overflows.
+    ///
+    /// `node` has canonical children, like the nodes of `originals` ([`Self::originals`]):
+    /// the model as given is the reference, its own nodes are never declined.
     pub fn ill_conditioned(
         &self,
         graph: &Graph,
         node: &FoldNode,
         spreads: &ClassSpreads,
+        originals: &HashSet<FoldNode>,
     ) -> Option<IllConditioned> {
         let overflow = Some(IllConditioned::overflow());
-        // The model as given is the reference: its own nodes are never declined.
-        let same = |a: &FoldNode, b: &FoldNode| {
-            let find = |n: &FoldNode| -> Vec<Id> {
-                n.children().iter().map(|&c| self.egraph.find(c)).collect()
-            };
-            a.matches(b) && find(a) == find(b)
-        };
-        if self.original.iter().flatten().any(|n| same(n, node)) {
+        if originals.contains(node) {
             return None;
         }
         match node {
