@@ -344,7 +344,10 @@ impl Model {
             .into_iter()
             .map(|shape| {
                 let bytes = shape.iter().product::<usize>().saturating_mul(4);
-                Tensor::try_zeros(shape).ok_or(Error::Codegen(CodegenError::OutOfMemory { bytes }))
+                Tensor::try_zeros(shape).ok_or(Error::Codegen(CodegenError::OutOfMemory {
+                    bytes,
+                    what: "outputs",
+                }))
             })
             .collect::<Result<_, _>>()?;
         let ins: Vec<&[f32]> = inputs.iter().map(|t| t.data.as_slice()).collect();

@@ -51,11 +51,8 @@ impl HugeBuf {
         {
             return Some(b);
         }
-        let mut data = Vec::new();
-        data.try_reserve_exact(len).ok()?;
-        data.resize(len, 0.0);
         Some(HugeBuf {
-            backing: Backing::Heap(data),
+            backing: Backing::Heap(bnc_ir::limits::try_zeros(len)?),
             len,
         })
     }

@@ -89,9 +89,10 @@ pub enum CodegenError {
         expected: usize,
         got: usize,
     },
-    /// The machine could not give the memory a run needs.
+    /// The machine could not give the memory a run needs (`what`: "workspace", "outputs").
     OutOfMemory {
         bytes: usize,
+        what: &'static str,
     },
 }
 
@@ -120,8 +121,11 @@ impl fmt::Display for CodegenError {
             CodegenError::Workspace { expected, got } => {
                 write!(f, "workspace must hold {expected} floats, has {got}")
             }
-            CodegenError::OutOfMemory { bytes } => {
-                write!(f, "out of memory: a run needs {bytes} bytes of workspace")
+            CodegenError::OutOfMemory { bytes, what } => {
+                write!(
+                    f,
+                    "out of memory: cannot allocate {bytes} bytes for the {what}"
+                )
             }
         }
     }
@@ -284,6 +288,7 @@ impl Workspace {
     pub fn try_with_len(floats: usize) -> Result<Workspace, CodegenError> {
         let data = hugemem::HugeBuf::try_zeroed(floats).ok_or(CodegenError::OutOfMemory {
             bytes: floats.saturating_mul(4),
+            what: "workspace",
         })?;
         Ok(Workspace { data })
     }

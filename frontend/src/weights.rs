@@ -73,13 +73,7 @@ pub fn try_random_tensor(
 ) -> Result<Tensor, String> {
     let n: usize = shape.iter().product();
     let mut rng = SplitMix64(seed ^ fnv1a64(name));
-    let mut data = Vec::new();
-    data.try_reserve_exact(n).map_err(|_| {
-        format!(
-            "out of memory: cannot allocate {} bytes for the random weights `{name}`",
-            n.saturating_mul(4)
-        )
-    })?;
+    let mut data = reserve(n, "random weights", name)?;
     let uniform = |lo: f64, hi: f64, rng: &mut SplitMix64| lo + (hi - lo) * rng.unit();
     match kind {
         ParamKind::Weight { fan_in } => {
@@ -111,18 +105,24 @@ pub fn random_normal(seed: u64, name: &str, shape: &[usize]) -> Tensor {
 pub fn try_random_normal(seed: u64, name: &str, shape: &[usize]) -> Result<Tensor, String> {
     let n: usize = shape.iter().product();
     let mut rng = SplitMix64(seed ^ fnv1a64(name));
-    let mut data = Vec::new();
-    data.try_reserve_exact(n).map_err(|_| {
-        format!(
-            "out of memory: cannot allocate {} bytes for the random input `{name}`",
-            n.saturating_mul(4)
-        )
-    })?;
+    let mut data = reserve(n, "random input", name)?;
     data.extend((0..n).map(|_| rng.normal() as f32));
     Ok(Tensor {
         shape: shape.to_vec(),
         data,
     })
+}
+
+/// An empty vector with room for `n` floats, or the out-of-memory error for `what` `name`.
+fn reserve(n: usize, what: &str, name: &str) -> Result<Vec<f32>, String> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(n).map_err(|_| {
+        format!(
+            "out of memory: cannot allocate {} bytes for the {what} `{name}`",
+            n.saturating_mul(4)
+        )
+    })?;
+    Ok(data)
 }
 
 /// Fills `lowered.graph.params` from the model's weights source. `base_dir` is the model

@@ -5,7 +5,7 @@
 #![no_main]
 
 use arbitrary::Unstructured;
-use bnc::{CompileOptions, FoldMode, Model};
+use bnc::FoldMode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -29,17 +29,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut none_error = 0.0f32;
-    for fold in [
-        FoldMode::None,
-        FoldMode::Adjacent,
-        FoldMode::Paper,
-        FoldMode::Egraph,
-    ] {
-        let options = CompileOptions {
-            fold,
-            ..CompileOptions::default()
-        };
-        let model = Model::from_graph(&graph, &options)
+    for fold in bnc_fuzz::FOLD_MODES {
+        let model = bnc_fuzz::compile(&graph, fold)
             .unwrap_or_else(|e| panic!("{fold:?} fails on\n{}\n{e}", generated.text));
         let outputs = model
             .run_tensors(&inputs)

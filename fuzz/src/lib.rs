@@ -14,8 +14,8 @@ use bnc::{CompileOptions, FoldMode, Model};
 /// valid but huge model is an error here, not an out-of-memory report.
 const MODEL_BYTES: &str = "16777216";
 
-/// Models are run (compiled and interpreted) only up to this many tensor elements in all.
-const RUN_ELEMENTS: usize = 1 << 16;
+/// Models are run (compiled and interpreted) only up to this many bytes of tensors in all.
+const RUN_BYTES: u64 = 1 << 18;
 
 /// Once per process: the model size limit.
 pub fn init() {
@@ -36,23 +36,9 @@ pub fn scratch_dir() -> PathBuf {
 /// Every fold mode's pipeline and compilation must succeed or give an error, never panic;
 /// small models are also run, and must give outputs of the declared shapes.
 pub fn fold_compile_run(graph: &Graph) {
-    let small = graph
-        .values
-        .iter()
-        .map(|v| v.shape.iter().product::<usize>())
-        .sum::<usize>()
-        <= RUN_ELEMENTS;
-    for fold in [
-        FoldMode::None,
-        FoldMode::Adjacent,
-        FoldMode::Paper,
-        FoldMode::Egraph,
-    ] {
-        let options = CompileOptions {
-            fold,
-            ..CompileOptions::default()
-        };
-        let Ok(model) = Model::from_graph(graph, &options) else {
+    let small = bnc::ir::limits::value_bytes(graph) <= RUN_BYTES;
+    for fold in FOLD_MODES {
+        let Ok(model) = compile(graph, fold) else {
             continue;
         };
         if small {
@@ -66,22 +52,31 @@ pub fn fold_compile_run(graph: &Graph) {
     }
 }
 
-/// Deterministic inputs in [-1, 1) for every graph input.
-pub fn inputs(graph: &Graph, seed: u64) -> Vec<Tensor> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+/// Every fold mode, `none` first (the yardstick of the others).
+pub const FOLD_MODES: [FoldMode; 4] = [
+    FoldMode::None,
+    FoldMode::Adjacent,
+    FoldMode::Paper,
+    FoldMode::Egraph,
+];
+
+/// `graph` folded in mode `fold` and compiled (one thread).
+pub fn compile(graph: &Graph, fold: FoldMode) -> Result<Model, bnc::Error> {
+    let options = CompileOptions {
+        fold,
+        ..CompileOptions::default()
     };
+    Model::from_graph(graph, &options)
+}
+
+/// Seeded standard-normal inputs for every graph input, as `bnc run` makes them.
+pub fn inputs(graph: &Graph, seed: u64) -> Vec<Tensor> {
     graph
         .inputs
         .iter()
         .map(|&i| {
-            let shape = graph.shape(i).clone();
-            let n = shape.iter().product();
-            Tensor::new(shape, (0..n).map(|_| next()).collect())
+            let v = graph.value(i);
+            bnc::frontend::random_normal(seed, &v.name, &v.shape)
         })
         .collect()
 }

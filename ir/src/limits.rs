@@ -41,6 +41,23 @@ pub struct Limits {
     pub value_bytes: u64,
 }
 
+/// `n` zeros, or `None` if the memory is not there: for buffers whose size a model file
+/// decides, so that a machine short of memory gives an error instead of an abort.
+pub fn try_zeros(n: usize) -> Option<Vec<f32>> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(n).ok()?;
+    data.resize(n, 0.0);
+    Some(data)
+}
+
+/// The bytes of all of `graph`'s values, saturating (what [`Limits::check`] bounds).
+pub fn value_bytes(graph: &Graph) -> u64 {
+    graph.values.iter().fold(0u64, |total, v| {
+        let n = numel(&v.shape).map_or(u64::MAX, |n| n as u64);
+        total.saturating_add(n.saturating_mul(4))
+    })
+}
+
 impl Default for Limits {
     /// 4 GiB of parameters (ten times the largest CNN bnc targets) and 16 GiB of values;
     /// `BNC_MAX_MODEL_BYTES` in the environment sets both.
@@ -73,11 +90,10 @@ impl Limits {
                 params, self.param_bytes
             ));
         }
-        let mut values: u64 = 0;
         for v in &graph.values {
-            let n = numel(&v.shape).ok_or_else(|| too_large(&v.shape))?;
-            values = values.saturating_add(4 * n as u64);
+            numel(&v.shape).ok_or_else(|| too_large(&v.shape))?;
         }
+        let values = value_bytes(graph);
         if values > self.value_bytes {
             return Err(format!(
                 "model too large: its tensors need {} bytes, more than the limit of {} (set BNC_MAX_MODEL_BYTES to raise it)",

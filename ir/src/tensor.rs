@@ -21,10 +21,7 @@ impl Tensor {
 
     /// [`Tensor::zeros`], or `None` if the memory is not there.
     pub fn try_zeros(shape: Shape) -> Option<Tensor> {
-        let n = shape.iter().product();
-        let mut data = Vec::new();
-        data.try_reserve_exact(n).ok()?;
-        data.resize(n, 0.0);
+        let data = crate::limits::try_zeros(shape.iter().product())?;
         Some(Tensor { shape, data })
     }
 

@@ -496,12 +496,9 @@ impl Pass for FoldEGraphPass {
 /// interpreter, a fixed input). Skipped on big models (work or memory) to keep debug test
 /// runs short and within memory; the tests check those explicitly.
 fn check_same_function(before: &Graph, after: &Graph) -> Result<(), String> {
-    let elements: usize = before
-        .values
-        .iter()
-        .map(|v| v.shape.iter().product::<usize>())
-        .sum();
-    if crate::report::GraphCost::of(before).flops > 2_000_000_000 || elements > 1 << 26 {
+    if crate::report::GraphCost::of(before).flops > 2_000_000_000
+        || bnc_ir::limits::value_bytes(before) > 1 << 28
+    {
         return Ok(());
     }
     let inputs: Vec<bnc_ir::Tensor> = before
