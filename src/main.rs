@@ -17,6 +17,7 @@ Examples:
   bnc examples/resnet18.nn -o resnet18.o        compile to an object file + resnet18.h
   cc main.c resnet18.o -o app                   ...and link it into a C program
   bnc examples/tiny.nn --emit=asm               show the generated machine code
+  bnc examples/resnet50.nn --emit=plan          show each kernel's path, tiles, buffers
   bnc run examples/tiny.nn                      compile, run on a seeded random input
   bnc run m.nn --input x.npy --output y.npy     run on your own tensors
   bnc run m.nn --threads 4 --timings            split each kernel over 4 threads, time it
@@ -69,7 +70,7 @@ struct CompileArgs {
     model: Option<PathBuf>,
 
     /// What to produce. Without --emit, the extension of -o decides: `.o` obj, `.h` header,
-    /// `.clif` clif, `.s` or `.asm` asm, anything else (and standard output) ir. An explicit
+    /// `.clif` clif, `.s` or `.asm` asm, `.plan` plan, anything else (and standard output) ir. An explicit
     /// --emit wins over the extension.
     #[arg(long, value_enum, value_name = "KIND")]
     emit: Option<Emit>,
@@ -92,6 +93,11 @@ struct CompileArgs {
     /// time), native for clif/asm.
     #[arg(long, value_name = "LEVEL", value_parser = parse_target_cpu)]
     target_cpu: Option<codegen::TargetCpu>,
+
+    /// Plan the kernels for N threads (plan, clif, asm: how each kernel's work splits into
+    /// units). Objects always run on one thread; `bnc run --threads N` sets the JIT's.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = parse_threads)]
+    threads: usize,
 }
 
 fn parse_target_cpu(s: &str) -> Result<codegen::TargetCpu, String> {
@@ -289,6 +295,11 @@ enum Emit {
     /// The machine code of every generated function, as Cranelift prints it after register
     /// allocation.
     Asm,
+    /// The kernel plan, before any code is generated: each kernel's path (gemm, direct,
+    /// tap-masked, channel-vectorised, depthwise, ...), tile and blocking, the nodes it
+    /// computes and fuses, its units of work, and where every value lives (offsets and sizes
+    /// in floats). Plans for --target-cpu (default native) and --threads.
+    Plan,
 }
 
 impl Emit {
@@ -298,6 +309,7 @@ impl Emit {
             Some("o") => Emit::Obj,
             Some("h") => Emit::Header,
             Some("clif") => Emit::Clif,
+            Some("plan") => Emit::Plan,
             Some("s" | "asm") => Emit::Asm,
             _ => Emit::Ir,
         }
@@ -498,6 +510,7 @@ fn compile(ctx: &Context, args: &CompileArgs, pipeline: &PipelineArgs) -> Result
     };
     let options = codegen::Options {
         target_cpu: args.target_cpu.unwrap_or(default_level),
+        threads: args.threads,
         ..codegen::Options::default()
     };
     let codegen_failed = |e: codegen::CodegenError| ctx.fail(format!("{}: {e}", model.display()));
@@ -545,6 +558,12 @@ fn compile(ctx: &Context, args: &CompileArgs, pipeline: &PipelineArgs) -> Result
         Emit::Clif => {
             let text = ctx
                 .phase("codegen (clif)", || codegen::clif_text(&graph, &options))
+                .map_err(codegen_failed)?;
+            write_or_print(ctx, args.output.as_deref(), text.as_bytes())
+        }
+        Emit::Plan => {
+            let text = ctx
+                .phase("codegen (plan)", || codegen::plan_text(&graph, &options))
                 .map_err(codegen_failed)?;
             write_or_print(ctx, args.output.as_deref(), text.as_bytes())
         }

@@ -338,6 +338,38 @@ fn emit_header_declares_forward_and_workspace_size() {
 }
 
 #[test]
+fn emit_plan_shows_each_kernels_path_for_the_level_and_threads_asked() {
+    // The folded model: tiny's two BNs are gone, so each conv kernel computes conv + relu.
+    let args = ["examples/tiny.nn", "--emit=plan", "--target-cpu=x86-64-v4"];
+    let out = bnc(&[&args[..], &["--threads", "2"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    for needle in [
+        "plan target x86-64-v4 gemm avx512 12x32 threads 2",
+        "k0_c1 <- %c1, %r1",
+        "direct tap-masked",
+        "maxpool in-place",
+        "%f view of %g at 0",
+    ] {
+        assert!(plan.contains(needle), "no `{needle}` in\n{plan}");
+    }
+    let v2 = text(&bnc(&["examples/tiny.nn", "--emit=plan", "--target-cpu=x86-64-v2"]).stdout);
+    assert!(
+        v2.contains("gemm f32x4 conv 3x3 3->16") && !v2.contains("direct"),
+        "{v2}"
+    );
+    // -o x.plan implies the format.
+    let path = scratch("t.plan");
+    let out = bnc(&["examples/tiny.nn", "-o", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("kernels\n")
+    );
+}
+
+#[test]
 fn emit_clif_and_asm_show_the_generated_functions() {
     let clif = bnc(&["examples/tiny.nn", "--emit=clif"]);
     assert!(clif.status.success(), "{}", text(&clif.stderr));

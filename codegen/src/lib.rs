@@ -39,6 +39,7 @@ mod emit;
 mod hugemem;
 mod object;
 mod plan;
+mod plan_text;
 mod pool;
 
 use std::collections::HashMap;
@@ -645,6 +646,58 @@ pub fn asm_text(graph: &Graph, options: &Options) -> Result<String, CodegenError
     Ok(std::mem::take(
         &mut compile_inner(graph, options, true)?.texts.asm,
     ))
+}
+
+/// The kernel plan for `graph` as readable text (for `--emit=plan`): each kernel's path,
+/// tiling, fused nodes and thread split, and where every value lives.
+///
+/// Planning runs nothing, so any target level can be planned on any machine. The cache
+/// sizes are `options.cache_sizes`, else this machine's for `native` and
+/// [`CacheSizes::DEFAULT`] for a named level (as for objects). `multi` prints the three
+/// plans an object holds, one after another.
+pub fn plan_text(graph: &Graph, options: &Options) -> Result<String, CodegenError> {
+    let levels: &[TargetCpu] = match options.target_cpu {
+        TargetCpu::Multi => &[
+            TargetCpu::X86_64V2,
+            TargetCpu::X86_64V3,
+            TargetCpu::X86_64V4,
+        ],
+        ref level => std::slice::from_ref(level),
+    };
+    let caches = options
+        .cache_sizes
+        .unwrap_or(if options.target_cpu == TargetCpu::Native {
+            CacheSizes::host()
+        } else {
+            CacheSizes::DEFAULT
+        });
+    let mut text = String::new();
+    for (i, &level) in levels.iter().enumerate() {
+        let (_, wide) = target_isa(level, false, options.allow_fma)?;
+        let wide = wide.filter(|_| options.wide_gemm);
+        let plan = plan::plan(
+            graph,
+            options.threads.max(1),
+            wide,
+            options.fuse_affine,
+            options.direct_conv,
+            &caches,
+        )?;
+        let gemm = match wide {
+            Some(isa) => (isa.name(), isa.mr(), isa.nr()),
+            None => ("f32x4", plan::MR, plan::NR),
+        };
+        if i > 0 {
+            text.push('\n');
+        }
+        let target = plan_text::PlanTarget {
+            level: level.name(),
+            gemm,
+            caches,
+        };
+        text.push_str(&plan_text::plan_text(&plan, &target));
+    }
+    Ok(text)
 }
 
 /// Raw pointer wrapper so kernel arguments can cross into the thread pool.

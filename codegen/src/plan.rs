@@ -197,9 +197,31 @@ pub(crate) enum KernelKind {
     },
 }
 
+impl KernelKind {
+    /// The tensor the kernel reads (its first input).
+    pub fn input(&self) -> View {
+        match self {
+            KernelKind::Gemm { x, .. }
+            | KernelKind::DirectConv { x, .. }
+            | KernelKind::PadPlanes { x, .. }
+            | KernelKind::Depthwise { x, .. }
+            | KernelKind::Dense { x, .. }
+            | KernelKind::MaxPool { x, .. }
+            | KernelKind::AvgPool { x, .. }
+            | KernelKind::GlobalAvgPool { x }
+            | KernelKind::Elementwise { x }
+            | KernelKind::Softmax { x }
+            | KernelKind::Pad { x, .. } => *x,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Kernel {
     pub name: String,
+    /// The graph nodes this kernel computes, by output value name (anchor first, then the
+    /// fused epilogue); for a copy, the value copied.
+    pub sources: Vec<String>,
     pub kind: KernelKind,
     pub out: View,
     pub epi: Vec<Epi>,
@@ -219,6 +241,28 @@ pub(crate) struct Plan {
     pub inputs: Vec<(String, Shape)>,
     pub outputs: Vec<(String, Shape)>,
     pub flops: u64,
+    /// Where each value lives (for `--emit=plan`), in value order.
+    pub layout: Vec<Placement>,
+}
+
+/// Where the planner put one value.
+#[derive(Clone, Debug)]
+pub(crate) enum Placement {
+    /// Its own workspace buffer, `floats` long, in use from kernel `live.0` to `live.1`.
+    Buffer {
+        value: String,
+        offset: usize,
+        floats: usize,
+        live: (usize, usize),
+    },
+    /// Written in place inside another value (a concat slice, a flatten, an output).
+    View {
+        value: String,
+        of: String,
+        offset: usize,
+    },
+    /// Lives in the caller's storage `storage` (an input or an output buffer).
+    Caller { value: String, storage: usize },
 }
 
 impl Plan {
@@ -270,6 +314,8 @@ enum EpiDesc {
 
 struct Group {
     anchor: usize,
+    /// The anchor and the nodes fused after it.
+    nodes: Vec<usize>,
     /// For an elementwise anchor: the value loaded.
     load: Option<ValueId>,
     epi: Vec<EpiDesc>,
@@ -415,6 +461,7 @@ pub(crate) fn plan(
             };
             epi.push(desc);
         }
+        let mut nodes = vec![i];
         // Extend the chain while the current value has exactly one reader, an elementwise
         // node producing the same shape.
         let mut cur = node.output;
@@ -447,12 +494,14 @@ pub(crate) fn plan(
                 _ => break,
             };
             epi.push(desc);
+            nodes.push(j);
             taken[j] = true;
             cur = nj.output;
             last = j;
         }
         groups.push(Group {
             anchor: i,
+            nodes,
             load,
             epi,
             out: cur,
@@ -702,7 +751,18 @@ pub(crate) fn plan(
         offset: align(buffers),
         floats: 0,
     };
+    let value_name = |v: ValueId| -> String {
+        if v.0 < nv {
+            graph.value(v).name.clone()
+        } else {
+            let j = out_values.iter().position(|&o| o == v).unwrap_or(0);
+            format!("{} (copy)", graph.value(graph.outputs[j]).name)
+        }
+    };
+    // Kernels `step_kernels[i].0 ..= step_kernels[i].1` run step `i`.
+    let mut step_kernels = Vec::with_capacity(steps.len());
     for step in &steps {
+        let first = kernels.len();
         match step {
             Step::Copy { src, dst, dst_off } => {
                 let x = view(*src);
@@ -711,6 +771,7 @@ pub(crate) fn plan(
                 out.c = x.c;
                 kernels.push(Kernel {
                     name: format!("copy_{}", kernels.len()),
+                    sources: vec![value_name(*src)],
                     kind: KernelKind::Elementwise { x },
                     units: x.n * x.c,
                     out,
@@ -754,8 +815,38 @@ pub(crate) fn plan(
                     caches,
                     &mut shared,
                 )?;
-                kernels.extend(ks);
+                let sources: Vec<String> = g
+                    .nodes
+                    .iter()
+                    .map(|&n| value_name(graph.nodes[n].output))
+                    .collect();
+                kernels.extend(ks.into_iter().map(|k| Kernel {
+                    sources: sources.clone(),
+                    ..k
+                }));
             }
+        }
+        step_kernels.push((first, kernels.len().saturating_sub(1).max(first)));
+    }
+    let mut layout = Vec::new();
+    for v in 0..total_values {
+        let value = value_name(ValueId(v));
+        if let Some((of, offset)) = alias[v] {
+            layout.push(Placement::View {
+                value,
+                of: value_name(of),
+                offset,
+            });
+        } else if let Some(iv) = interval[v] {
+            layout.push(match root_storage[v] {
+                Some(0) | None => Placement::Buffer {
+                    value,
+                    offset: ws_offset[v],
+                    floats: align(numel(&shape_of(ValueId(v)))),
+                    live: (step_kernels[iv.0].0, step_kernels[iv.1].1),
+                },
+                Some(storage) => Placement::Caller { value, storage },
+            });
         }
     }
     if shared.floats > 0 {
@@ -787,6 +878,7 @@ pub(crate) fn plan(
             .map(|&v| (graph.value(v).name.clone(), shape(v).clone()))
             .collect(),
         flops,
+        layout,
     })
 }
 
@@ -948,6 +1040,7 @@ fn lower_anchor(
         let x = view(l);
         return Ok(vec![Kernel {
             name,
+            sources: Vec::new(),
             kind: KernelKind::Elementwise { x },
             units: x.n * x.c,
             out,
@@ -960,6 +1053,7 @@ fn lower_anchor(
     let os = graph.shape(node.output);
     let kernel = |kind, units, scratch, epi| Kernel {
         name: name.clone(),
+        sources: Vec::new(),
         kind,
         out,
         epi,
@@ -1212,6 +1306,7 @@ fn lower_direct(
             shared.floats = shared.floats.max(x.n * bstride + nr + ALIGN);
             kernels.push(Kernel {
                 name: format!("{name}_pad"),
+                sources: Vec::new(),
                 kind: KernelKind::PadPlanes {
                     x,
                     hw: [geom.h, geom.w],
@@ -1251,6 +1346,7 @@ fn lower_direct(
         let ctiles = geom.cout_g().div_ceil(CV_CHANNELS);
         kernels.push(Kernel {
             name,
+            sources: Vec::new(),
             kind: KernelKind::DirectConv {
                 x: src,
                 g: geom.clone(),
@@ -1334,6 +1430,7 @@ fn lower_direct(
     });
     kernels.push(Kernel {
         name,
+        sources: Vec::new(),
         kind: KernelKind::DirectConv {
             x: src,
             g: geom.clone(),
