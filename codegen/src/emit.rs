@@ -25,11 +25,12 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 
 use bnc_ir::Activation;
 
-use crate::asm::{ActOp, EpOp, Isa, PadRows, Remap, RowKernel, Spec, TapMasks};
 use crate::plan::{
     CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR, View, balanced_tiles,
     chanvec_group_floats, depthwise_qw,
 };
+use crate::plan::{Slot, fuse_prefix, pool_q};
+use crate::ukernel::{EpOp, PadRows, PoolRows, Remap, RowKernel, Spec, TapMasks, Vector};
 
 /// The kernel signature (see the module documentation).
 pub(crate) fn kernel_signature(cc: CallConv) -> Signature {
@@ -619,6 +620,7 @@ pub(crate) fn emit_kernel(
             m_major,
             tap_masks,
             chanvec,
+            vector,
         } => emit_direct(
             &mut em,
             &Direct {
@@ -634,6 +636,7 @@ pub(crate) fn emit_kernel(
                 m_major: *m_major,
                 tap_masks: *tap_masks,
                 chanvec: *chanvec,
+                vector: *vector,
                 out: &out,
                 epi,
             },
@@ -649,6 +652,7 @@ pub(crate) fn emit_kernel(
             phases,
             hqwq,
             fill,
+            vector,
         } => {
             let pad = PadRows {
                 h: hw[0],
@@ -658,7 +662,7 @@ pub(crate) fn emit_kernel(
                 phases: phases.clone(),
                 hqwq: *hqwq,
             };
-            emit_pad_planes(&mut em, x, pad, *fill, &out, lo, hi, wide)
+            emit_pad_planes(&mut em, x, pad, *fill, *vector, &out, lo, hi, wide)
         }
         KernelKind::Depthwise { x, g, w } => emit_depthwise(&mut em, x, g, *w, &out, epi, lo, hi),
         KernelKind::Dense { x, k: kd, m, w } => {
@@ -669,8 +673,8 @@ pub(crate) fn emit_kernel(
             p,
             hw,
             ohw,
-            in_place: true,
-        } => emit_max_pool_in_place(&mut em, x, p, *hw, *ohw, &out, lo, hi, wide),
+            in_place: Some(vector),
+        } => emit_max_pool_in_place(&mut em, x, p, *hw, *ohw, *vector, &out, lo, hi, wide),
         KernelKind::MaxPool { x, p, hw, ohw, .. } => {
             emit_pool(&mut em, x, p, *hw, *ohw, None, &out, epi, lo, hi)
         }
@@ -742,7 +746,7 @@ fn emit_gemm(
     wpack: usize,
     nb: usize,
     mchunks: usize,
-    wide: Option<Isa>,
+    wide: Option<Vector>,
     kc: usize,
     out: &View,
     epi: &[Epi],
@@ -1048,7 +1052,7 @@ fn emit_gemm(
 
 /// One GEMM unit's state for the wide path (see [`wide_multiply`]).
 struct WideTile<'a> {
-    isa: Isa,
+    isa: Vector,
     k: usize,
     kc: usize,
     cout_g: usize,
@@ -1062,71 +1066,6 @@ struct WideTile<'a> {
     p0: Value,
     npix: Value,
     panels: Value,
-}
-
-/// Where an epilogue pointer slot of an assembled kernel points.
-#[derive(Clone, Copy)]
-pub(crate) enum Slot {
-    /// A per-channel vector in the blob (row r of the tile reads element `co + r`).
-    Chan(usize),
-    /// The residual tensor, at the tile's origin.
-    Res(View),
-}
-
-/// The longest prefix of `epi` the assembled kernels apply themselves: affine steps, one
-/// residual add, relu/relu6/clip. Returns the ops, their pointer slots, and the prefix
-/// length; the rest is applied by Cranelift code on the stored tile.
-pub(crate) fn fuse_prefix(epi: &[Epi], p_total: usize, isa: Isa) -> (Vec<EpOp>, Vec<Slot>, usize) {
-    let mut ops = Vec::new();
-    let mut slots: Vec<Slot> = Vec::new();
-    let mut used = 0;
-    let mut res = false;
-    let slot = |slots: &mut Vec<Slot>, s: Slot| -> u8 {
-        slots.push(s);
-        (slots.len() - 1) as u8
-    };
-    for e in epi {
-        match e {
-            Epi::Affine { scale, shift } => match (scale, shift) {
-                (Some(a), Some(b)) => {
-                    let sa = slot(&mut slots, Slot::Chan(*a));
-                    let sb = slot(&mut slots, Slot::Chan(*b));
-                    ops.push(EpOp::ScaleShift(sa, sb));
-                }
-                (Some(a), None) => ops.push(EpOp::Scale(slot(&mut slots, Slot::Chan(*a)))),
-                (None, Some(b)) => ops.push(EpOp::Shift(slot(&mut slots, Slot::Chan(*b)))),
-                (None, None) => {}
-            },
-            Epi::Add(v) if !res && v.s == p_total => {
-                res = true;
-                ops.push(EpOp::AddRows(slot(&mut slots, Slot::Res(*v))));
-            }
-            Epi::Act(Activation::Relu) => ops.push(EpOp::Max(0)),
-            Epi::Act(Activation::Relu6) => {
-                ops.push(EpOp::Max(0));
-                ops.push(EpOp::Min(6.0f32.to_bits()));
-            }
-            Epi::Act(Activation::Clip { min, max }) => {
-                if *min > f64::NEG_INFINITY {
-                    ops.push(EpOp::Max((*min as f32).to_bits()));
-                }
-                if *max < f64::INFINITY {
-                    ops.push(EpOp::Min((*max as f32).to_bits()));
-                }
-            }
-            Epi::Act(a) if isa == Isa::Avx512 => match a {
-                Activation::Sigmoid => ops.push(EpOp::Act(ActOp::Sigmoid)),
-                Activation::Silu => ops.push(EpOp::Act(ActOp::Silu)),
-                Activation::Tanh => ops.push(EpOp::Act(ActOp::Tanh)),
-                Activation::HardSigmoid => ops.push(EpOp::Act(ActOp::HardSigmoid)),
-                Activation::HardSwish => ops.push(EpOp::Act(ActOp::HardSwish)),
-                _ => break,
-            },
-            _ => break,
-        }
-        used += 1;
-    }
-    (ops, slots, used)
 }
 
 /// Column count of a tile for [`post_epi`].
@@ -1309,7 +1248,7 @@ fn mtile_start(em: &mut Em, mt: Value, m: usize, mr: usize) -> Value {
 #[allow(clippy::too_many_arguments)]
 fn full_tiles_then_masked(
     em: &mut Em,
-    isa: Isa,
+    isa: Vector,
     nfull: Value,
     rem: Value,
     ss: cranelift_codegen::ir::StackSlot,
@@ -1330,7 +1269,7 @@ fn full_tiles_then_masked(
 #[allow(clippy::too_many_arguments)]
 fn masked_tail(
     em: &mut Em,
-    isa: Isa,
+    isa: Vector,
     nfull: Value,
     rem: Value,
     ss: cranelift_codegen::ir::StackSlot,
@@ -1449,6 +1388,7 @@ struct Direct<'a> {
     m_major: bool,
     tap_masks: Option<crate::plan::TapMaskPlan>,
     chanvec: Option<usize>,
+    vector: Vector,
     out: &'a View,
     epi: &'a [Epi],
 }
@@ -1468,7 +1408,7 @@ fn emit_direct(
     if let Some(cv) = d.chanvec {
         return emit_direct_chanvec(em, d, cv, lo, hi, get);
     }
-    let isa = Isa::Avx512;
+    let isa = d.vector;
     let (mr, nr) = (isa.mr(), isa.nr());
     let g = d.g;
     let p_total = g.pixels();
@@ -1479,7 +1419,7 @@ fn emit_direct(
     let mtiles = balanced_tiles(cout_g, mr).0;
     let mper = mtiles.div_ceil(d.mchunks);
     let remap = row_map(g, d.pitch);
-    let (ops, slots, fused) = fuse_prefix(d.epi, p_total, Isa::Avx512);
+    let (ops, slots, fused) = fuse_prefix(d.epi, p_total, d.vector);
     let rest = &d.epi[fused..];
     assert!(
         remap.is_none() || rest.is_empty(),
@@ -1571,7 +1511,7 @@ fn emit_direct_chanvec(
     let ntaps = d.taps.len();
     let k = cin_g * ntaps;
     let ct_n = cout_g.div_ceil(CV_CHANNELS);
-    let (ops, slots, fused) = fuse_prefix(d.epi, p_total, Isa::Avx512);
+    let (ops, slots, fused) = fuse_prefix(d.epi, p_total, d.vector);
     let rest = &d.epi[fused..];
     let steps = d.kc / ntaps;
     em.lp(lo, hi, 1, |em, u| {
@@ -1646,7 +1586,7 @@ fn emit_direct_chanvec(
                             xoffs: (p0..p1).map(|p| grid(p) - grid(p0)).collect(),
                             partial: !last,
                             ops: if last { ops.clone() } else { Vec::new() },
-                            ..Spec::new(Isa::Avx512)
+                            ..Spec::new(d.vector)
                         };
                         let f = get(&spec, em.b.func);
                         // Tile ti's partial sums live in this thread's scratch.
@@ -1723,7 +1663,7 @@ fn direct_tile(
 ) {
     let d = cx.d;
     let g = d.g;
-    let isa = Isa::Avx512;
+    let isa = d.vector;
     let (mr, nr) = (isa.mr(), isa.nr());
     let p_total = g.pixels();
     let ntaps = d.taps.len();
@@ -1919,12 +1859,16 @@ fn emit_pad_planes(
     x: &View,
     p: PadRows,
     fill: Option<usize>,
+    vector: Vector,
     out: &View,
     lo: Value,
     hi: Value,
     get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
 ) {
-    let f = get(&Spec::row_kernel(RowKernel::PadPlanes(p)), em.b.func);
+    let f = get(
+        &Spec::row_kernel(vector, RowKernel::PadPlanes(p)),
+        em.b.func,
+    );
     // Zero padding: the fill value from a stack slot.
     let zero = fill.is_none().then(|| {
         let ss =
@@ -2166,13 +2110,6 @@ fn emit_dense(
     });
 }
 
-/// Geometry of a pool's padded copy: rows per phase and row width (`ph`, `qw`).
-pub(crate) fn pool_q(p: &bnc_ir::Pool2d, hw: [usize; 2], ohw: [usize; 2]) -> (usize, usize) {
-    let ph = (hw[0] + p.pad[0] + p.pad[2]).max((ohw[0] - 1) * p.stride[0] + p.kernel[0]);
-    let qw = ohw[1].div_ceil(4) * 4 + (p.kernel[1] - 1) / p.stride[1] + 1;
-    (ph, qw)
-}
-
 /// Max pooling read in place by assembled AVX-512 rows (see `asm/pool.rs`): per channel
 /// plane, one call per run of output rows whose windows have the same rows inside the
 /// image (the top rows, the middle, the bottom rows).
@@ -2183,6 +2120,7 @@ fn emit_max_pool_in_place(
     p: &bnc_ir::Pool2d,
     [h, w]: [usize; 2],
     [oh, ow]: [usize; 2],
+    vector: Vector,
     out: &View,
     lo: Value,
     hi: Value,
@@ -2208,15 +2146,18 @@ fn emit_max_pool_in_place(
         let xb = em.plane(x, n, c);
         let ob = em.plane(out, n, c);
         for (oy0, count, rows) in &runs {
-            let spec = Spec::row_kernel(RowKernel::MaxPool(crate::asm::PoolRows {
-                w,
-                ow,
-                kw: p.kernel[1],
-                sw,
-                pl: p.pad[1],
-                rows: rows.clone(),
-                row_step: sh * w,
-            }));
+            let spec = Spec::row_kernel(
+                vector,
+                RowKernel::MaxPool(PoolRows {
+                    w,
+                    ow,
+                    kw: p.kernel[1],
+                    sw,
+                    pl: p.pad[1],
+                    rows: rows.clone(),
+                    row_step: sh * w,
+                }),
+            );
             let f = get(&spec, em.b.func);
             // Window row 0 of output row oy0 (above the plane when it is padding).
             let row0 = (oy0 * sh) as i64 - p.pad[0] as i64;

@@ -33,14 +33,15 @@
 //!    running the first. Every output element is computed by the same code
 //!    in the same order whatever the split, so any thread count gives bit-identical results.
 
-mod asm;
 mod cache;
 mod emit;
 mod hugemem;
+mod isa;
 mod object;
 mod plan;
-mod plan_text;
 mod pool;
+mod target;
+mod ukernel;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -50,13 +51,16 @@ use bnc_ir::{Graph, Shape};
 pub use cache::CacheSizes;
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::UserFuncName;
-use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
-use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 
+pub use isa::x64::TargetCpu;
+use isa::x64::mxcsr::with_denormals_flushed;
+use isa::x64::{asm, isa_has_fma, target_isa};
 pub use object::emit_object;
+use ukernel::Vector;
 
 /// Why compilation or a run failed.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,91 +140,6 @@ impl std::error::Error for CodegenError {}
 
 fn backend(e: impl fmt::Display) -> CodegenError {
     CodegenError::Backend(e.to_string())
-}
-
-/// The x86-64 instruction-set level generated code may use.
-///
-/// | level        | Cranelift ISA flags                       | conv/GEMM microkernel        |
-/// |--------------|-------------------------------------------|------------------------------|
-/// | `x86-64-v2`  | SSE4.2, POPCNT (no AVX, no FMA)            | Cranelift f32x4 8x4 (fallback)|
-/// | `x86-64-v3`  | + AVX, AVX2, FMA, BMI1/2, LZCNT            | assembled AVX2+FMA 4x24      |
-/// | `x86-64-v4`  | + AVX-512 F/DQ/VL                          | assembled AVX-512F 12x32     |
-/// | `native`     | whatever the compiling host has            | the widest the host supports |
-/// | `multi`      | x86-64-v2 for the Cranelift code           | all three, chosen at run time|
-///
-/// The JIT ([`compile`]) runs on the host, so a level above the host's is an error there;
-/// [`emit_object`] accepts any level. `multi` is for objects only: the object holds the
-/// model three times (fallback, AVX2, AVX-512 microkernels and their packed weights) and
-/// `<p>_forward` picks one with `cpuid`/`xgetbv` on each call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum TargetCpu {
-    X86_64V2,
-    X86_64V3,
-    X86_64V4,
-    #[default]
-    Native,
-    Multi,
-}
-
-impl TargetCpu {
-    pub const ALL: [TargetCpu; 5] = [
-        TargetCpu::X86_64V2,
-        TargetCpu::X86_64V3,
-        TargetCpu::X86_64V4,
-        TargetCpu::Native,
-        TargetCpu::Multi,
-    ];
-    /// The name used on the command line (`x86-64-v3`, `native`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            TargetCpu::X86_64V2 => "x86-64-v2",
-            TargetCpu::X86_64V3 => "x86-64-v3",
-            TargetCpu::X86_64V4 => "x86-64-v4",
-            TargetCpu::Native => "native",
-            TargetCpu::Multi => "multi",
-        }
-    }
-    /// Whether the machine running this code can execute code for this level.
-    pub fn host_supports(self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            let v2 = has!("sse4.2") && has!("popcnt");
-            let v3 = v2 && has!("avx") && has!("avx2") && has!("fma") && has!("bmi2");
-            match self {
-                TargetCpu::X86_64V2 => v2,
-                TargetCpu::X86_64V3 => v3,
-                TargetCpu::X86_64V4 => {
-                    v3 && has!("avx512f") && has!("avx512dq") && has!("avx512vl")
-                }
-                TargetCpu::Native | TargetCpu::Multi => true,
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            self == TargetCpu::Native
-        }
-    }
-}
-
-impl fmt::Display for TargetCpu {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for TargetCpu {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        TargetCpu::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown target cpu `{s}` (expected x86-64-v2, x86-64-v3, x86-64-v4, native or multi)"
-                )
-            })
-    }
 }
 
 /// Compilation options.
@@ -347,64 +266,6 @@ impl Drop for CompiledModel {
     }
 }
 
-/// The ISA for `target` (speed optimisation) and the wide microkernel it allows.
-pub(crate) fn target_isa(
-    target: TargetCpu,
-    pic: bool,
-    allow_fma: bool,
-) -> Result<(OwnedTargetIsa, Option<asm::Isa>), CodegenError> {
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").map_err(backend)?;
-    flags
-        .set("is_pic", if pic { "true" } else { "false" })
-        .map_err(backend)?;
-    let mut isa = match target {
-        TargetCpu::Native => cranelift_native::builder().map_err(backend)?,
-        TargetCpu::Multi => {
-            return Err(CodegenError::Unsupported(
-                "`multi` is for object files (--emit=obj); the JIT compiles for this machine"
-                    .into(),
-            ));
-        }
-        _ => cranelift_native::builder_with_options(false).map_err(backend)?,
-    };
-    let extra: &[&str] = match target {
-        TargetCpu::Native | TargetCpu::Multi => &[],
-        TargetCpu::X86_64V2 => &["x86-64-v2"],
-        // The v3/v4 presets leave `has_avx` (and v4 `has_avx512f`) off; both levels have them.
-        TargetCpu::X86_64V3 => &["x86-64-v3", "has_avx"],
-        TargetCpu::X86_64V4 => &["x86-64-v4", "has_avx", "has_avx512f"],
-    };
-    for e in extra {
-        isa.enable(e).map_err(backend)?;
-    }
-    let isa = isa.finish(settings::Flags::new(flags)).map_err(backend)?;
-    let on = |name: &str| isa_flag(&*isa, name);
-    let sysv = isa.default_call_conv() == CallConv::SystemV;
-    let fma = allow_fma && on("has_avx") && on("has_fma");
-    let wide = if !sysv || !fma || isa.name() != "x64" {
-        None
-    } else if on("has_avx512f") {
-        Some(asm::Isa::Avx512)
-    } else if on("has_avx2") {
-        Some(asm::Isa::Avx2)
-    } else {
-        None
-    };
-    Ok((isa, wide))
-}
-
-fn isa_flag(isa: &dyn cranelift_codegen::isa::TargetIsa, name: &str) -> bool {
-    isa.isa_flags()
-        .iter()
-        .any(|v| v.name == name && v.as_bool().unwrap_or(false))
-}
-
-/// Whether `fma` lowers to a real instruction on this ISA (has_avx and has_fma).
-pub(crate) fn isa_has_fma(isa: &dyn cranelift_codegen::isa::TargetIsa) -> bool {
-    isa_flag(isa, "has_avx") && isa_flag(isa, "has_fma")
-}
-
 /// Declares and defines the microkernel and every kernel of `plan` in `module`.
 pub(crate) fn define_kernels<M: Module>(
     module: &mut M,
@@ -469,7 +330,7 @@ pub(crate) fn define_kernels<M: Module>(
 
     // Assembled microkernels, defined on first use and shared by all kernels.
     let wsig = emit::wide_ukernel_signature(cc);
-    let mut wide_ids: HashMap<asm::Spec, FuncId> = HashMap::new();
+    let mut wide_ids: HashMap<ukernel::Spec, FuncId> = HashMap::new();
     let mut wide_err: Option<CodegenError> = None;
     let mut wide_bytes = 0usize;
 
@@ -488,7 +349,7 @@ pub(crate) fn define_kernels<M: Module>(
             _ => None,
         };
         {
-            let mut get = |spec: &asm::Spec, func: &mut cranelift_codegen::ir::Function| {
+            let mut get = |spec: &ukernel::Spec, func: &mut cranelift_codegen::ir::Function| {
                 let fid = match wide_ids.get(spec) {
                     Some(&f) => Ok(f),
                     None => define_wide(module, prefix, spec, &wsig, wide_ids.len()).map(|f| {
@@ -544,7 +405,7 @@ pub(crate) fn define_kernels<M: Module>(
 fn define_wide<M: Module>(
     module: &mut M,
     prefix: &str,
-    spec: &asm::Spec,
+    spec: &ukernel::Spec,
     sig: &cranelift_codegen::ir::Signature,
     n: usize,
 ) -> Result<(FuncId, usize), CodegenError> {
@@ -576,16 +437,9 @@ fn compile_inner(
         )));
     }
     let (isa, wide) = target_isa(options.target_cpu, false, options.allow_fma)?;
-    let wide = wide.filter(|_| options.wide_gemm);
     let fma = options.allow_fma && isa_has_fma(&*isa);
-    let plan = plan::plan(
-        graph,
-        threads,
-        wide,
-        options.fuse_affine,
-        options.direct_conv,
-        &options.cache_sizes.unwrap_or_else(CacheSizes::host),
-    )?;
+    let caches = options.cache_sizes.unwrap_or_else(CacheSizes::host);
+    let plan = plan_for(graph, options, threads, wide, caches)?;
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
     let mut texts = Texts::default();
     let ids = define_kernels(
@@ -648,6 +502,36 @@ pub fn asm_text(graph: &Graph, options: &Options) -> Result<String, CodegenError
     ))
 }
 
+/// The plan of `graph` for `options` on `threads` threads, with the microkernel family
+/// `wide` (when `options.wide_gemm` allows it) and blocking for `caches`.
+fn plan_for(
+    graph: &Graph,
+    options: &Options,
+    threads: usize,
+    wide: Option<Vector>,
+    caches: CacheSizes,
+) -> Result<plan::Plan, CodegenError> {
+    let caps = isa::x64::caps(wide.filter(|_| options.wide_gemm), caches);
+    let opts = plan::PlanOptions {
+        threads,
+        fuse_affine: options.fuse_affine,
+        direct: options.direct_conv,
+    };
+    plan::plan(graph, &opts, &caps)
+}
+
+/// The caches an object (or a plan) is blocked for: `options.cache_sizes`, else this
+/// machine's for `native` and [`CacheSizes::DEFAULT`] for a named level.
+fn object_caches(options: &Options) -> CacheSizes {
+    options
+        .cache_sizes
+        .unwrap_or(if options.target_cpu == TargetCpu::Native {
+            CacheSizes::host()
+        } else {
+            CacheSizes::DEFAULT
+        })
+}
+
 /// The kernel plan for `graph` as readable text (for `--emit=plan`): each kernel's path,
 /// tiling, fused nodes and thread split, and where every value lives.
 ///
@@ -664,25 +548,12 @@ pub fn plan_text(graph: &Graph, options: &Options) -> Result<String, CodegenErro
         ],
         ref level => std::slice::from_ref(level),
     };
-    let caches = options
-        .cache_sizes
-        .unwrap_or(if options.target_cpu == TargetCpu::Native {
-            CacheSizes::host()
-        } else {
-            CacheSizes::DEFAULT
-        });
+    let caches = object_caches(options);
     let mut text = String::new();
     for (i, &level) in levels.iter().enumerate() {
         let (_, wide) = target_isa(level, false, options.allow_fma)?;
         let wide = wide.filter(|_| options.wide_gemm);
-        let plan = plan::plan(
-            graph,
-            options.threads.max(1),
-            wide,
-            options.fuse_affine,
-            options.direct_conv,
-            &caches,
-        )?;
+        let plan = plan_for(graph, options, options.threads, wide, caches)?;
         let gemm = match wide {
             Some(isa) => (isa.name(), isa.mr(), isa.nr()),
             None => ("f32x4", plan::MR, plan::NR),
@@ -690,12 +561,12 @@ pub fn plan_text(graph: &Graph, options: &Options) -> Result<String, CodegenErro
         if i > 0 {
             text.push('\n');
         }
-        let target = plan_text::PlanTarget {
+        let target = plan::PlanTarget {
             level: level.name(),
             gemm,
             caches,
         };
-        text.push_str(&plan_text::plan_text(&plan, &target));
+        text.push_str(&plan::plan_text(&plan, &target));
     }
     Ok(text)
 }
@@ -905,8 +776,10 @@ impl CompiledModel {
 #[doc(hidden)]
 pub mod testing {
     use super::*;
-    pub use crate::asm::{
-        ActOp, EpOp, Isa, PadRows, PoolRows, Remap, RowKernel, Spec, TapMasks, assemble,
+    pub use crate::isa::x64::Isa;
+    pub use crate::isa::x64::asm::assemble;
+    pub use crate::ukernel::{
+        ActOp, EpOp, PadRows, PoolRows, Remap, RowKernel, Spec, TapMasks, Vector,
     };
 
     /// Whether this machine can run `isa` kernels.
@@ -998,31 +871,3 @@ const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<CompiledModel>();
 };
-
-/// Runs `f` with the SSE control register's flush-to-zero and denormals-are-zero bits set on
-/// this thread (when `enabled`), restoring the previous mode afterwards.
-fn with_denormals_flushed(enabled: bool, f: impl FnOnce()) {
-    #[cfg(target_arch = "x86_64")]
-    if enabled {
-        const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
-        let mut old: u32 = 0;
-        // SAFETY: stmxcsr/ldmxcsr read and write only this thread's SSE control/status
-        // register, through pointers to live locals; the previous mode is restored below.
-        unsafe {
-            std::arch::asm!("stmxcsr [{p}]", p = in(reg) &mut old as *mut u32, options(nostack, preserves_flags));
-        }
-        let new = old | FTZ_DAZ;
-        // SAFETY: as above.
-        unsafe {
-            std::arch::asm!("ldmxcsr [{p}]", p = in(reg) &new as *const u32, options(nostack, preserves_flags, readonly));
-        }
-        f();
-        // SAFETY: as above.
-        unsafe {
-            std::arch::asm!("ldmxcsr [{p}]", p = in(reg) &old as *const u32, options(nostack, preserves_flags, readonly));
-        }
-        return;
-    }
-    let _ = enabled;
-    f();
-}

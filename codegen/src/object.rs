@@ -28,10 +28,10 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 
 use bnc_ir::Graph;
 
-use crate::asm::Isa;
-use crate::cache::CacheSizes;
+use crate::isa::x64::{Isa, asm, isa_has_fma, target_isa};
+use crate::ukernel::Vector;
 use crate::{
-    CodegenError, Options, TargetCpu, backend, define_kernels, isa_has_fma, plan, target_isa,
+    CodegenError, Options, TargetCpu, backend, define_kernels, object_caches, plan, plan_for,
 };
 
 fn valid_prefix(p: &str) -> bool {
@@ -74,27 +74,11 @@ pub fn emit_object(
     sig.returns.push(AbiParam::new(I32));
     let fwd_name = format!("{p}_forward");
     // Blocking for this machine only when the object is for it.
-    let caches = options
-        .cache_sizes
-        .unwrap_or(if options.target_cpu == TargetCpu::Native {
-            CacheSizes::host()
-        } else {
-            CacheSizes::DEFAULT
-        });
+    let caches = object_caches(options);
 
     // Objects run on one thread.
-    let plan_for = |wide: Option<Isa>| {
-        plan::plan(
-            graph,
-            1,
-            wide,
-            options.fuse_affine,
-            options.direct_conv,
-            &caches,
-        )
-    };
+    let plan_for = |wide: Option<Vector>| plan_for(graph, options, 1, wide, caches);
     let (plan, workspace) = if !multi {
-        let wide = wide.filter(|_| options.wide_gemm);
         let plan = plan_for(wide)?;
         let fwd = module
             .declare_function(&fwd_name, Linkage::Export, &sig)
@@ -114,8 +98,12 @@ pub fn emit_object(
         // Every variant's Cranelift code is x86-64-v2 (no FMA); the assembled microkernels
         // carry the wide instructions.
         let mut variants = Vec::new();
-        let levels: &[(u32, Option<Isa>)] = if options.wide_gemm {
-            &[(2, None), (3, Some(Isa::Avx2)), (4, Some(Isa::Avx512))]
+        let levels: &[(u32, Option<Vector>)] = if options.wide_gemm {
+            &[
+                (2, None),
+                (3, Some(Isa::Avx2.vector())),
+                (4, Some(Isa::Avx512.vector())),
+            ]
         } else {
             &[(2, None)]
         };
@@ -134,7 +122,7 @@ pub fn emit_object(
         let level_id = module
             .declare_function(&format!("{p}__cpu_level"), Linkage::Local, &lsig)
             .map_err(backend)?;
-        let bytes = crate::asm::assemble_cpu_level().map_err(CodegenError::Backend)?;
+        let bytes = asm::assemble_cpu_level().map_err(CodegenError::Backend)?;
         module
             .define_function_bytes(level_id, 16, &bytes, &[])
             .map_err(backend)?;

@@ -108,7 +108,7 @@ fn load(specs: &[Spec]) -> Microkernels {
             }
             for f in ins.cpuid_features() {
                 let f = format!("{f:?}");
-                let allowed = match spec.isa {
+                let allowed = match Isa::of(&spec.vector) {
                     Isa::Avx512 => !f.starts_with("AVX512") || f == "AVX512F",
                     Isa::Avx2 => !f.starts_with("AVX512"),
                 };
@@ -183,7 +183,7 @@ fn check_isa(isa: Isa) {
                         accumulate,
                         xstride,
                         ops: ops[i % ops.len()].clone(),
-                        ..Spec::new(isa)
+                        ..Spec::new(isa.vector())
                     });
                     i += 1;
                 }
@@ -200,7 +200,7 @@ fn check_isa(isa: Isa) {
                 accumulate: false,
                 xstride,
                 ops: o.clone(),
-                ..Spec::new(isa)
+                ..Spec::new(isa.vector())
             });
         }
     }
@@ -226,7 +226,7 @@ fn check_isa(isa: Isa) {
                         EpOp::Act(f),
                         EpOp::Shift((i % 2) as u8),
                     ],
-                    ..Spec::new(isa)
+                    ..Spec::new(isa.vector())
                 });
             }
         }
@@ -248,7 +248,7 @@ fn check_isa(isa: Isa) {
                     // Prefetches past the input's end: they must not fault.
                     prefetch_x: masked,
                     ops: ops[2].clone(),
-                    ..Spec::new(isa)
+                    ..Spec::new(isa.vector())
                 });
             }
         }
@@ -364,7 +364,7 @@ fn avx512_tap_mask_microkernels() {
                 prefetch_x: true,
                 tap_masks,
                 ops: ops[[2, 4, 0, 3][i]].clone(),
-                ..Spec::new(isa)
+                ..Spec::new(isa.vector())
             });
         }
     }
@@ -501,7 +501,7 @@ fn avx512_remap_microkernels() {
                         pieces,
                     }),
                     ops: o.clone(),
-                    ..Spec::new(isa)
+                    ..Spec::new(isa.vector())
                 });
             }
         }
@@ -635,7 +635,7 @@ fn avx512_chanvec_microkernels() {
                         .map(|r| r + (i % 2) as i32 * (r / 5) * 3)
                         .collect(),
                     ops: ops[i % ops.len()].clone(),
-                    ..Spec::new(isa)
+                    ..Spec::new(isa.vector())
                 });
                 i += 1;
             }
@@ -774,7 +774,7 @@ fn avx512_max_pool_rows() {
     ];
     let specs: Vec<Spec> = cases
         .iter()
-        .map(|p| Spec::row_kernel(RowKernel::MaxPool(p.clone())))
+        .map(|p| Spec::row_kernel(Isa::Avx512.vector(), RowKernel::MaxPool(p.clone())))
         .collect();
     let kernels = load(&specs);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -875,7 +875,7 @@ fn avx512_pad_planes_rows() {
     ];
     let specs: Vec<Spec> = cases
         .iter()
-        .map(|p| Spec::row_kernel(RowKernel::PadPlanes(p.clone())))
+        .map(|p| Spec::row_kernel(Isa::Avx512.vector(), RowKernel::PadPlanes(p.clone())))
         .collect();
     let kernels = load(&specs);
     let mut rng = Rng(0x7a11_ed00_c0de_0001);

@@ -12,8 +12,8 @@ use std::fmt::Write;
 
 use bnc_ir::Activation;
 
+use super::{ConvGeom, Epi, Kernel, KernelKind, Placement, Plan, View};
 use crate::cache::CacheSizes;
-use crate::plan::{Epi, Kernel, KernelKind, Placement, Plan, View};
 
 /// What the plan was made for, printed in its header.
 pub(crate) struct PlanTarget<'a> {
@@ -184,7 +184,7 @@ fn path_text(kind: &KernelKind) -> String {
             ..
         } => format!(
             "maxpool{} {}x{} stride {}x{} {}x{} -> {}x{}",
-            if *in_place { " in-place" } else { "" },
+            if in_place.is_some() { " in-place" } else { "" },
             p.kernel[0],
             p.kernel[1],
             p.stride[0],
@@ -210,7 +210,7 @@ fn path_text(kind: &KernelKind) -> String {
     }
 }
 
-fn geom_text(g: &crate::plan::ConvGeom) -> String {
+fn geom_text(g: &ConvGeom) -> String {
     let mut s = format!(
         "{}x{} {}->{} {}x{}",
         g.kernel[0], g.kernel[1], g.cin, g.cout, g.h, g.w

@@ -22,24 +22,6 @@
 
 use super::*;
 
-/// One max-pooling kernel: the geometry of a run of output rows that read the same
-/// window rows.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PoolRows {
-    /// Input row length (floats).
-    pub w: usize,
-    /// Outputs per row (at most `MAX_VECTORS * 16`).
-    pub ow: usize,
-    /// Window width and horizontal stride (1 or 2) and left padding.
-    pub kw: usize,
-    pub sw: usize,
-    pub pl: usize,
-    /// Window rows read (inside the image for every output row of a call).
-    pub rows: Vec<usize>,
-    /// Floats between the window row 0 of consecutive output rows (`sh * w`).
-    pub row_step: usize,
-}
-
 /// Output vectors per row a kernel holds in registers.
 pub const MAX_VECTORS: usize = 16;
 

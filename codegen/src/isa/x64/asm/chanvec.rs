@@ -39,7 +39,7 @@ use super::*;
 
 pub(super) fn assemble_chanvec(spec: &Spec) -> Result<Vec<u8>, IcedError> {
     let (mr, nv) = (spec.mr, spec.nv);
-    assert!(spec.isa == Isa::Avx512 && spec.remap.is_none());
+    assert!(Isa::of(&spec.vector) == Isa::Avx512 && spec.remap.is_none());
     assert!((1..=12).contains(&mr) && (1..=2).contains(&nv) && !spec.taps.is_empty());
     assert_eq!(spec.xoffs.len(), mr);
     let ntaps = spec.taps.len();

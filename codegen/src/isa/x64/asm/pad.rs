@@ -13,21 +13,6 @@
 
 use super::*;
 
-/// One padded phase copy's geometry.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PadRows {
-    /// Input plane.
-    pub h: usize,
-    pub w: usize,
-    /// Top and left padding.
-    pub pads: [usize; 2],
-    pub stride: [usize; 2],
-    /// `(py, px)` of each phase plane, in output order.
-    pub phases: Vec<[usize; 2]>,
-    /// Phase plane size `[hq, wq]`.
-    pub hqwq: [usize; 2],
-}
-
 /// Vectors per phase row a kernel unrolls (`wq` up to 512 floats).
 pub const MAX_VECTORS: usize = 32;
 

@@ -1,0 +1,201 @@
+//! Fusion: each kernel computes one anchor node (a conv, pool, dense, ... or an elementwise
+//! node that starts a chain) and the chain of elementwise nodes after it that nothing else
+//! reads, applied as its epilogue before the result is stored.
+
+use bnc_ir::{Activation, Graph, Op, ValueId};
+
+use super::numel;
+use crate::CodegenError;
+
+/// The elementwise part of a fused group, before views are known.
+pub(super) enum EpiDesc {
+    Affine(Option<Vec<f32>>, Option<Vec<f32>>),
+    Add(ValueId),
+    Mul(ValueId),
+    MulChan(ValueId),
+    Act(Activation),
+}
+
+pub(super) struct Group {
+    pub anchor: usize,
+    /// The anchor and the nodes fused after it.
+    pub nodes: Vec<usize>,
+    /// For an elementwise anchor: the value loaded.
+    pub load: Option<ValueId>,
+    pub epi: Vec<EpiDesc>,
+    pub out: ValueId,
+    pub last: usize,
+}
+
+/// One step of the schedule before views are resolved.
+pub(super) enum Step {
+    Group(Group),
+    /// Copy a value into a region (concat slice or a graph output).
+    Copy {
+        src: ValueId,
+        dst: ValueId,
+        /// Element offset into `dst`'s location (channel offset times S).
+        dst_off: usize,
+    },
+}
+
+pub(super) fn is_elementwise(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Affine | Op::BatchNorm { .. } | Op::Activation(_) | Op::Add | Op::Mul
+    )
+}
+
+pub(super) fn is_alias(op: &Op) -> bool {
+    matches!(op, Op::Flatten | Op::Identity | Op::Dropout)
+}
+
+/// Affine vectors of an affine or batchnorm node (batchnorm computed in f64).
+pub(super) fn affine_params(
+    graph: &Graph,
+    node: usize,
+) -> Result<(Vec<f32>, Vec<f32>), CodegenError> {
+    let n = &graph.nodes[node];
+    let get = |s: &str| {
+        graph
+            .param(n, s)
+            .map(|t| t.data.clone())
+            .ok_or_else(|| CodegenError::Invalid(format!("missing parameter `{s}`")))
+    };
+    match n.op {
+        Op::Affine => Ok((get("scale")?, get("shift")?)),
+        Op::BatchNorm { eps } => {
+            let (g, b, m, v) = (
+                get("weight")?,
+                get("bias")?,
+                get("running_mean")?,
+                get("running_var")?,
+            );
+            let mut s = Vec::with_capacity(g.len());
+            let mut t = Vec::with_capacity(g.len());
+            for c in 0..g.len() {
+                let sc = f64::from(g[c]) / (f64::from(v[c]) + eps).sqrt();
+                s.push(sc as f32);
+                t.push((f64::from(b[c]) - sc * f64::from(m[c])) as f32);
+            }
+            Ok((s, t))
+        }
+        _ => Err(CodegenError::Unsupported("not an affine node".into())),
+    }
+}
+
+/// The fused groups of `graph`, in node order. `fuse_affine: false` keeps every
+/// affine/batchnorm out of other kernels' epilogues (it becomes its own elementwise kernel;
+/// for measuring what fusing it saves).
+pub(super) fn fuse(graph: &Graph, fuse_affine: bool) -> Result<Vec<Group>, CodegenError> {
+    let nv = graph.values.len();
+    let nn = graph.nodes.len();
+    let shape = |v: ValueId| graph.shape(v);
+
+    // Readers of each value: node inputs and graph outputs.
+    let mut readers = vec![0usize; nv];
+    let mut reader_node: Vec<Option<usize>> = vec![None; nv];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for v in &n.inputs {
+            readers[v.0] += 1;
+            reader_node[v.0] = Some(i);
+        }
+    }
+    let mut is_output = vec![false; nv];
+    for o in &graph.outputs {
+        readers[o.0] += 1;
+        is_output[o.0] = true;
+    }
+
+    // ---- Fusion: anchors and their epilogues --------------------------------------------
+    let mut taken = vec![false; nn];
+    let mut groups: Vec<Group> = Vec::new();
+    for i in 0..nn {
+        let node = &graph.nodes[i];
+        if taken[i] || matches!(node.op, Op::Concat) || is_alias(&node.op) {
+            continue;
+        }
+        taken[i] = true;
+        let mut epi = Vec::new();
+        let mut load = None;
+        if is_elementwise(&node.op) {
+            let desc = match &node.op {
+                Op::Affine | Op::BatchNorm { .. } => {
+                    load = Some(node.inputs[0]);
+                    let (s, t) = affine_params(graph, i)?;
+                    EpiDesc::Affine(Some(s), Some(t))
+                }
+                Op::Activation(a) => {
+                    load = Some(node.inputs[0]);
+                    EpiDesc::Act(a.clone())
+                }
+                Op::Add => {
+                    load = Some(node.inputs[0]);
+                    EpiDesc::Add(node.inputs[1])
+                }
+                Op::Mul => {
+                    let (a, b) = (node.inputs[0], node.inputs[1]);
+                    if shape(a) == shape(b) {
+                        load = Some(a);
+                        EpiDesc::Mul(b)
+                    } else if numel(shape(a)) >= numel(shape(b)) {
+                        load = Some(a);
+                        EpiDesc::MulChan(b)
+                    } else {
+                        load = Some(b);
+                        EpiDesc::MulChan(a)
+                    }
+                }
+                _ => unreachable!(),
+            };
+            epi.push(desc);
+        }
+        let mut nodes = vec![i];
+        // Extend the chain while the current value has exactly one reader, an elementwise
+        // node producing the same shape.
+        let mut cur = node.output;
+        let mut last = i;
+        while readers[cur.0] == 1 && !is_output[cur.0] {
+            let Some(j) = reader_node[cur.0] else { break };
+            let nj = &graph.nodes[j];
+            if taken[j] || !is_elementwise(&nj.op) || shape(nj.output) != shape(cur) {
+                break;
+            }
+            if !fuse_affine && matches!(nj.op, Op::Affine | Op::BatchNorm { .. }) {
+                break;
+            }
+            let other = nj.inputs.iter().copied().find(|&v| v != cur);
+            let desc = match &nj.op {
+                Op::Affine | Op::BatchNorm { .. } => {
+                    let (s, t) = affine_params(graph, j)?;
+                    EpiDesc::Affine(Some(s), Some(t))
+                }
+                Op::Activation(a) => EpiDesc::Act(a.clone()),
+                Op::Add => match other {
+                    Some(o) => EpiDesc::Add(o),
+                    None => break,
+                },
+                Op::Mul => match other {
+                    Some(o) if shape(o) == shape(cur) => EpiDesc::Mul(o),
+                    Some(o) => EpiDesc::MulChan(o),
+                    None => break,
+                },
+                _ => break,
+            };
+            epi.push(desc);
+            nodes.push(j);
+            taken[j] = true;
+            cur = nj.output;
+            last = j;
+        }
+        groups.push(Group {
+            anchor: i,
+            nodes,
+            load,
+            epi,
+            out: cur,
+            last,
+        });
+    }
+    Ok(groups)
+}
