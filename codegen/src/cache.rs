@@ -23,19 +23,6 @@ impl CacheSizes {
         l2_ways: 16,
     };
 
-    /// This machine's caches (CPUID), or [`CacheSizes::DEFAULT`] when it does not say.
-    pub fn host() -> CacheSizes {
-        // Asked once per process (up to 32 `cpuid`s, each a trap to the hypervisor in a VM).
-        static HOST: std::sync::OnceLock<CacheSizes> = std::sync::OnceLock::new();
-        *HOST.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            if let Some(c) = crate::isa::x64::cpuid::caches() {
-                return c;
-            }
-            CacheSizes::DEFAULT
-        })
-    }
-
     /// Floats of one packed (or in-place) input block of the GEMM path: the block is
     /// reused by every weight panel, so it should stay in L2 next to the streaming
     /// weights (half of L2).

@@ -722,12 +722,12 @@ fn reduction_chunk(
 }
 
 /// The heaviest piece when units of these costs (in unit order) are split among
-/// `threads` the way the run splits them ([`crate::pool::piece_units`]).
+/// `threads` the way the run splits them ([`crate::runtime::pool::piece_units`]).
 fn heaviest_piece(costs: &[usize], threads: usize) -> usize {
     let t = threads.min(costs.len()).max(1);
     (0..t)
         .map(|i| {
-            let (lo, hi) = crate::pool::piece_units(i, t, costs.len());
+            let (lo, hi) = crate::runtime::pool::piece_units(i, t, costs.len());
             costs[lo..hi].iter().sum()
         })
         .max()

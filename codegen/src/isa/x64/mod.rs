@@ -7,6 +7,7 @@
 pub(crate) mod asm;
 pub(crate) mod cpuid;
 pub(crate) mod mxcsr;
+pub mod testing;
 
 use std::fmt;
 
@@ -14,9 +15,9 @@ use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 
 use crate::cache::CacheSizes;
+use crate::error::{CodegenError, backend};
 use crate::target::TargetCaps;
 use crate::ukernel::Vector;
-use crate::{CodegenError, backend};
 
 /// The x86-64 instruction-set level generated code may use.
 ///

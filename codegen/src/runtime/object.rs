@@ -29,10 +29,9 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 use bnc_ir::Graph;
 
 use crate::isa::x64::{Isa, asm, isa_has_fma, target_isa};
+use crate::lower::define_kernels;
 use crate::ukernel::Vector;
-use crate::{
-    CodegenError, Options, TargetCpu, backend, define_kernels, object_caches, plan, plan_for,
-};
+use crate::{CodegenError, Options, TargetCpu, backend, object_caches, plan, plan_for};
 
 fn valid_prefix(p: &str) -> bool {
     !p.is_empty()
