@@ -6,16 +6,11 @@ pub(crate) mod x64;
 use crate::cache::CacheSizes;
 
 impl CacheSizes {
-    /// This machine's caches (CPUID), or [`CacheSizes::DEFAULT`] when it does not say.
+    /// This machine's caches (as its ISA layer reads them), or [`CacheSizes::DEFAULT`] when it does not say.
     pub fn host() -> CacheSizes {
-        // Asked once per process (up to 32 `cpuid`s, each a trap to the hypervisor in a VM).
+        // Asked once per process (on x86, up to 32 CPUID queries, each a trap to the
+        // hypervisor in a VM).
         static HOST: std::sync::OnceLock<CacheSizes> = std::sync::OnceLock::new();
-        *HOST.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            if let Some(c) = crate::isa::x64::cpuid::caches() {
-                return c;
-            }
-            CacheSizes::DEFAULT
-        })
+        *HOST.get_or_init(|| x64::host_caches().unwrap_or(CacheSizes::DEFAULT))
     }
 }

@@ -9,9 +9,9 @@ use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{FuncId, Linkage, Module};
 
+use crate::error::{CodegenError, backend};
 use crate::isa::x64::asm;
-use crate::runtime::jit::Texts;
-use crate::{CodegenError, backend, plan, ukernel};
+use crate::{plan, ukernel};
 
 /// Declares and defines the microkernel and every kernel of `plan` in `module`.
 pub(crate) fn define_kernels<M: Module>(
@@ -169,4 +169,11 @@ pub(crate) fn define_wide<M: Module>(
         .define_function_bytes(id, 64, &bytes, &[])
         .map_err(backend)?;
     Ok((id, bytes.len()))
+}
+
+/// CLIF and register-allocated text of every function, when asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Texts {
+    pub clif: String,
+    pub asm: String,
 }

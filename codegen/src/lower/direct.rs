@@ -123,7 +123,7 @@ pub(super) fn emit_direct(
     });
 }
 
-/// A channel-vectorised direct conv (see `asm/chanvec.rs`): a unit is (batch item, group,
+/// A channel-vectorised direct conv (see `isa/x64/asm/chanvec.rs`): a unit is (batch item, group,
 /// tile of 32 output channels); for each reduction chunk, each output row, each run of up to
 /// `cv` pixels of it: one assembled kernel call.
 pub(super) fn emit_direct_chanvec(

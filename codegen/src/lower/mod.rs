@@ -10,7 +10,7 @@
 //! (im2col for non-pointwise convs; 4-pixel groups, zero lanes past the image) and then
 //! either calls the fallback microkernel [`emit_ukernel`] (8x4, tile in scratch, epilogue
 //! by the caller) or, on the wide path (`wide_multiply`), the assembled microkernels of
-//! `crate::asm`, which write straight into the output (row stride = pixels) and apply the
+//! the ISA layer (`isa/x64/asm.rs`), which write straight into the output (row stride = pixels) and apply the
 //! fusable epilogue prefix themselves; Cranelift code applies the rest in place.
 
 mod define;
@@ -21,6 +21,7 @@ mod padded;
 mod pool;
 mod rows;
 
+pub use define::Texts;
 pub(crate) use define::{define_kernels, define_wide};
 use dense::*;
 use direct::*;

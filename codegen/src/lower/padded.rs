@@ -4,7 +4,7 @@
 use super::*;
 
 /// Copies every channel plane into its padded phase planes (see `KernelKind::PadPlanes`)
-/// by assembled rows (`asm/pad.rs`; the planner only makes copies it takes), one call per
+/// by assembled rows (`isa/x64/asm/pad.rs`; the planner only makes copies it takes), one call per
 /// channel.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn emit_pad_planes(

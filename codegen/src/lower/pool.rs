@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// Max pooling read in place by assembled AVX-512 rows (see `asm/pool.rs`): per channel
+/// Max pooling read in place by assembled AVX-512 rows (see `isa/x64/asm/pool.rs`): per channel
 /// plane, one call per run of output rows whose windows have the same rows inside the
 /// image (the top rows, the middle, the bottom rows).
 #[allow(clippy::too_many_arguments)]

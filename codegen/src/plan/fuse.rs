@@ -5,7 +5,7 @@
 use bnc_ir::{Activation, Graph, Op, ValueId};
 
 use super::numel;
-use crate::CodegenError;
+use crate::error::CodegenError;
 
 /// The elementwise part of a fused group, before views are known.
 pub(super) enum EpiDesc {

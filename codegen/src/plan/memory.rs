@@ -9,7 +9,7 @@ use bnc_ir::{Graph, Op, Shape, ValueId};
 
 use super::fuse::{EpiDesc, Group, Step, is_alias};
 use super::{Placement, View, align, ncs, numel};
-use crate::CodegenError;
+use crate::error::CodegenError;
 
 /// Where the values of a plan live (see the module documentation).
 pub(super) struct Layout<'g> {

@@ -16,7 +16,7 @@ mod text;
 
 use bnc_ir::{Activation, Graph, Pool2d, Shape};
 
-use crate::CodegenError;
+use crate::error::CodegenError;
 use crate::target::TargetCaps;
 use crate::ukernel::Vector;
 
@@ -27,7 +27,7 @@ pub(crate) use text::{PlanTarget, plan_text};
 
 use fuse::{EpiDesc, Step};
 
-/// Fallback GEMM tile: `MR` output channels by `NR` pixels (see `emit::emit_ukernel`).
+/// Fallback GEMM tile: `MR` output channels by `NR` pixels (see `lower::emit_ukernel`).
 pub(crate) const MR: usize = 8;
 pub(crate) const NR: usize = 4;
 /// Alignment of workspace buffers and blob entries, in floats (64 bytes).
@@ -286,6 +286,13 @@ impl Plan {
     pub fn workspace_floats(&self) -> usize {
         self.buffers + self.scratch * self.threads
     }
+}
+
+/// The units `[lo, hi)` piece `i` of `pieces` runs when a kernel's `units` are split into
+/// contiguous ranges (the plan weighs unit orders with the same split; the
+/// runtime's pool runs them so).
+pub(crate) fn piece_units(i: usize, pieces: usize, units: usize) -> (usize, usize) {
+    (i * units / pieces, (i + 1) * units / pieces)
 }
 
 /// What the plan is for, besides the target.

@@ -11,8 +11,8 @@ use super::{
     gemm_blocking, pack_weights_balanced, pack_weights_chanvec, pack_weights_padded, pool_q,
     unsupported,
 };
-use crate::CodegenError;
 use crate::cache::CacheSizes;
+use crate::error::CodegenError;
 use crate::target::TargetCaps;
 use crate::ukernel::Vector;
 
@@ -148,7 +148,7 @@ fn direct_geometry(
         }
     }
     let plane = phases.len() * hq * wq;
-    // The assembled phase copy (`asm/pad.rs`) takes strides of 1 or 2 along rows and
+    // The assembled phase copy (`isa/x64/asm/pad.rs`) takes strides of 1 or 2 along rows and
     // phase rows of up to PAD_MAX_VECTORS vectors; other convs keep im2col.
     if !fits(plane) || sw > 2 || wq > caps.pad_row_floats {
         return None;
@@ -377,7 +377,7 @@ impl<'a> Lowering<'a> {
                 }
                 let hw = [xs[2], xs[3]];
                 let ohw = [os[2], os[3]];
-                // AVX-512 max pooling reads its input in place (see `asm/pool.rs`): strides
+                // AVX-512 max pooling reads its input in place (see `isa/x64/asm/pool.rs`): strides
                 // of 1 or 2 along the row, rows of at most POOL_MAX_VECTORS vectors, no
                 // epilogue to apply.
                 let max = matches!(node.op, Op::MaxPool(_));
@@ -722,12 +722,12 @@ fn reduction_chunk(
 }
 
 /// The heaviest piece when units of these costs (in unit order) are split among
-/// `threads` the way the run splits them ([`crate::runtime::pool::piece_units`]).
+/// `threads` the way the run splits them ([`super::piece_units`]).
 fn heaviest_piece(costs: &[usize], threads: usize) -> usize {
     let t = threads.min(costs.len()).max(1);
     (0..t)
         .map(|i| {
-            let (lo, hi) = crate::runtime::pool::piece_units(i, t, costs.len());
+            let (lo, hi) = super::piece_units(i, t, costs.len());
             costs[lo..hi].iter().sum()
         })
         .max()

@@ -7,12 +7,14 @@ use bnc_ir::{Graph, Shape};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::default_libcall_names;
 
+use super::plan_for;
 use super::{hugemem, pool};
 use crate::cache::CacheSizes;
+use crate::error::{CodegenError, backend};
 use crate::isa::x64::mxcsr::with_denormals_flushed;
 use crate::isa::x64::{isa_has_fma, target_isa};
-use crate::lower::define_kernels;
-use crate::{CodegenError, Options, backend, plan_for};
+use crate::lower::{Texts, define_kernels};
+use crate::options::Options;
 
 /// Scratch memory for one run: planned buffers plus per-thread scratch.
 pub struct Workspace {
@@ -42,7 +44,7 @@ impl Workspace {
     }
 }
 
-/// `fn(weights, ptrs, scratch, lo, hi)`, see `emit.rs`.
+/// `fn(weights, ptrs, scratch, lo, hi)`, see `lower/mod.rs`.
 type KernelFn = unsafe extern "C" fn(*const f32, *const *mut f32, *mut f32, i64, i64);
 
 struct CompiledKernel {
@@ -67,13 +69,6 @@ pub struct CompiledModel {
     cache: Mutex<Vec<Workspace>>,
     flops: u64,
     pub(crate) texts: Texts,
-}
-
-/// CLIF and register-allocated text of every function, when asked for.
-#[derive(Clone, Debug, Default)]
-pub struct Texts {
-    pub clif: String,
-    pub asm: String,
 }
 
 impl Drop for CompiledModel {
@@ -333,7 +328,7 @@ impl CompiledModel {
                     let t = self.threads.min(k.units);
                     let units = k.units;
                     pool.run(t, &|i| {
-                        let (lo, hi) = pool::piece_units(i, t, units);
+                        let (lo, hi) = crate::plan::piece_units(i, t, units);
                         call(lo, hi, i)
                     });
                 }

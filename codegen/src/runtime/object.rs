@@ -28,10 +28,13 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 
 use bnc_ir::Graph;
 
-use crate::isa::x64::{Isa, asm, isa_has_fma, target_isa};
+use super::{object_caches, plan_for};
+use crate::error::{CodegenError, backend};
+use crate::isa::x64::{TargetCpu, asm, isa_has_fma, target_isa};
 use crate::lower::define_kernels;
+use crate::options::Options;
+use crate::plan;
 use crate::ukernel::Vector;
-use crate::{CodegenError, Options, TargetCpu, backend, object_caches, plan, plan_for};
 
 fn valid_prefix(p: &str) -> bool {
     !p.is_empty()
@@ -97,16 +100,8 @@ pub fn emit_object(
         // Every variant's Cranelift code is x86-64-v2 (no FMA); the assembled microkernels
         // carry the wide instructions.
         let mut variants = Vec::new();
-        let levels: &[(u32, Option<Vector>)] = if options.wide_gemm {
-            &[
-                (2, None),
-                (3, Some(Isa::Avx2.vector())),
-                (4, Some(Isa::Avx512.vector())),
-            ]
-        } else {
-            &[(2, None)]
-        };
-        for &(lvl, wide) in levels {
+        let levels = crate::isa::x64::multi_variants(options.wide_gemm);
+        for (lvl, wide) in levels {
             let plan = plan_for(wide)?;
             let id = module
                 .declare_function(&format!("{p}__forward_v{lvl}"), Linkage::Local, &sig)

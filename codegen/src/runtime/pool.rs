@@ -78,12 +78,6 @@ pub(crate) struct Pool {
     submit: Mutex<()>,
 }
 
-/// The units `[lo, hi)` piece `i` of `pieces` runs when a kernel's `units` are split into
-/// contiguous ranges (the plan weighs unit orders with the same split).
-pub(crate) fn piece_units(i: usize, pieces: usize, units: usize) -> (usize, usize) {
-    (i * units / pieces, (i + 1) * units / pieces)
-}
-
 impl Pool {
     /// Starts `threads - 1` worker threads.
     pub(crate) fn new(threads: usize) -> std::io::Result<Pool> {

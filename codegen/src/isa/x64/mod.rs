@@ -5,9 +5,9 @@
 //! [`caps`], and the kernels it plans name a target-neutral [`Vector`].
 
 pub(crate) mod asm;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod cpuid;
 pub(crate) mod mxcsr;
-pub mod testing;
 
 use std::fmt;
 
@@ -238,5 +238,28 @@ pub(crate) fn caps(wide: Option<Vector>, caches: CacheSizes) -> TargetCaps {
         pool_row_floats: if masks { asm::POOL_MAX_VECTORS * 16 } else { 0 },
         pad_row_floats: if masks { asm::PAD_MAX_VECTORS * 16 } else { 0 },
         caches,
+    }
+}
+
+/// The variants a `multi` object holds: x86-64 level and microkernel family (with
+/// `wide_gemm: false`, the fallback alone).
+pub(crate) fn multi_variants(wide_gemm: bool) -> Vec<(u32, Option<Vector>)> {
+    let mut v = vec![(2, None)];
+    if wide_gemm {
+        v.push((3, Some(Isa::Avx2.vector())));
+        v.push((4, Some(Isa::Avx512.vector())));
+    }
+    v
+}
+
+/// This machine's cache sizes, if CPUID says.
+pub(crate) fn host_caches() -> Option<CacheSizes> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        cpuid::caches()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
     }
 }

@@ -4,9 +4,9 @@
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 
-use super::{TargetCpu, asm, target_isa};
+use crate::error::{CodegenError, backend};
+use crate::isa::x64::{TargetCpu, asm, target_isa};
 use crate::lower::define_wide;
-use crate::{CodegenError, backend};
 
 pub use crate::isa::x64::Isa;
 pub use crate::isa::x64::asm::assemble;
