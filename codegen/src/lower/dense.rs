@@ -2,18 +2,14 @@
 
 use super::*;
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn emit_dense(
-    em: &mut Em,
-    x: &View,
-    kd: usize,
-    _m: usize,
-    wofs: usize,
-    out: &View,
-    epi: &[Epi],
-    lo: Value,
-    hi: Value,
-) {
+pub(super) fn emit_dense(em: &mut Em, io: &Io, kd: usize, _m: usize, wofs: usize) {
+    let Io {
+        x,
+        out,
+        epi,
+        lo,
+        hi,
+    } = *io;
     em.lp(lo, hi, 1, |em, o| {
         let wrow = em.mul_i(o, kd as i64);
         let wb = em.wptr(wofs);

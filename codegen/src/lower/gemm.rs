@@ -13,19 +13,22 @@ pub(crate) struct Micro<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn emit_gemm(
     em: &mut Em,
-    x: &View,
+    io: &Io,
     g: &ConvGeom,
     wpack: usize,
     nb: usize,
     mchunks: usize,
     wide: Option<Vector>,
     kc: usize,
-    out: &View,
-    epi: &[Epi],
-    lo: Value,
-    hi: Value,
     micro: &mut Micro,
 ) {
+    let Io {
+        x,
+        out,
+        epi,
+        lo,
+        hi,
+    } = *io;
     let k = g.kdim();
     let p_total = g.pixels();
     let pblocks = p_total.div_ceil(nb);

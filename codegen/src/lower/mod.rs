@@ -574,6 +574,17 @@ impl<'a, 'b> Em<'a, 'b> {
     }
 }
 
+/// What every kernel body reads: its input and output, its epilogue, and the range of
+/// work units `[lo, hi)` the call computes.
+#[derive(Clone, Copy)]
+pub(super) struct Io<'a> {
+    pub x: &'a View,
+    pub out: &'a View,
+    pub epi: &'a [Epi],
+    pub lo: Value,
+    pub hi: Value,
+}
+
 /// Emits one kernel function body.
 pub(crate) fn emit_kernel(
     b: &mut FunctionBuilder,
@@ -594,31 +605,34 @@ pub(crate) fn emit_kernel(
         scratch: p[2],
     };
     let (lo, hi) = (p[3], p[4]);
-    let out = k.out;
+    let (x, out) = (k.kind.input(), k.out);
     let epi = &k.epi[..];
+    let io = &Io {
+        x: &x,
+        out: &out,
+        epi,
+        lo,
+        hi,
+    };
     match &k.kind {
-        KernelKind::Elementwise { x } => emit_elementwise(&mut em, x, &out, epi, lo, hi),
+        KernelKind::Elementwise { .. } => emit_elementwise(&mut em, io),
         KernelKind::Gemm {
-            x,
             g,
             wpack,
             nb,
             mchunks,
             wide: isa,
             kc,
+            ..
         } => emit_gemm(
             &mut em,
-            x,
+            io,
             g,
             *wpack,
             *nb,
             *mchunks,
             *isa,
             *kc,
-            &out,
-            epi,
-            lo,
-            hi,
             &mut Micro {
                 fallback: ukernel,
                 wide,
@@ -662,7 +676,6 @@ pub(crate) fn emit_kernel(
             wide,
         ),
         KernelKind::PadPlanes {
-            x,
             hw,
             pads,
             stride,
@@ -670,6 +683,7 @@ pub(crate) fn emit_kernel(
             hqwq,
             fill,
             vector,
+            ..
         } => {
             let pad = PadRows {
                 h: hw[0],
@@ -679,48 +693,45 @@ pub(crate) fn emit_kernel(
                 phases: phases.clone(),
                 hqwq: *hqwq,
             };
-            emit_pad_planes(&mut em, x, pad, *fill, *vector, &out, lo, hi, wide)
+            emit_pad_planes(&mut em, io, pad, *fill, *vector, wide)
         }
-        KernelKind::Depthwise { x, g, w } => emit_depthwise(&mut em, x, g, *w, &out, epi, lo, hi),
-        KernelKind::Dense { x, k: kd, m, w } => {
-            emit_dense(&mut em, x, *kd, *m, *w, &out, epi, lo, hi)
-        }
+        KernelKind::Depthwise { g, w, .. } => emit_depthwise(&mut em, io, g, *w),
+        KernelKind::Dense { k: kd, m, w, .. } => emit_dense(&mut em, io, *kd, *m, *w),
         KernelKind::MaxPool {
-            x,
             p,
             hw,
             ohw,
             in_place: Some(vector),
-        } => emit_max_pool_in_place(&mut em, x, p, *hw, *ohw, *vector, &out, lo, hi, wide),
-        KernelKind::MaxPool { x, p, hw, ohw, .. } => {
-            emit_pool(&mut em, x, p, *hw, *ohw, None, &out, epi, lo, hi)
-        }
+            ..
+        } => emit_max_pool_in_place(&mut em, io, p, *hw, *ohw, *vector, wide),
+        KernelKind::MaxPool { p, hw, ohw, .. } => emit_pool(&mut em, io, p, *hw, *ohw, None),
         KernelKind::AvgPool {
-            x,
-            p,
-            hw,
-            ohw,
-            recip,
-        } => emit_pool(&mut em, x, p, *hw, *ohw, Some(*recip), &out, epi, lo, hi),
-        KernelKind::GlobalAvgPool { x } => emit_gap(&mut em, x, &out, epi, lo, hi),
-        KernelKind::Softmax { x } => emit_softmax(&mut em, x, &out, epi, lo, hi),
+            p, hw, ohw, recip, ..
+        } => emit_pool(&mut em, io, p, *hw, *ohw, Some(*recip)),
+        KernelKind::GlobalAvgPool { .. } => emit_gap(&mut em, io),
+        KernelKind::Softmax { .. } => emit_softmax(&mut em, io),
         KernelKind::Pad {
-            x,
             pads,
             value,
             fill,
             hw,
             ohw,
-        } => emit_pad(
-            &mut em, x, *pads, *value, *fill, *hw, *ohw, &out, epi, lo, hi,
-        ),
+            ..
+        } => emit_pad(&mut em, io, *pads, *value, *fill, *hw, *ohw),
     }
     em.b.ins().return_(&[]);
     em.b.seal_all_blocks();
 }
 
 /// Units are `(n, c)` planes: `y[n, c, s] = epi(x[n, c, s])`, 4 lanes at a time.
-fn emit_elementwise(em: &mut Em, x: &View, out: &View, epi: &[Epi], lo: Value, hi: Value) {
+fn emit_elementwise(em: &mut Em, io: &Io) {
+    let Io {
+        x,
+        out,
+        epi,
+        lo,
+        hi,
+    } = *io;
     let (c_n, s_n) = (x.c, x.s);
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, c_n);

@@ -6,18 +6,15 @@ use super::*;
 /// Copies every channel plane into its padded phase planes (see `KernelKind::PadPlanes`)
 /// by assembled rows (`isa/x64/asm/pad.rs`; the planner only makes copies it takes), one call per
 /// channel.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn emit_pad_planes(
     em: &mut Em,
-    x: &View,
+    io: &Io,
     p: PadRows,
     fill: Option<usize>,
     vector: Vector,
-    out: &View,
-    lo: Value,
-    hi: Value,
     get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
 ) {
+    let Io { x, out, lo, hi, .. } = *io;
     let f = get(
         &Spec::row_kernel(vector, RowKernel::PadPlanes(p)),
         em.b.func,
@@ -111,17 +108,14 @@ pub(super) fn padded_copy(
     });
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn emit_depthwise(
-    em: &mut Em,
-    x: &View,
-    g: &ConvGeom,
-    wofs: usize,
-    out: &View,
-    epi: &[Epi],
-    lo: Value,
-    hi: Value,
-) {
+pub(super) fn emit_depthwise(em: &mut Em, io: &Io, g: &ConvGeom, wofs: usize) {
+    let Io {
+        x,
+        out,
+        epi,
+        lo,
+        hi,
+    } = *io;
     let [kh, kw] = g.kernel;
     let [sh, sw] = g.stride;
     let [dh, dw] = g.dilation;

@@ -8,16 +8,14 @@ use super::*;
 #[allow(clippy::too_many_arguments)]
 pub(super) fn emit_max_pool_in_place(
     em: &mut Em,
-    x: &View,
+    io: &Io,
     p: &bnc_ir::Pool2d,
     [h, w]: [usize; 2],
     [oh, ow]: [usize; 2],
     vector: Vector,
-    out: &View,
-    lo: Value,
-    hi: Value,
     get: &mut dyn FnMut(&Spec, &mut Function) -> FuncRef,
 ) {
+    let Io { x, out, lo, hi, .. } = *io;
     let [sh, sw] = p.stride;
     let rows_of = |oy: usize| -> Vec<usize> {
         (0..p.kernel[0])
@@ -64,19 +62,21 @@ pub(super) fn emit_max_pool_in_place(
 
 /// Max/avg pooling, 4 output columns per step, on a padded copy filled with -inf (max) or
 /// 0 (avg); avg multiplies by a precomputed per-position reciprocal of the divisor.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn emit_pool(
     em: &mut Em,
-    x: &View,
+    io: &Io,
     p: &bnc_ir::Pool2d,
     hw: [usize; 2],
     ohw: [usize; 2],
     recip: Option<usize>,
-    out: &View,
-    epi: &[Epi],
-    lo: Value,
-    hi: Value,
 ) {
+    let Io {
+        x,
+        out,
+        epi,
+        lo,
+        hi,
+    } = *io;
     let [oh, ow] = ohw;
     let [kh, kw] = p.kernel;
     let [sh, sw] = p.stride;
@@ -139,7 +139,14 @@ pub(super) fn hsum(em: &mut Em, v: Value) -> Value {
     s
 }
 
-pub(super) fn emit_gap(em: &mut Em, x: &View, out: &View, epi: &[Epi], lo: Value, hi: Value) {
+pub(super) fn emit_gap(em: &mut Em, io: &Io) {
+    let Io {
+        x,
+        out,
+        epi,
+        lo,
+        hi,
+    } = *io;
     let s_n = x.s;
     let c_n = x.c;
     em.lp(lo, hi, 1, |em, u| {

@@ -2,7 +2,14 @@
 
 use super::*;
 
-pub(super) fn emit_softmax(em: &mut Em, x: &View, out: &View, epi: &[Epi], lo: Value, hi: Value) {
+pub(super) fn emit_softmax(em: &mut Em, io: &Io) {
+    let Io {
+        x,
+        out,
+        epi,
+        lo,
+        hi,
+    } = *io;
     let (c_n, s_n) = (x.c, x.s);
     em.lp(lo, hi, 1, |em, u| {
         let (n, s) = em.divmod(u, s_n);
@@ -54,20 +61,22 @@ pub(super) fn emit_softmax(em: &mut Em, x: &View, out: &View, epi: &[Epi], lo: V
     });
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn emit_pad(
     em: &mut Em,
-    x: &View,
+    io: &Io,
     pads: [usize; 4],
     value: f32,
     fill: Option<usize>,
     hw: [usize; 2],
     ohw: [usize; 2],
-    out: &View,
-    epi: &[Epi],
-    lo: Value,
-    hi: Value,
 ) {
+    let Io {
+        x,
+        out,
+        epi,
+        lo,
+        hi,
+    } = *io;
     let [h, w] = hw;
     let [oh, ow] = ohw;
     let c_n = x.c;

@@ -57,10 +57,10 @@ pub(super) fn affine_params(
 ) -> Result<(Vec<f32>, Vec<f32>), CodegenError> {
     let n = &graph.nodes[node];
     let get = |s: &str| {
-        graph
-            .param(n, s)
-            .map(|t| t.data.clone())
-            .ok_or_else(|| CodegenError::Invalid(format!("missing parameter `{s}`")))
+        graph.param(n, s).map(|t| t.data.clone()).ok_or_else(|| {
+            let node = &graph.value(n.output).name;
+            CodegenError::Invalid(format!("`%{node}`: missing parameter `{s}`"))
+        })
     };
     match n.op {
         Op::Affine => Ok((get("scale")?, get("shift")?)),

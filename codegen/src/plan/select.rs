@@ -206,11 +206,15 @@ impl<'a> Lowering<'a> {
     ) -> Result<Vec<Kernel>, CodegenError> {
         let (graph, threads, caches) = (self.graph, self.threads, &self.caps.caches);
         let wide = self.caps.wide;
+        // Errors name the node as the model does: by its output value.
+        let node_name = format!("%{}", graph.value(node.output).name);
         let param = |s: &str| {
             graph
                 .param(node, s)
                 .map(|t| t.data.as_slice())
-                .ok_or_else(|| CodegenError::Invalid(format!("`{name}`: missing parameter `{s}`")))
+                .ok_or_else(|| {
+                    CodegenError::Invalid(format!("`{node_name}`: missing parameter `{s}`"))
+                })
         };
         if let Some(l) = g.load {
             let x = view(l);
@@ -373,7 +377,10 @@ impl<'a> Lowering<'a> {
             }
             Op::MaxPool(p) | Op::AvgPool(p) => {
                 if p.kernel[0] * p.kernel[1] > 1024 {
-                    return Err(unsupported(format!("`{name}`: pooling window too large")));
+                    return Err(unsupported(format!(
+                        "`{node_name}`: pooling window {}x{} is larger than 1024 taps",
+                        p.kernel[0], p.kernel[1]
+                    )));
                 }
                 let hw = [xs[2], xs[3]];
                 let ohw = [os[2], os[3]];
@@ -420,9 +427,11 @@ impl<'a> Lowering<'a> {
                     pads: *pads,
                     value: *value as f32,
                     fill: if *fill {
-                        let t = graph
-                            .param(node, "pad_fill")
-                            .ok_or_else(|| unsupported("pad without its pad_fill"))?;
+                        let t = graph.param(node, "pad_fill").ok_or_else(|| {
+                            CodegenError::Invalid(format!(
+                                "`{node_name}`: missing parameter `pad_fill`"
+                            ))
+                        })?;
                         Some(self.blob.push(&t.data))
                     } else {
                         None
@@ -436,7 +445,7 @@ impl<'a> Lowering<'a> {
             ),
             other => {
                 return Err(unsupported(format!(
-                    "operator `{}` cannot be compiled",
+                    "`{node_name}`: operator `{}` cannot be compiled",
                     other.name()
                 )));
             }
