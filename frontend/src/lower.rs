@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bnc_ir::{Activation, Conv2d, Graph, Node, Op, Pool2d, Shape, Value, ValueId, WeightsSource};
+use bnc_ir::optable::{AttrDefault, AttrKind};
+use bnc_ir::{Graph, Node, Op, OpKind, Shape, Value, ValueId, WeightsSource};
 
 use crate::ast::{self, Attr, Binding, Ident, IntLit, Item, Model, Number, Spanned, WeightsSpec};
 use crate::diag::{Error, Span};
@@ -34,63 +35,7 @@ pub struct NodeOrigin {
     pub params_span: Option<Span>,
 }
 
-/// The operators of the language, by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OpKind {
-    Conv2d,
-    Dense,
-    BatchNorm,
-    Affine,
-    Relu,
-    Relu6,
-    Sigmoid,
-    Silu,
-    HardSwish,
-    HardSigmoid,
-    Tanh,
-    LeakyRelu,
-    Clip,
-    Add,
-    Mul,
-    Concat,
-    MaxPool,
-    AvgPool,
-    GlobalAvgPool,
-    Pad,
-    Flatten,
-    Identity,
-    Dropout,
-    Softmax,
-}
-
-const OPERATORS: &[(&str, OpKind)] = &[
-    ("conv2d", OpKind::Conv2d),
-    ("dense", OpKind::Dense),
-    ("batchnorm", OpKind::BatchNorm),
-    ("affine", OpKind::Affine),
-    ("relu", OpKind::Relu),
-    ("relu6", OpKind::Relu6),
-    ("sigmoid", OpKind::Sigmoid),
-    ("silu", OpKind::Silu),
-    ("hardswish", OpKind::HardSwish),
-    ("hardsigmoid", OpKind::HardSigmoid),
-    ("tanh", OpKind::Tanh),
-    ("leaky_relu", OpKind::LeakyRelu),
-    ("clip", OpKind::Clip),
-    ("add", OpKind::Add),
-    ("mul", OpKind::Mul),
-    ("concat", OpKind::Concat),
-    ("maxpool", OpKind::MaxPool),
-    ("avgpool", OpKind::AvgPool),
-    ("global_avgpool", OpKind::GlobalAvgPool),
-    ("pad", OpKind::Pad),
-    ("flatten", OpKind::Flatten),
-    ("identity", OpKind::Identity),
-    ("dropout", OpKind::Dropout),
-    ("softmax", OpKind::Softmax),
-];
-
-/// The type of an attribute value.
+/// The type of an attribute value: the table's kinds plus the string of `params`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AttrType {
     /// A non-negative integer.
@@ -111,77 +56,34 @@ struct AttrSpec {
     required: bool,
 }
 
-const fn req(name: &'static str, ty: AttrType) -> AttrSpec {
-    AttrSpec {
-        name,
-        ty,
-        required: true,
-    }
-}
-
-const fn opt(name: &'static str, ty: AttrType) -> AttrSpec {
-    AttrSpec {
-        name,
-        ty,
-        required: false,
-    }
-}
-
 use AttrType as T;
 
-const CONV_ATTRS: &[AttrSpec] = &[
-    req("out", T::Int),
-    req("kernel", T::Pair),
-    opt("stride", T::Pair),
-    opt("pad", T::Pad),
-    opt("dilation", T::Pair),
-    opt("groups", T::Int),
-    opt("bias", T::Bool),
-    opt("pad_fill", T::Bool),
-    opt("params", T::Str),
-];
-const DENSE_ATTRS: &[AttrSpec] = &[
-    req("out", T::Int),
-    opt("bias", T::Bool),
-    opt("params", T::Str),
-];
-const BN_ATTRS: &[AttrSpec] = &[opt("eps", T::Float), opt("params", T::Str)];
-const AFFINE_ATTRS: &[AttrSpec] = &[opt("params", T::Str)];
-const LEAKY_ATTRS: &[AttrSpec] = &[opt("alpha", T::Float)];
-const CLIP_ATTRS: &[AttrSpec] = &[opt("min", T::Float), opt("max", T::Float)];
-const MAXPOOL_ATTRS: &[AttrSpec] = &[
-    req("kernel", T::Pair),
-    opt("stride", T::Pair),
-    opt("pad", T::Pad),
-    opt("ceil_mode", T::Bool),
-];
-const AVGPOOL_ATTRS: &[AttrSpec] = &[
-    req("kernel", T::Pair),
-    opt("stride", T::Pair),
-    opt("pad", T::Pad),
-    opt("ceil_mode", T::Bool),
-    opt("count_include_pad", T::Bool),
-];
-const PAD_ATTRS: &[AttrSpec] = &[
-    req("pads", T::Pad),
-    opt("value", T::Float),
-    opt("pad_fill", T::Bool),
-    opt("params", T::Str),
-];
-
-fn attr_specs(kind: OpKind) -> &'static [AttrSpec] {
-    match kind {
-        OpKind::Conv2d => CONV_ATTRS,
-        OpKind::Dense => DENSE_ATTRS,
-        OpKind::BatchNorm => BN_ATTRS,
-        OpKind::Affine => AFFINE_ATTRS,
-        OpKind::LeakyRelu => LEAKY_ATTRS,
-        OpKind::Clip => CLIP_ATTRS,
-        OpKind::MaxPool => MAXPOOL_ATTRS,
-        OpKind::AvgPool => AVGPOOL_ATTRS,
-        OpKind::Pad => PAD_ATTRS,
-        _ => &[],
+/// The attributes an operator accepts: the table's, then `params` if it has parameters.
+fn attr_specs(kind: OpKind) -> Vec<AttrSpec> {
+    let mut specs: Vec<AttrSpec> = kind
+        .info()
+        .attrs
+        .iter()
+        .map(|a| AttrSpec {
+            name: a.name,
+            ty: match a.kind {
+                AttrKind::Int => T::Int,
+                AttrKind::Float => T::Float,
+                AttrKind::Bool => T::Bool,
+                AttrKind::Pair => T::Pair,
+                AttrKind::Pad => T::Pad,
+            },
+            required: a.default == AttrDefault::Required,
+        })
+        .collect();
+    if kind.has_params() {
+        specs.push(AttrSpec {
+            name: "params",
+            ty: T::Str,
+            required: false,
+        });
     }
+    specs
 }
 
 /// A checked attribute value.
@@ -201,34 +103,16 @@ struct Attrs {
 }
 
 impl Attrs {
-    fn int(&self, name: &str, default: usize) -> usize {
-        match self.values.get(name) {
-            Some(AttrValue::Int(v)) => *v,
-            _ => default,
-        }
-    }
-    fn float(&self, name: &str, default: f64) -> f64 {
-        match self.values.get(name) {
-            Some(AttrValue::Float(v)) => *v,
-            _ => default,
-        }
-    }
-    fn bool(&self, name: &str, default: bool) -> bool {
-        match self.values.get(name) {
-            Some(AttrValue::Bool(v)) => *v,
-            _ => default,
-        }
-    }
-    fn pair(&self, name: &str, default: [usize; 2]) -> [usize; 2] {
-        match self.values.get(name) {
-            Some(AttrValue::Pair(v)) => *v,
-            _ => default,
-        }
-    }
-    fn pad(&self, name: &str, default: [usize; 4]) -> [usize; 4] {
-        match self.values.get(name) {
-            Some(AttrValue::Pad(v)) => *v,
-            _ => default,
+    /// A written attribute as the IR's value (`params` is not one).
+    fn get(&self, name: &str) -> Option<bnc_ir::AttrValue> {
+        use bnc_ir::AttrValue as V;
+        match self.values.get(name)? {
+            AttrValue::Int(v) => Some(V::Int(*v)),
+            AttrValue::Float(v) => Some(V::Float(*v)),
+            AttrValue::Bool(v) => Some(V::Bool(*v)),
+            AttrValue::Pair(v) => Some(V::Pair(*v)),
+            AttrValue::Pad(v) => Some(V::Pad(*v)),
+            AttrValue::Str(_) => None,
         }
     }
     fn string(&self, name: &str) -> Option<&str> {
@@ -539,7 +423,7 @@ impl<'m> Lowerer<'m> {
             }
         }
         let attrs = check_attrs(kind, &b.op.name, &b.attrs, &b.args_span)?;
-        let op = build_op(kind, &attrs);
+        let op = Op::from_attrs(kind, |name| attrs.get(name));
 
         let (lo, hi) = op.arity();
         if b.args.len() < lo || b.args.len() > hi {
@@ -598,12 +482,12 @@ impl<'m> Lowerer<'m> {
         }
         // `param_specs` multiplies channel and kernel sizes; make sure that cannot overflow
         // and that the parameter tensors stay within the size limit.
-        let param_bound = match &op {
-            Op::Conv2d(c) => {
-                checked_numel(&[c.out_channels, shapes[0][1], c.kernel[0], c.kernel[1]])
-            }
-            Op::Dense { out_features, .. } => checked_numel(&[*out_features, shapes[0][1]]),
-            _ => Some(0),
+        // (A grouped conv is bounded as if it were not grouped.)
+        let param_bound = if let Op::Conv2d(c) = &op {
+            checked_numel(&[c.out_channels, shapes[0][1], c.kernel[0], c.kernel[1]])
+        } else {
+            op.weight_shape(shapes[0])
+                .map_or(Some(0), |w| checked_numel(&w))
         };
         if param_bound.is_none() {
             return Err(shape_error(format!(
@@ -635,12 +519,13 @@ impl<'m> Lowerer<'m> {
 }
 
 fn lookup_op(op: &Ident) -> Result<OpKind, Error> {
-    if let Some((_, kind)) = OPERATORS.iter().find(|(name, _)| *name == op.name) {
-        return Ok(*kind);
+    if let Some(kind) = OpKind::from_name(&op.name) {
+        return Ok(kind);
     }
-    let close = similar(&op.name, OPERATORS.iter().map(|(n, _)| *n), 3);
+    let names = || OpKind::ALL.iter().map(|k| k.info().name);
+    let close = similar(&op.name, names(), 3);
     let help = if close.is_empty() {
-        let all: Vec<&str> = OPERATORS.iter().map(|(n, _)| *n).collect();
+        let all: Vec<&str> = names().collect();
         format!("the operators are {}", all.join(", "))
     } else {
         format!("did you mean {}?", or_list(&close))
@@ -806,70 +691,6 @@ fn convert(spec: &AttrSpec, value: &Spanned<ast::Value>) -> Result<AttrValue, Er
     }
 }
 
-/// The operator with its attributes, defaults as in docs/language.md.
-fn build_op(kind: OpKind, a: &Attrs) -> Op {
-    let pool = |a: &Attrs, count_include_pad: bool| {
-        let kernel = a.pair("kernel", [1, 1]);
-        Pool2d {
-            kernel,
-            stride: a.pair("stride", kernel),
-            pad: a.pad("pad", [0; 4]),
-            ceil_mode: a.bool("ceil_mode", false),
-            count_include_pad,
-        }
-    };
-    match kind {
-        OpKind::Conv2d => Op::Conv2d(Conv2d {
-            out_channels: a.int("out", 0),
-            kernel: a.pair("kernel", [1, 1]),
-            stride: a.pair("stride", [1, 1]),
-            pad: a.pad("pad", [0; 4]),
-            dilation: a.pair("dilation", [1, 1]),
-            groups: a.int("groups", 1),
-            bias: a.bool("bias", true),
-            pad_fill: a.bool("pad_fill", false),
-        }),
-        OpKind::Dense => Op::Dense {
-            out_features: a.int("out", 0),
-            bias: a.bool("bias", true),
-        },
-        OpKind::BatchNorm => Op::BatchNorm {
-            eps: a.float("eps", 1e-5),
-        },
-        OpKind::Affine => Op::Affine,
-        OpKind::Relu => Op::Activation(Activation::Relu),
-        OpKind::Relu6 => Op::Activation(Activation::Relu6),
-        OpKind::Sigmoid => Op::Activation(Activation::Sigmoid),
-        OpKind::Silu => Op::Activation(Activation::Silu),
-        OpKind::HardSwish => Op::Activation(Activation::HardSwish),
-        OpKind::HardSigmoid => Op::Activation(Activation::HardSigmoid),
-        OpKind::Tanh => Op::Activation(Activation::Tanh),
-        OpKind::LeakyRelu => Op::Activation(Activation::LeakyRelu {
-            alpha: a.float("alpha", 0.01),
-        }),
-        OpKind::Clip => Op::Activation(Activation::Clip {
-            min: a.float("min", f64::NEG_INFINITY),
-            max: a.float("max", f64::INFINITY),
-        }),
-        OpKind::Add => Op::Add,
-        OpKind::Mul => Op::Mul,
-        OpKind::Concat => Op::Concat,
-        // `count_include_pad` means nothing for max pooling; it is kept false there.
-        OpKind::MaxPool => Op::MaxPool(pool(a, false)),
-        OpKind::AvgPool => Op::AvgPool(pool(a, a.bool("count_include_pad", true))),
-        OpKind::GlobalAvgPool => Op::GlobalAvgPool,
-        OpKind::Pad => Op::Pad {
-            pads: a.pad("pads", [0; 4]),
-            value: a.float("value", 0.0),
-            fill: a.bool("pad_fill", false),
-        },
-        OpKind::Flatten => Op::Flatten,
-        OpKind::Identity => Op::Identity,
-        OpKind::Dropout => Op::Dropout,
-        OpKind::Softmax => Op::Softmax,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,18 +709,5 @@ mod tests {
             similar("c1.weigth", names.iter().copied(), 5),
             vec!["c1.weight", "c2.weight"]
         );
-    }
-
-    #[test]
-    fn every_operator_has_a_table_entry() {
-        for (name, kind) in OPERATORS {
-            let op = build_op(
-                *kind,
-                &Attrs {
-                    values: HashMap::new(),
-                },
-            );
-            assert_eq!(op.name(), *name);
-        }
     }
 }

@@ -9,6 +9,8 @@ pub mod edit;
 pub mod interp;
 pub mod limits;
 pub mod op;
+mod opattrs;
+pub mod optable;
 pub mod printer;
 pub mod tensor;
 
@@ -16,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use op::{Activation, Conv2d, Op, ParamKind, ParamSpec, Pool2d};
+pub use optable::{AttrValue, MapRule, OpInfo, OpKind, Transparency};
 pub use tensor::Tensor;
 
 /// A static tensor shape, outermost dimension first (NCHW for feature maps).

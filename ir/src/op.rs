@@ -2,6 +2,7 @@
 //! the frontend, the verifier, the interpreter and the passes all call it.
 
 use crate::Shape;
+use crate::optable::{AttrValue, Flops, OpKind, ParamShape, ShapeRule};
 
 /// A 2-D convolution. `pad` is `[top, left, bottom, right]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,18 +47,23 @@ pub enum Activation {
 }
 
 impl Activation {
-    pub fn name(&self) -> &'static str {
+    /// The activation's kind in the operator table.
+    pub fn kind(&self) -> OpKind {
         match self {
-            Activation::Relu => "relu",
-            Activation::Relu6 => "relu6",
-            Activation::LeakyRelu { .. } => "leaky_relu",
-            Activation::Clip { .. } => "clip",
-            Activation::Sigmoid => "sigmoid",
-            Activation::Silu => "silu",
-            Activation::HardSwish => "hardswish",
-            Activation::HardSigmoid => "hardsigmoid",
-            Activation::Tanh => "tanh",
+            Activation::Relu => OpKind::Relu,
+            Activation::Relu6 => OpKind::Relu6,
+            Activation::LeakyRelu { .. } => OpKind::LeakyRelu,
+            Activation::Clip { .. } => OpKind::Clip,
+            Activation::Sigmoid => OpKind::Sigmoid,
+            Activation::Silu => OpKind::Silu,
+            Activation::HardSwish => OpKind::HardSwish,
+            Activation::HardSigmoid => OpKind::HardSigmoid,
+            Activation::Tanh => OpKind::Tanh,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.kind().info().name
     }
 
     /// The function itself, in f64 (PyTorch definitions: hardsigmoid is relu6(x + 3) / 6).
@@ -188,35 +194,36 @@ pub fn window_out(
 }
 
 impl Op {
+    /// The operator's kind: its entry in the operator table.
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::Conv2d(_) => OpKind::Conv2d,
+            Op::Dense { .. } => OpKind::Dense,
+            Op::BatchNorm { .. } => OpKind::BatchNorm,
+            Op::Affine => OpKind::Affine,
+            Op::Activation(a) => a.kind(),
+            Op::Add => OpKind::Add,
+            Op::Mul => OpKind::Mul,
+            Op::Concat => OpKind::Concat,
+            Op::MaxPool(_) => OpKind::MaxPool,
+            Op::AvgPool(_) => OpKind::AvgPool,
+            Op::GlobalAvgPool => OpKind::GlobalAvgPool,
+            Op::Pad { .. } => OpKind::Pad,
+            Op::Flatten => OpKind::Flatten,
+            Op::Identity => OpKind::Identity,
+            Op::Dropout => OpKind::Dropout,
+            Op::Softmax => OpKind::Softmax,
+        }
+    }
+
     /// The operator's name in the language.
     pub fn name(&self) -> &'static str {
-        match self {
-            Op::Conv2d(_) => "conv2d",
-            Op::Dense { .. } => "dense",
-            Op::BatchNorm { .. } => "batchnorm",
-            Op::Affine => "affine",
-            Op::Activation(a) => a.name(),
-            Op::Add => "add",
-            Op::Mul => "mul",
-            Op::Concat => "concat",
-            Op::MaxPool(_) => "maxpool",
-            Op::AvgPool(_) => "avgpool",
-            Op::GlobalAvgPool => "global_avgpool",
-            Op::Pad { .. } => "pad",
-            Op::Flatten => "flatten",
-            Op::Identity => "identity",
-            Op::Dropout => "dropout",
-            Op::Softmax => "softmax",
-        }
+        self.kind().info().name
     }
 
     /// How many inputs the operator takes: `(min, max)`.
     pub fn arity(&self) -> (usize, usize) {
-        match self {
-            Op::Add | Op::Mul => (2, 2),
-            Op::Concat => (1, usize::MAX),
-            _ => (1, 1),
-        }
+        self.kind().info().inputs
     }
 
     /// The output shape for these input shapes, or a message saying what is wrong. Every
@@ -225,14 +232,8 @@ impl Op {
     pub fn infer_shape(&self, inputs: &[&Shape]) -> Result<Shape, String> {
         let shape = self.infer_shape_unchecked(inputs)?;
         crate::limits::check_shape(&shape)?;
-        if let Op::Conv2d(c) = self {
-            let cin = inputs[0][1] / c.groups;
-            crate::limits::check_shape(&[c.out_channels, cin, c.kernel[0], c.kernel[1]])
-                .map_err(|e| format!("{e} (the weight)"))?;
-        }
-        if let Op::Dense { out_features, .. } = self {
-            crate::limits::check_shape(&[*out_features, inputs[0][1]])
-                .map_err(|e| format!("{e} (the weight)"))?;
+        if let Some(weight) = self.weight_shape(inputs[0]) {
+            crate::limits::check_shape(&weight).map_err(|e| format!("{e} (the weight)"))?;
         }
         Ok(shape)
     }
@@ -270,8 +271,11 @@ impl Op {
                 ))
             }
         };
-        match self {
-            Op::Conv2d(c) => {
+        match self.kind().info().shape {
+            ShapeRule::Conv => {
+                let Op::Conv2d(c) = self else {
+                    return Err(self.table_mismatch());
+                };
                 need_rank(&[4])?;
                 let cin = x[1];
                 if c.groups == 0 || c.out_channels == 0 {
@@ -322,33 +326,33 @@ impl Op {
                     )),
                 }
             }
-            Op::Dense { out_features, .. } => {
+            ShapeRule::Dense => {
+                let Op::Dense { out_features, .. } = self else {
+                    return Err(self.table_mismatch());
+                };
                 need_rank(&[2])?;
                 if *out_features == 0 {
                     return Err("`out` must be positive".into());
                 }
                 Ok(vec![x[0], *out_features])
             }
-            Op::BatchNorm { .. } | Op::Affine => {
+            ShapeRule::SameChannelwise => {
                 need_rank(&[2, 4])?;
                 Ok(x.clone())
             }
-            Op::Activation(_) | Op::Identity | Op::Dropout => Ok(x.clone()),
-            Op::Softmax => {
-                need_rank(&[2, 4])?;
-                Ok(x.clone())
-            }
-            Op::Add => {
+            ShapeRule::Same => Ok(x.clone()),
+            ShapeRule::Equal => {
                 if inputs[0] != inputs[1] {
                     return Err(format!(
-                        "`add` needs equal shapes, got {} and {}",
+                        "`{}` needs equal shapes, got {} and {}",
+                        self.name(),
                         fmt_shape(inputs[0]),
                         fmt_shape(inputs[1])
                     ));
                 }
                 Ok(x.clone())
             }
-            Op::Mul => {
+            ShapeRule::Broadcast => {
                 let (a, b) = (inputs[0], inputs[1]);
                 if a == b {
                     return Ok(a.clone());
@@ -368,7 +372,7 @@ impl Op {
                     ))
                 }
             }
-            Op::Concat => {
+            ShapeRule::ConcatChannels => {
                 need_rank(&[2, 4])?;
                 let mut channels = 0;
                 for s in inputs {
@@ -389,7 +393,10 @@ impl Op {
                 out[1] = channels;
                 Ok(out)
             }
-            Op::MaxPool(p) | Op::AvgPool(p) => {
+            ShapeRule::Window => {
+                let (Op::MaxPool(p) | Op::AvgPool(p)) = self else {
+                    return Err(self.table_mismatch());
+                };
                 need_rank(&[4])?;
                 if p.kernel.contains(&0) || p.stride.contains(&0) {
                     return Err("kernel and stride must be positive".into());
@@ -432,11 +439,14 @@ impl Op {
                     )),
                 }
             }
-            Op::GlobalAvgPool => {
+            ShapeRule::Global => {
                 need_rank(&[4])?;
                 Ok(vec![x[0], x[1], 1, 1])
             }
-            Op::Pad { pads, .. } => {
+            ShapeRule::Pad => {
+                let Op::Pad { pads, .. } = self else {
+                    return Err(self.table_mismatch());
+                };
                 need_rank(&[4])?;
                 let grow = |d: usize, a: usize, b: usize| {
                     d.checked_add(a)
@@ -450,7 +460,7 @@ impl Op {
                     grow(x[3], pads[1], pads[3])?,
                 ])
             }
-            Op::Flatten => {
+            ShapeRule::Flatten => {
                 if x.is_empty() {
                     return Err("`flatten` needs at least a batch axis".into());
                 }
@@ -462,63 +472,59 @@ impl Op {
     }
 
     /// The parameter tensors the operator reads, given its input shapes (which must have
-    /// passed [`Op::infer_shape`]).
+    /// passed [`Op::infer_shape`]): the table's [`crate::optable::ParamSlot`]s whose
+    /// condition holds.
     pub fn param_specs(&self, inputs: &[&Shape]) -> Vec<ParamSpec> {
-        let spec = |suffix, shape, kind| ParamSpec {
-            suffix,
-            shape,
-            kind,
+        let attrs = self.attributes();
+        let enabled = |name: &str| {
+            attrs
+                .iter()
+                .any(|(k, v)| *k == name && *v == AttrValue::Bool(true))
         };
-        match self {
-            Op::Conv2d(c) => {
-                let cin = inputs[0][1];
-                let mut v = vec![spec(
-                    "weight",
-                    vec![c.out_channels, cin / c.groups, c.kernel[0], c.kernel[1]],
-                    ParamKind::Weight {
-                        fan_in: cin / c.groups * c.kernel[0] * c.kernel[1],
-                    },
-                )];
-                if c.bias {
-                    v.push(spec("bias", vec![c.out_channels], ParamKind::Bias));
+        let weight = self.weight_shape(inputs[0]);
+        self.kind()
+            .info()
+            .params
+            .iter()
+            .filter(|slot| slot.when.is_none_or(enabled))
+            .map(|slot| {
+                let (shape, kind) = match slot.shape {
+                    ParamShape::Weight => {
+                        let w = weight
+                            .clone()
+                            .expect("the table gives this operator a weight");
+                        let fan_in = w[1..].iter().product();
+                        (w, ParamKind::Weight { fan_in })
+                    }
+                    ParamShape::OutChannels => (
+                        vec![weight.as_ref().expect("a layer with a weight")[0]],
+                        slot.kind,
+                    ),
+                    ParamShape::InChannels => (vec![inputs[0][1]], slot.kind),
+                };
+                ParamSpec {
+                    suffix: slot.suffix,
+                    shape,
+                    kind,
                 }
-                if c.pad_fill {
-                    v.push(spec("pad_fill", vec![cin], ParamKind::PadFill));
-                }
-                v
-            }
-            Op::Dense { out_features, bias } => {
-                let cin = inputs[0][1];
-                let mut v = vec![spec(
-                    "weight",
-                    vec![*out_features, cin],
-                    ParamKind::Weight { fan_in: cin },
-                )];
-                if *bias {
-                    v.push(spec("bias", vec![*out_features], ParamKind::Bias));
-                }
-                v
-            }
-            Op::BatchNorm { .. } => {
-                let c = vec![inputs[0][1]];
-                vec![
-                    spec("weight", c.clone(), ParamKind::BnWeight),
-                    spec("bias", c.clone(), ParamKind::BnBias),
-                    spec("running_mean", c.clone(), ParamKind::BnMean),
-                    spec("running_var", c, ParamKind::BnVar),
-                ]
-            }
-            Op::Affine => {
-                let c = vec![inputs[0][1]];
-                vec![
-                    spec("scale", c.clone(), ParamKind::AffineScale),
-                    spec("shift", c, ParamKind::AffineShift),
-                ]
-            }
-            Op::Pad { fill: true, .. } => {
-                vec![spec("pad_fill", vec![inputs[0][1]], ParamKind::PadFill)]
-            }
-            _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The weight's shape of a conv2d (`[out, in / groups, kh, kw]`) or dense (`[out, in]`)
+    /// layer reading `input`; `None` for operators without a weight.
+    pub fn weight_shape(&self, input: &Shape) -> Option<Shape> {
+        if let Op::Conv2d(c) = self {
+            Some(vec![
+                c.out_channels,
+                input[1] / c.groups,
+                c.kernel[0],
+                c.kernel[1],
+            ])
+        } else if let Op::Dense { out_features, .. } = self {
+            Some(vec![*out_features, input[1]])
+        } else {
+            None
         }
     }
 
@@ -526,17 +532,30 @@ impl Op {
     /// measure of work used in reports.
     pub fn flops(&self, inputs: &[&Shape], output: &Shape) -> u64 {
         let numel = |s: &Shape| s.iter().product::<usize>() as u64;
-        match self {
-            Op::Conv2d(c) => {
-                let cin_per_group = (inputs[0][1] / c.groups) as u64;
-                2 * numel(output) * cin_per_group * (c.kernel[0] * c.kernel[1]) as u64
+        match self.kind().info().flops {
+            Flops::Zero => 0,
+            Flops::PerOutput(n) => n * numel(output),
+            Flops::Layer => {
+                let fan_in: usize = self
+                    .weight_shape(inputs[0])
+                    .map_or(0, |w| w[1..].iter().product());
+                2 * numel(output) * fan_in as u64
             }
-            Op::Dense { .. } => 2 * numel(output) * inputs[0][1] as u64,
-            Op::BatchNorm { .. } | Op::Affine => 2 * numel(output),
-            Op::MaxPool(p) | Op::AvgPool(p) => numel(output) * (p.kernel[0] * p.kernel[1]) as u64,
-            Op::GlobalAvgPool => numel(inputs[0]),
-            Op::Identity | Op::Dropout | Op::Flatten | Op::Concat | Op::Pad { .. } => 0,
-            _ => numel(output),
+            Flops::Window => {
+                let (Op::MaxPool(p) | Op::AvgPool(p)) = self else {
+                    return numel(output);
+                };
+                numel(output) * (p.kernel[0] * p.kernel[1]) as u64
+            }
+            Flops::PerInput => numel(inputs[0]),
         }
+    }
+
+    /// The error for an operator whose table entry names a rule its attributes do not fit.
+    fn table_mismatch(&self) -> String {
+        format!(
+            "internal error: the operator table's rule for `{}` does not fit it",
+            self.name()
+        )
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::{self, Write};
 
-use crate::{Graph, Op, Pool2d, WeightsSource};
+use crate::{Graph, Op, WeightsSource};
 
 /// The graph as `.nn` source text.
 pub fn print(graph: &Graph) -> String {
@@ -82,53 +82,10 @@ fn write_graph(out: &mut String, g: &Graph) -> fmt::Result {
     writeln!(out, "}}")
 }
 
-fn pair(v: [usize; 2]) -> String {
-    dims(&v)
-}
-
-fn pool_attributes(p: &Pool2d) -> Vec<(&'static str, String)> {
-    vec![
-        ("kernel", pair(p.kernel)),
-        ("stride", pair(p.stride)),
-        ("pad", dims(&p.pad)),
-        ("ceil_mode", p.ceil_mode.to_string()),
-    ]
-}
-
-/// The operator's attributes as `(key, printed value)`, in the order the spec lists them.
+/// The operator's attributes as `(key, printed value)`, in the order the table lists them.
 pub fn attributes(op: &Op) -> Vec<(&'static str, String)> {
-    use crate::Activation as A;
-    match op {
-        Op::Conv2d(c) => vec![
-            ("out", c.out_channels.to_string()),
-            ("kernel", pair(c.kernel)),
-            ("stride", pair(c.stride)),
-            ("pad", dims(&c.pad)),
-            ("dilation", pair(c.dilation)),
-            ("groups", c.groups.to_string()),
-            ("bias", c.bias.to_string()),
-            ("pad_fill", c.pad_fill.to_string()),
-        ],
-        Op::Dense { out_features, bias } => {
-            vec![
-                ("out", out_features.to_string()),
-                ("bias", bias.to_string()),
-            ]
-        }
-        Op::BatchNorm { eps } => vec![("eps", float(*eps))],
-        Op::Activation(A::LeakyRelu { alpha }) => vec![("alpha", float(*alpha))],
-        Op::Activation(A::Clip { min, max }) => vec![("min", float(*min)), ("max", float(*max))],
-        Op::MaxPool(p) => pool_attributes(p),
-        Op::AvgPool(p) => {
-            let mut a = pool_attributes(p);
-            a.push(("count_include_pad", p.count_include_pad.to_string()));
-            a
-        }
-        Op::Pad { pads, value, fill } => vec![
-            ("pads", dims(pads)),
-            ("value", float(*value)),
-            ("pad_fill", fill.to_string()),
-        ],
-        _ => Vec::new(),
-    }
+    op.attributes()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect()
 }

@@ -312,10 +312,10 @@ pub fn apply_absorbed(graph: &mut Graph, node_index: usize, absorbed: Absorbed) 
     replace_params(graph, node_index, op, params);
 }
 
-/// Whether a layer can absorb a per-channel map on its input and on its output: conv2d,
-/// dense and affine.
+/// Whether a layer can absorb a per-channel map on its input and on its output (conv2d,
+/// dense and affine: [`bnc_ir::MapRule::Absorbs`] in the operator table).
 pub fn is_absorber(op: &Op) -> bool {
-    matches!(op, Op::Conv2d(_) | Op::Dense { .. } | Op::Affine)
+    op.kind().info().maps == bnc_ir::MapRule::Absorbs
 }
 
 /// What an absorbing layer becomes: a conv/dense with new parameters, or an affine with a

@@ -28,7 +28,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 
-use bnc_ir::{Graph, Node, NodeId, Op, ValueId};
+use bnc_ir::{Graph, Node, NodeId, Op, Transparency, ValueId};
 
 use crate::affine::{Absorption, ChannelMap, absorb_any, apply_absorption, is_absorber};
 use crate::conditioning::{self, Spread};
@@ -266,23 +266,19 @@ enum Kind {
     Blocking(String),
 }
 
+/// The closure's reading of the operator table ([`Op::transparency`]): it moves whole maps
+/// (scale and shift) and does not repeat them over flattened positions.
 fn kind(graph: &Graph, node: &Node) -> Kind {
-    match &node.op {
-        op if is_absorber(op) => Kind::Absorber,
-        Op::Add => Kind::Add,
-        Op::Concat => Kind::Concat,
-        Op::MaxPool(_) => Kind::MaxPool,
-        Op::AvgPool(p) if !p.count_include_pad || p.pad == [0; 4] => Kind::SameMap,
-        Op::AvgPool(_) => Kind::Blocking("avgpool counting its zero padding".into()),
-        Op::GlobalAvgPool | Op::Identity | Op::Dropout => Kind::SameMap,
-        Op::Flatten => {
-            if graph.shape(node.inputs[0])[2..].iter().product::<usize>() == 1 {
-                Kind::SameMap
-            } else {
-                Kind::Blocking("flatten of a spatial map".into())
-            }
-        }
-        op => Kind::Blocking(op.name().into()),
+    let op = &node.op;
+    match op.transparency(graph.shape(node.inputs[0])) {
+        Transparency::Absorbs => Kind::Absorber,
+        Transparency::SumsInputs => Kind::Add,
+        Transparency::Concatenates => Kind::Concat,
+        Transparency::NonNegativeScale => Kind::MaxPool,
+        Transparency::Commutes => Kind::SameMap,
+        Transparency::Repeat { .. } => Kind::Blocking(format!("{} of a spatial map", op.name())),
+        Transparency::Blocks(what) => Kind::Blocking(what.into()),
+        Transparency::ScaleOnly | Transparency::NeedsFill => Kind::Blocking(op.name().into()),
     }
 }
 

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use bnc_ir::{Activation, Conv2d, Graph, Node, Op, Pool2d, Shape, Tensor, ValueId, WeightsSource};
+use bnc_ir::{
+    Activation, Conv2d, Graph, Node, Op, OpKind, Pool2d, Shape, Tensor, ValueId, WeightsSource,
+};
 
 use super::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
 use super::tensor::{self, Const};
@@ -28,38 +30,6 @@ pub(crate) struct Failure {
     pub op_type: String,
     pub reason: String,
 }
-
-/// Operators that become IR nodes (or vanish: Identity, Dropout, flattening reshapes).
-const MAPPED: &[&str] = &[
-    "Conv",
-    "Gemm",
-    "MatMul",
-    "BatchNormalization",
-    "Relu",
-    "LeakyRelu",
-    "Clip",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Tanh",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Concat",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "ReduceMean",
-    "Pad",
-    "Flatten",
-    "Reshape",
-    "Squeeze",
-    "Unsqueeze",
-    "Identity",
-    "Dropout",
-    "Softmax",
-];
 
 /// Operators evaluated at import time when their inputs are constants (or, for Shape, have
 /// a static shape).
@@ -349,7 +319,7 @@ impl<'a> Importer<'a> {
                 this.env.insert(o.clone(), Val::Poison(runtime));
             }
         };
-        let known = MAPPED.contains(&op_type.as_str()) || FOLDED.contains(&op_type.as_str());
+        let known = OpKind::is_onnx_mapped(&op_type) || FOLDED.contains(&op_type.as_str());
         let mut inputs: Vec<Option<Val>> = Vec::with_capacity(n.input.len());
         let mut missing = None;
         for i in &n.input {
@@ -400,7 +370,7 @@ impl<'a> Importer<'a> {
             if !known {
                 return fail(self, "operator not supported".into());
             }
-            if runtime_in && !MAPPED.contains(&op_type.as_str()) && op_type != "Shape" {
+            if runtime_in && !OpKind::is_onnx_mapped(&op_type) && op_type != "Shape" {
                 return fail(
                     self,
                     format!(
@@ -413,7 +383,7 @@ impl<'a> Importer<'a> {
         let all_const = inputs.iter().all(|v| !matches!(v, Some(Val::Dyn(_))));
         let result = if FOLDED.contains(&op_type.as_str()) && (all_const || op_type == "Shape") {
             self.fold(n, &inputs).map(|c| vec![Val::Const(c)])
-        } else if MAPPED.contains(&op_type.as_str()) {
+        } else if OpKind::is_onnx_mapped(&op_type) {
             if all_const {
                 Err("all inputs are constants, but bnc folds this operator only as part of a graph on runtime tensors".to_string())
             } else {
@@ -751,10 +721,6 @@ impl<'a> Importer<'a> {
                 let prefix = self.prefix(input_name(1), "weight", name);
                 one(self.emit(out, Op::BatchNorm { eps }, vec![x], Some((prefix, tensors)))?)
             }
-            "Relu" => act(self, Activation::Relu),
-            "Sigmoid" => act(self, Activation::Sigmoid),
-            "Tanh" => act(self, Activation::Tanh),
-            "HardSwish" => act(self, Activation::HardSwish),
             "LeakyRelu" => {
                 let alpha = f64::from(a.float("alpha").unwrap_or(0.01));
                 act(self, Activation::LeakyRelu { alpha })
@@ -1014,7 +980,16 @@ impl<'a> Importer<'a> {
                 }
                 one(self.emit(out, Op::Softmax, vec![x], None)?)
             }
-            other => Err(format!("`{other}` is not mapped")),
+            // An operator the table maps one-to-one and that needs nothing from the ONNX
+            // node but its input (Relu, Sigmoid, ...).
+            other => match OpKind::from_onnx(other) {
+                Some(kind) if is_plain_unary(kind) => {
+                    let x = dynamic(0)?;
+                    let op = Op::from_attrs(kind, |_| None);
+                    one(self.emit(out, op, vec![x], None)?)
+                }
+                _ => Err(format!("`{other}` is not mapped")),
+            },
         }
     }
 
@@ -1255,6 +1230,13 @@ impl<'a> Importer<'a> {
 
 /// A constant that broadcasts over `shape` and varies at most along axis 1, as one value per
 /// channel.
+/// Whether `kind` is imported without looking at the ONNX node's attributes: one input, no
+/// attributes, no parameters.
+fn is_plain_unary(kind: OpKind) -> bool {
+    let info = kind.info();
+    info.inputs == (1, 1) && info.attrs.is_empty() && info.params.is_empty()
+}
+
 fn per_channel(c: &Const, shape: &[usize]) -> Option<Vec<f32>> {
     if c.shape.len() > shape.len() || shape.len() < 2 {
         return None;

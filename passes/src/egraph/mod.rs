@@ -177,7 +177,16 @@ impl FoldGraph {
                         node.op.name()
                     ));
                 }
-                _ => FoldNode::Op {
+                Op::Pad { fill: false, .. }
+                | Op::Activation(_)
+                | Op::Add
+                | Op::Mul
+                | Op::Concat
+                | Op::MaxPool(_)
+                | Op::AvgPool(_)
+                | Op::GlobalAvgPool
+                | Op::Flatten
+                | Op::Softmax => FoldNode::Op {
                     node: index as u32,
                     args: args.into_boxed_slice(),
                 },
@@ -940,7 +949,24 @@ impl FoldGraph {
                         Some(FoldNode::aff(map, inputs[0]))
                     }
                 }
-                _ => Some(FoldNode::Op {
+                (
+                    Op::Conv2d(_)
+                    | Op::Dense { .. }
+                    | Op::BatchNorm { .. }
+                    | Op::Activation(_)
+                    | Op::Add
+                    | Op::Mul
+                    | Op::Concat
+                    | Op::MaxPool(_)
+                    | Op::AvgPool(_)
+                    | Op::GlobalAvgPool
+                    | Op::Pad { .. }
+                    | Op::Flatten
+                    | Op::Identity
+                    | Op::Dropout
+                    | Op::Softmax,
+                    _,
+                ) => Some(FoldNode::Op {
                     node: index as u32,
                     args: inputs.into_boxed_slice(),
                 }),

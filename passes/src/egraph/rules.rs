@@ -12,7 +12,7 @@
 //! per-channel mixture of them (issue #11: 28,301 e-nodes, stopped by a time limit). Tied to
 //! a move, a map splits only where that move can happen, once per move.
 
-use bnc_ir::Op;
+use bnc_ir::{MapRule, Op, Transparency};
 use egg::Id;
 
 use super::FoldGraph;
@@ -62,42 +62,6 @@ pub const RULES: &[&str] = &[
     "flatten-out",
     "flatten-in",
 ];
-
-/// How a parameterless operator commutes with a per-channel map.
-enum Transparency {
-    /// Any map passes (avgpool without counted padding, global_avgpool, flatten of 1×1).
-    Always,
-    /// Maps with every scale ≥ 0 pass (maxpool: the order of values is kept).
-    NonNegativeScale,
-    /// Maps with every scale ≥ 0 pass (relu, leaky_relu: positively homogeneous), but the
-    /// shift does not; see the relu rules.
-    ScaleOnly,
-    /// Flatten of an H×W map: a map passes with each channel's entry repeated for the
-    /// `positions = H·W` features it becomes (then a dense layer can absorb it).
-    Repeat {
-        positions: usize,
-    },
-    Never,
-}
-
-fn transparency(op: &Op, input_shape: &[usize]) -> Transparency {
-    use bnc_ir::Activation as A;
-    match op {
-        Op::MaxPool(_) => Transparency::NonNegativeScale,
-        Op::AvgPool(p) if !p.count_include_pad || p.pad.iter().all(|&x| x == 0) => {
-            Transparency::Always
-        }
-        Op::GlobalAvgPool => Transparency::Always,
-        Op::Flatten if input_shape.len() == 2 || input_shape[2..].iter().all(|&d| d == 1) => {
-            Transparency::Always
-        }
-        Op::Flatten => Transparency::Repeat {
-            positions: input_shape[2..].iter().product(),
-        },
-        Op::Activation(A::Relu | A::LeakyRelu { .. }) => Transparency::ScaleOnly,
-        _ => Transparency::Never,
-    }
-}
 
 impl FoldGraph {
     /// `(qualifying, rest)`: the map on the channels whose scale meets `condition` (identity
@@ -214,7 +178,8 @@ impl FoldGraph {
                         }
                         // aff(concat(a, b, ..)) = concat(aff(a, m|a), aff(b, m|b), ..).
                         FoldNode::Op { node, ref args }
-                            if self.egraph.analysis.ops[node as usize] == Op::Concat =>
+                            if self.egraph.analysis.ops[node as usize].kind().info().maps
+                                == MapRule::Concatenates =>
                         {
                             let m = self.maps.get(map).clone();
                             let mut start = 0;
@@ -230,8 +195,8 @@ impl FoldGraph {
                         FoldNode::Op { node, ref args } if args.len() == 1 => {
                             let y = args[0];
                             let op = &self.egraph.analysis.ops[node as usize];
-                            match transparency(op, &self.egraph[y].data) {
-                                Transparency::Always => {
+                            match op.transparency(&self.egraph[y].data) {
+                                Transparency::Commutes => {
                                     push(
                                         "pool-in",
                                         Expr::Op(node, vec![self.aff_expr(map, Expr::Class(y))]),
@@ -278,7 +243,12 @@ impl FoldGraph {
                                         Expr::Op(node, vec![self.aff_expr(scale, Expr::Class(y))]);
                                     push("relu-scale-in", self.aff_expr(outside, inner));
                                 }
-                                _ => {}
+                                // Concat and pad have rules of their own; the rest block.
+                                Transparency::Absorbs
+                                | Transparency::NeedsFill
+                                | Transparency::SumsInputs
+                                | Transparency::Concatenates
+                                | Transparency::Blocks(_) => {}
                             }
                         }
                         _ => {}
@@ -318,7 +288,7 @@ impl FoldGraph {
             }
             FoldNode::Op { node, args } => {
                 let op = self.egraph.analysis.ops[*node as usize].clone();
-                if op == Op::Concat {
+                if op.kind().info().maps == MapRule::Concatenates {
                     self.concat_merge(*node, args, &mut push);
                     return;
                 }
@@ -335,14 +305,14 @@ impl FoldGraph {
                     return;
                 }
                 let y = args[0];
-                let transparency = transparency(&op, &self.egraph[y].data);
+                let transparency = op.transparency(&self.egraph[y].data);
                 for inner in self.nodes_of(y) {
                     let FoldNode::Aff { map, x: z } = inner else {
                         continue;
                     };
                     let z = Expr::Class(z[0]);
                     match transparency {
-                        Transparency::Always => {
+                        Transparency::Commutes => {
                             push("pool-out", self.aff_expr(map, Expr::Op(*node, vec![z])));
                         }
                         // The channels with s ≥ 0 move out, the rest stays inside.
@@ -382,7 +352,11 @@ impl FoldGraph {
                             let inner = Expr::Op(*node, vec![self.aff_expr(inside, z)]);
                             push("relu-scale-out", self.aff_expr(scale, inner));
                         }
-                        _ => {}
+                        Transparency::Absorbs
+                        | Transparency::NeedsFill
+                        | Transparency::SumsInputs
+                        | Transparency::Concatenates
+                        | Transparency::Blocks(_) => {}
                     }
                 }
             }
