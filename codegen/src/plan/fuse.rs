@@ -39,15 +39,43 @@ pub(super) enum Step {
     },
 }
 
+/// How the planner treats an operator. Exhaustive, so that a new operator is a compile
+/// error here until it is given a role (and, for an anchor, a path in `select.rs`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Computed by a kernel of its own, which may fuse an epilogue after it.
+    Anchor,
+    /// Applied in the epilogue of the kernel before it (or its own elementwise kernel).
+    Elementwise,
+    /// A view of its input: no kernel.
+    Alias,
+    /// Its inputs are written into slices of its buffer (or copied there).
+    Concat,
+}
+
+pub(super) fn role(op: &Op) -> Role {
+    match op {
+        Op::Conv2d(_)
+        | Op::Dense { .. }
+        | Op::MaxPool(_)
+        | Op::AvgPool(_)
+        | Op::GlobalAvgPool
+        | Op::Pad { .. }
+        | Op::Softmax => Role::Anchor,
+        Op::Affine | Op::BatchNorm { .. } | Op::Activation(_) | Op::Add | Op::Mul => {
+            Role::Elementwise
+        }
+        Op::Flatten | Op::Identity | Op::Dropout => Role::Alias,
+        Op::Concat => Role::Concat,
+    }
+}
+
 pub(super) fn is_elementwise(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Affine | Op::BatchNorm { .. } | Op::Activation(_) | Op::Add | Op::Mul
-    )
+    role(op) == Role::Elementwise
 }
 
 pub(super) fn is_alias(op: &Op) -> bool {
-    matches!(op, Op::Flatten | Op::Identity | Op::Dropout)
+    role(op) == Role::Alias
 }
 
 /// Affine vectors of an affine or batchnorm node (batchnorm computed in f64).

@@ -443,10 +443,20 @@ impl<'a> Lowering<'a> {
                 0,
                 epi,
             ),
-            other => {
-                return Err(unsupported(format!(
-                    "`{node_name}`: operator `{}` cannot be compiled",
-                    other.name()
+            // Elementwise anchors returned above (`g.load`); views and concats are no
+            // kernels (`fuse::role`).
+            Op::Affine
+            | Op::BatchNorm { .. }
+            | Op::Activation(_)
+            | Op::Add
+            | Op::Mul
+            | Op::Flatten
+            | Op::Identity
+            | Op::Dropout
+            | Op::Concat => {
+                return Err(CodegenError::Invalid(format!(
+                    "`{node_name}`: `{}` reached kernel selection, but it is not an anchor",
+                    node.op.name()
                 )));
             }
         }])
