@@ -448,3 +448,75 @@ pub(crate) fn plan(
         layout: placements,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheSizes;
+
+    fn plan_for_caps(g: &Graph, opts: &PlanOptions, caps: &TargetCaps) -> Plan {
+        plan(g, opts, caps).unwrap()
+    }
+
+    fn model(body: &str) -> Graph {
+        let src = format!("model t {{\n  weights random(seed = 1)\n{body}\n}}\n");
+        bnc_frontend::load_str(&src, "t.nn", std::path::Path::new(".")).unwrap()
+    }
+
+    /// The planner plans for any family its caps describe, x86 or not: a NEON-like family
+    /// (4 lanes, an 8x12 tile, no lane masks) gets GEMMs packed for its own tile and none of
+    /// the paths that need masks.
+    #[test]
+    fn plans_for_a_family_it_has_never_heard_of() {
+        let g = model(
+            "  input x: f32[1, 32, 14, 14]\n  c = conv2d(x, out = 20, kernel = 3, pad = 1)\n  \
+             p = maxpool(c, kernel = 2)\n  output p",
+        );
+        let neon = Vector {
+            name: "neon",
+            vl: 4,
+            mr: 8,
+            nv: 3,
+            masks: false,
+        };
+        let caps = TargetCaps {
+            wide: Some(neon),
+            pool_row_floats: 0,
+            pad_row_floats: 0,
+            caches: CacheSizes::DEFAULT,
+        };
+        let opts = PlanOptions {
+            threads: 1,
+            fuse_affine: true,
+            direct: true,
+        };
+        let plan = plan_for_caps(&g, &opts, &caps);
+        let KernelKind::Gemm { wide, wpack, .. } = &plan.kernels[0].kind else {
+            panic!("expected a GEMM: {:?}", plan.kernels[0].kind);
+        };
+        assert_eq!(*wide, Some(neon));
+        // 20 output channels in balanced tiles of at most 8 rows (7 + 7 + 6): the packed
+        // weights are exactly 20 x K, where the portable 8-row packing pads to 24 x K.
+        let k = 32 * 9;
+        assert_eq!(plan.blob.len() - wpack, 20 * k);
+        let portable = TargetCaps { wide: None, ..caps };
+        let fallback = plan_for_caps(&g, &opts, &portable);
+        let KernelKind::Gemm { wpack, .. } = &fallback.kernels[0].kind else {
+            panic!("expected a GEMM");
+        };
+        assert_eq!(fallback.blob.len() - wpack, 24 * k);
+        assert!(matches!(
+            plan.kernels[1].kind,
+            KernelKind::MaxPool { in_place: None, .. }
+        ));
+        let text = plan_text(
+            &plan,
+            &PlanTarget {
+                level: "neon",
+                gemm: ("neon", neon.mr, neon.nr()),
+                caches: CacheSizes::DEFAULT,
+            },
+        );
+        assert!(text.contains("gemm neon conv 3x3 32->20 14x14"), "{text}");
+    }
+}
