@@ -251,3 +251,51 @@ fn symbol_prefixes_are_c_identifiers() {
     }
     assert!(!bnc::is_c_identifier("1a"));
 }
+
+/// An FPN-style neck: two lateral convs with BN and relu, the coarse level upsampled
+/// (bilinear and nearest) and concatenated with the fine one, then a 3x3 conv; and a
+/// segmentation head's final 8x bilinear upsampling. Folded by the default pipeline,
+/// compiled, at 1 and 2 threads, against the interpreter on the model as written.
+#[test]
+fn fpn_neck_with_resize_matches_the_interpreter() {
+    let src = r#"model neck {
+      weights random(seed = 12)
+      input c4: f32[1, 64, 14, 14]
+      input c3: f32[1, 32, 28, 28]
+      l4 = conv2d(c4, out = 32, kernel = 1)
+      b4 = batchnorm(l4)
+      r4 = relu(b4)
+      up = resize(r4, mode = "bilinear", scale = 2, coordinates = "pytorch_half_pixel")
+      l3 = conv2d(c3, out = 32, kernel = 1)
+      b3 = batchnorm(l3)
+      r3 = relu(b3)
+      near = resize(r4, size = [28, 28])
+      cat = concat(up, r3, near)
+      p3 = conv2d(cat, out = 16, kernel = 3, pad = 1)
+      bp = batchnorm(p3)
+      logits = conv2d(bp, out = 5, kernel = 1)
+      head = resize(logits, mode = "bilinear", size = [224, 224], coordinates = "half_pixel")
+      output head
+    }"#;
+    let parsed = bnc::frontend::load_str(src, "neck.nn", Path::new(".")).unwrap();
+    let inputs = seeded_inputs(&parsed);
+    let expected = interp::run(&parsed, &inputs).unwrap();
+    let mut outs = Vec::new();
+    for threads in [1, 2] {
+        let opts = CompileOptions {
+            threads,
+            ..CompileOptions::default()
+        };
+        let model = Model::from_graph(&parsed, &opts).unwrap();
+        let y = model.run_tensors(&inputs).unwrap().remove(0);
+        let rel = y.max_abs_diff(&expected[0]) / expected[0].max_abs();
+        eprintln!(
+            "neck, {threads} thread(s): max rel. error {rel:.2e}, {} of {} BNs folded",
+            model.report().folded(),
+            model.report().batchnorms.len()
+        );
+        assert!(rel <= TOLERANCE, "{threads} thread(s): {rel:e}");
+        outs.push(y);
+    }
+    assert_eq!(outs[0].data, outs[1].data, "2 threads differ from 1");
+}

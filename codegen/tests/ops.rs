@@ -547,3 +547,52 @@ fn direct_chanvec_small_images() {
         false,
     );
 }
+
+/// Resize on the shapes of segmentation heads and FPN/YOLO necks, every coordinate mode,
+/// odd sizes and downsampling; `check_body` runs 1 and 2 threads against the interpreter.
+#[test]
+fn resize_bilinear_heads() {
+    // FPN-style x2 (PyTorch align_corners=False exports scales and half_pixel).
+    check_body(
+        "input x: f32[1, 256, 28, 28]\n y = resize(x, mode = \"bilinear\", scale = 2, coordinates = \"half_pixel\")\n output y",
+    );
+    // fcn/deeplab head: 28x28 -> 224x224 by size.
+    check_body(
+        "input x: f32[1, 21, 28, 28]\n y = resize(x, mode = \"bilinear\", size = [224, 224], coordinates = \"half_pixel\")\n output y",
+    );
+    check_body(
+        "input x: f32[2, 3, 7, 5]\n y = resize(x, mode = \"bilinear\", size = [13, 11], coordinates = \"align_corners\")\n output y",
+    );
+    check_body(
+        "input x: f32[1, 5, 9, 6]\n y = resize(x, mode = \"bilinear\", scale = [1.5, 0.5], coordinates = \"pytorch_half_pixel\")\n output y",
+    );
+    check_body(
+        "input x: f32[1, 4, 6, 6]\n y = resize(x, mode = \"bilinear\", size = [1, 3], coordinates = \"pytorch_half_pixel\")\n output y",
+    );
+    check_body(
+        "input x: f32[1, 3, 5, 7]\n y = resize(x, mode = \"bilinear\", scale = 3, coordinates = \"asymmetric\")\n output y",
+    );
+}
+
+#[test]
+fn resize_nearest() {
+    // YOLO neck: nn.Upsample(scale_factor=2) (asymmetric, floor).
+    check_body("input x: f32[1, 128, 20, 20]\n y = resize(x, scale = 2)\n output y");
+    check_body(
+        "input x: f32[1, 3, 7, 9]\n y = resize(x, size = [10, 4], coordinates = \"half_pixel\", nearest_mode = \"round_prefer_ceil\")\n output y",
+    );
+    check_body(
+        "input x: f32[1, 2, 5, 5]\n y = resize(x, scale = [2.5, 1.5], coordinates = \"align_corners\", nearest_mode = \"ceil\")\n output y",
+    );
+    check_body(
+        "input x: f32[1, 2, 8, 6]\n y = resize(x, size = [3, 17], coordinates = \"pytorch_half_pixel\", nearest_mode = \"round_prefer_floor\")\n output y",
+    );
+}
+
+/// A resize fuses the affine and relu after it as its epilogue, and writes into a concat.
+#[test]
+fn resize_epilogue_into_concat() {
+    check_body(
+        "input x: f32[1, 6, 10, 10]\n input s: f32[1, 4, 20, 20]\n u = resize(x, mode = \"bilinear\", scale = 2, coordinates = \"half_pixel\")\n b = batchnorm(u)\n r = relu(b)\n y = concat(r, s)\n output y",
+    );
+}

@@ -48,6 +48,10 @@ enum AttrType {
     Pair,
     /// `n`, `[h, w]` or `[top, left, bottom, right]`.
     Pad,
+    /// A number or `[h, w]` of numbers.
+    FloatPair,
+    /// One of these words, as a string.
+    Choice(&'static [&'static str]),
 }
 
 struct AttrSpec {
@@ -72,6 +76,8 @@ fn attr_specs(kind: OpKind) -> Vec<AttrSpec> {
                 AttrKind::Bool => T::Bool,
                 AttrKind::Pair => T::Pair,
                 AttrKind::Pad => T::Pad,
+                AttrKind::FloatPair => T::FloatPair,
+                AttrKind::Choice(words) => T::Choice(words),
             },
             required: a.default == AttrDefault::Required,
         })
@@ -95,6 +101,8 @@ enum AttrValue {
     Str(String),
     Pair([usize; 2]),
     Pad([usize; 4]),
+    FloatPair([f64; 2]),
+    Choice(&'static str),
 }
 
 /// The attributes of one call, checked against the operator's table.
@@ -112,6 +120,8 @@ impl Attrs {
             AttrValue::Bool(v) => Some(V::Bool(*v)),
             AttrValue::Pair(v) => Some(V::Pair(*v)),
             AttrValue::Pad(v) => Some(V::Pad(*v)),
+            AttrValue::FloatPair(v) => Some(V::FloatPair(*v)),
+            AttrValue::Choice(v) => Some(V::Choice(v)),
             AttrValue::Str(_) => None,
         }
     }
@@ -600,7 +610,16 @@ fn check_attrs(
 }
 
 /// What an attribute type accepts, for messages.
-fn expectation(ty: AttrType) -> &'static str {
+fn expectation(ty: AttrType) -> String {
+    let words = match ty {
+        T::Choice(words) => words,
+        _ => return simple_expectation(ty).to_string(),
+    };
+    let quoted: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+    format!("one of {}", quoted.join(", "))
+}
+
+fn simple_expectation(ty: AttrType) -> &'static str {
     match ty {
         T::Int => "an integer",
         T::Float => "a number",
@@ -608,6 +627,8 @@ fn expectation(ty: AttrType) -> &'static str {
         T::Str => "a string",
         T::Pair => "an integer or a list `[h, w]`",
         T::Pad => "an integer or a list `[h, w]` or `[top, left, bottom, right]`",
+        T::FloatPair => "a number or a list `[h, w]` of numbers",
+        T::Choice(_) => "one of a list of words",
     }
 }
 
@@ -668,6 +689,26 @@ fn convert(spec: &AttrSpec, value: &Spanned<ast::Value>) -> Result<AttrValue, Er
                 ))
             } else {
                 Ok(AttrValue::Str(s.clone()))
+            }
+        }
+        (T::Choice(words), V::Str(s)) => words
+            .iter()
+            .find(|w| **w == s.as_str())
+            .map(|w| AttrValue::Choice(w))
+            .ok_or_else(mismatch),
+        (T::FloatPair, V::Int(i)) => Ok(AttrValue::FloatPair([i.as_f64(); 2])),
+        (T::FloatPair, V::Float(f, _)) => Ok(AttrValue::FloatPair([*f; 2])),
+        (T::FloatPair, V::List(items)) => {
+            let v: Vec<f64> = items
+                .iter()
+                .map(|item| match &item.node {
+                    Number::Int(i) => i.as_f64(),
+                    Number::Float(f, _) => *f,
+                })
+                .collect();
+            match v.as_slice() {
+                &[h, w] => Ok(AttrValue::FloatPair([h, w])),
+                _ => Err(mismatch()),
             }
         }
         (T::Pair | T::Pad, V::Int(i)) => {

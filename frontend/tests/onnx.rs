@@ -1261,3 +1261,258 @@ fn hostile_shapes_and_attributes_are_errors() {
     m.output("y");
     let _ = import_with(&m, Path::new("."), &OnnxOptions::default());
 }
+
+// ----- Resize / Upsample ------------------------------------------------------------------
+
+/// A Resize of a 1x1x2x2 input `[[1, 2], [3, 4]]` with the given inputs (after `x`) and
+/// attributes, imported and run by the interpreter.
+fn resize_2x2(
+    opset: i64,
+    op: &str,
+    inits: &[(&str, Vec<f32>)],
+    sizes: Option<&[i64]>,
+    attrs: Vec<bnc_frontend::onnx::proto::AttributeProto>,
+) -> Result<(Graph, Vec<f32>), String> {
+    let mut m = single(opset, &[1, 1, 2, 2]);
+    let mut names = vec!["x".to_string()];
+    for (name, v) in inits {
+        if v.is_empty() {
+            m.initializer(name, &[0], &[]);
+        } else {
+            m.initializer(name, &[v.len()], v);
+        }
+        names.push(name.to_string());
+    }
+    if let Some(s) = sizes {
+        m.initializer_i64("sizes", &[s.len()], s);
+        names.push("sizes".into());
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    m.node(op, &names, &["y"], attrs);
+    m.output("y");
+    let g = import_with(&m, Path::new("."), &OnnxOptions::default())
+        .map_err(|e| e.message().to_string())?;
+    let x = Tensor::new(vec![1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+    let y = run(&g, &[x]).remove(0);
+    Ok((g, y.data))
+}
+
+fn close(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-6, "got {got:?}, want {want:?}");
+    }
+}
+
+/// What torch.onnx.export writes for `F.interpolate(x, scale_factor=2, mode='nearest')`
+/// (opset 11+): scales `[1, 1, 2, 2]`, asymmetric, floor. Values by hand.
+#[test]
+fn resize_nearest_scale_factor_2() {
+    let attrs = || {
+        vec![
+            attr_string("coordinate_transformation_mode", "asymmetric"),
+            attr_float("cubic_coeff_a", -0.75),
+            attr_string("mode", "nearest"),
+            attr_string("nearest_mode", "floor"),
+        ]
+    };
+    let want = [
+        1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0,
+    ];
+    for opset in [11, 13, 18] {
+        let (g, y) = resize_2x2(
+            opset,
+            "Resize",
+            &[("roi", vec![]), ("scales", vec![1.0, 1.0, 2.0, 2.0])],
+            None,
+            attrs(),
+        )
+        .unwrap();
+        assert_eq!(ops(&g), ["resize"]);
+        close(&y, &want);
+        let text = bnc_ir::printer::print(&g);
+        assert!(
+            text.contains("resize(x, mode = \"nearest\", size = [0, 0], scale = [2.0, 2.0], coordinates = \"asymmetric\", nearest_mode = \"floor\")"),
+            "{text}"
+        );
+    }
+    // Opset 9 Upsample (scales input) and opset 7 (scales attribute), and Resize-10.
+    let (_, y) = resize_2x2(
+        9,
+        "Upsample",
+        &[("scales", vec![1.0, 1.0, 2.0, 2.0])],
+        None,
+        vec![],
+    )
+    .unwrap();
+    close(&y, &want);
+    let (_, y) = resize_2x2(
+        10,
+        "Resize",
+        &[("scales", vec![1.0, 1.0, 2.0, 2.0])],
+        None,
+        vec![],
+    )
+    .unwrap();
+    close(&y, &want);
+    let mut m = single(7, &[1, 1, 2, 2]);
+    let mut scales = attr_ints("scales", &[]);
+    scales.floats = vec![1.0, 1.0, 2.0, 2.0];
+    m.node("Upsample", &["x"], &["y"], vec![scales]);
+    m.output("y");
+    let g = import(&m);
+    let x = Tensor::new(vec![1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+    close(&run(&g, &[x])[0].data, &want);
+}
+
+/// `F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)`: linear with
+/// pytorch_half_pixel (the TorchScript exporter) or half_pixel (the dynamo exporter); the
+/// values are PyTorch's for `[[1, 2], [3, 4]]`.
+#[test]
+fn resize_bilinear_align_corners_false() {
+    let want = [
+        1.0, 1.25, 1.75, 2.0, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3.0, 3.25, 3.75, 4.0,
+    ];
+    for coordinates in ["pytorch_half_pixel", "half_pixel"] {
+        let (g, y) = resize_2x2(
+            13,
+            "Resize",
+            &[("roi", vec![]), ("scales", vec![1.0, 1.0, 2.0, 2.0])],
+            None,
+            vec![
+                attr_string("coordinate_transformation_mode", coordinates),
+                attr_string("mode", "linear"),
+                attr_string("nearest_mode", "floor"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(g.shape(g.outputs[0]), &vec![1, 1, 4, 4]);
+        close(&y, &want);
+    }
+}
+
+/// `align_corners=True`: corners stay, the inside is evenly spaced (thirds for 2 -> 4).
+#[test]
+fn resize_bilinear_align_corners_true() {
+    let (_, y) = resize_2x2(
+        11,
+        "Resize",
+        &[("roi", vec![]), ("scales", vec![1.0, 1.0, 2.0, 2.0])],
+        None,
+        vec![
+            attr_string("coordinate_transformation_mode", "align_corners"),
+            attr_string("mode", "linear"),
+        ],
+    )
+    .unwrap();
+    let row = |a: f32| [a, a + 1.0 / 3.0, a + 2.0 / 3.0, a + 1.0];
+    let want: Vec<f32> = [1.0, 1.0 + 2.0 / 3.0, 1.0 + 4.0 / 3.0, 3.0]
+        .iter()
+        .flat_map(|&a| row(a))
+        .collect();
+    close(&y, &want);
+}
+
+/// `nn.Upsample(size=(3, 5))` (nearest): sizes input, empty scales; the `.nn` model with
+/// `size` computes the same, and the printed graph parses again to it.
+#[test]
+fn resize_upsample_size() {
+    let (g, y) = resize_2x2(
+        13,
+        "Resize",
+        &[("roi", vec![]), ("scales", vec![])],
+        Some(&[1, 1, 3, 5]),
+        vec![
+            attr_string("coordinate_transformation_mode", "asymmetric"),
+            attr_string("mode", "nearest"),
+            attr_string("nearest_mode", "floor"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(g.shape(g.outputs[0]), &vec![1, 1, 3, 5]);
+    // Rows 0, 0, 1 (floor(oy·2/3)); columns 0, 0, 0, 1, 1 (floor(ox·2/5)).
+    close(
+        &y,
+        &[
+            1.0, 1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 4.0, 4.0,
+        ],
+    );
+    let src = bnc_ir::printer::print(&g);
+    let again = reference(&src);
+    assert_eq!(bnc_ir::printer::print(&again), src);
+    // opset 18 with axes [2, 3]: sizes for H and W only.
+    let (g, _) = resize_2x2(
+        18,
+        "Resize",
+        &[("roi", vec![]), ("scales", vec![])],
+        Some(&[3, 5]),
+        vec![attr_ints("axes", &[2, 3]), attr_string("mode", "nearest")],
+    )
+    .unwrap();
+    assert_eq!(g.shape(g.outputs[0]), &vec![1, 1, 3, 5]);
+}
+
+/// What bnc does not resize says so, naming the node.
+#[test]
+fn resize_errors() {
+    let s4 = || vec![("roi", vec![]), ("scales", vec![1.0, 1.0, 2.0, 2.0])];
+    let err = |r: Result<(Graph, Vec<f32>), String>| r.err().expect("an error");
+    let e = err(resize_2x2(
+        13,
+        "Resize",
+        &s4(),
+        None,
+        vec![attr_string("mode", "cubic")],
+    ));
+    assert!(
+        e.contains("mode `cubic` is not supported") && e.contains("Resize"),
+        "{e}"
+    );
+    let e = err(resize_2x2(
+        13,
+        "Resize",
+        &s4(),
+        None,
+        vec![attr_string(
+            "coordinate_transformation_mode",
+            "tf_crop_and_resize",
+        )],
+    ));
+    assert!(e.contains("tf_crop_and_resize"), "{e}");
+    let e = err(resize_2x2(
+        13,
+        "Resize",
+        &[("roi", vec![]), ("scales", vec![1.0, 2.0, 2.0, 2.0])],
+        None,
+        vec![],
+    ));
+    assert!(e.contains("resize N or C"), "{e}");
+    let e = err(resize_2x2(
+        18,
+        "Resize",
+        &[("roi", vec![]), ("scales", vec![0.5, 0.5])],
+        None,
+        vec![
+            attr_ints("axes", &[2, 3]),
+            attr_string("mode", "linear"),
+            attr_int("antialias", 1),
+        ],
+    ));
+    assert!(e.contains("antialias"), "{e}");
+    let e = err(resize_2x2(
+        18,
+        "Resize",
+        &[("roi", vec![]), ("scales", vec![])],
+        Some(&[1, 1, 3, 5]),
+        vec![attr_string("keep_aspect_ratio_policy", "not_larger")],
+    ));
+    assert!(e.contains("keep_aspect_ratio_policy"), "{e}");
+    let e = err(resize_2x2(
+        18,
+        "Resize",
+        &s4(),
+        None,
+        vec![attr_ints("axes", &[1, 2])],
+    ));
+    assert!(e.contains("axes"), "{e}");
+}

@@ -311,6 +311,7 @@ pub fn eval_node(graph: &Graph, node: &Node, inputs: &[&Tensor]) -> Result<Tenso
         }
         Op::Flatten | Op::Identity | Op::Dropout => x.data.clone(),
         Op::Softmax => softmax(x),
+        Op::Resize(r) => resize(r, x, &out_shape),
     };
     Ok(Tensor::new(out_shape, data))
 }
@@ -521,6 +522,33 @@ fn maxpool(p: &Pool2d, x: &Tensor, out_shape: &Shape) -> Vec<f32> {
                     }
                 }
                 out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// Resize (ONNX semantics, [`crate::Resize::taps`]), separable and in f64: each output is
+/// `(1 − wy)·((1 − wx)·x[y0, x0] + wx·x[y0, x1]) + wy·((1 − wx)·x[y1, x0] + wx·x[y1, x1])`
+/// for bilinear (every term, even of weight 0, as ONNX's reference does); nearest copies
+/// `x[y0, x0]`.
+fn resize(r: &crate::Resize, x: &Tensor, out_shape: &Shape) -> Vec<f32> {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (oh, ow) = (out_shape[2], out_shape[3]);
+    let ty = r.taps(0, h, oh);
+    let tx = r.taps(1, w, ow);
+    let mut out = Vec::with_capacity(n * c * oh * ow);
+    for plane in x.data.chunks_exact(h * w).take(n * c) {
+        let at = |y: usize, x: usize| plane[y * w + x] as f64;
+        for t in &ty {
+            for u in &tx {
+                let v = if r.bilinear() {
+                    let row = |y| (1.0 - u.w) * at(y, u.i0) + u.w * at(y, u.i1);
+                    (1.0 - t.w) * row(t.i0) + t.w * row(t.i1)
+                } else {
+                    at(t.i0, u.i0)
+                };
+                out.push(v as f32);
             }
         }
     }

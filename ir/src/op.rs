@@ -32,6 +32,122 @@ pub struct Pool2d {
     pub count_include_pad: bool,
 }
 
+/// The `mode` words of `resize`.
+pub const RESIZE_MODES: [&str; 2] = ["nearest", "bilinear"];
+/// The `coordinates` words of `resize`: ONNX's `coordinate_transformation_mode`s.
+pub const RESIZE_COORDINATES: [&str; 4] = [
+    "half_pixel",
+    "pytorch_half_pixel",
+    "align_corners",
+    "asymmetric",
+];
+/// The `nearest_mode` words of `resize` (ONNX's).
+pub const RESIZE_NEAREST_MODES: [&str; 4] =
+    ["floor", "round_prefer_floor", "round_prefer_ceil", "ceil"];
+
+/// A spatial resize of an NCHW tensor (ONNX `Resize` with `mode` nearest or linear over H
+/// and W). The output is `size`, or `floor(input · scale)` per axis when `size` is `[0, 0]`.
+/// The source coordinate of an output index uses `scale` when it is set (non-zero), else
+/// `size / input`, as ONNX does with its `scales` and `sizes` inputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resize {
+    /// `"nearest"` or `"bilinear"` (one of [`RESIZE_MODES`]).
+    pub mode: &'static str,
+    pub size: [usize; 2],
+    pub scale: [f64; 2],
+    /// One of [`RESIZE_COORDINATES`].
+    pub coordinates: &'static str,
+    /// One of [`RESIZE_NEAREST_MODES`]; used by nearest only.
+    pub nearest_mode: &'static str,
+}
+
+/// One output index of a resize along one axis: `(1 − w)·x[i0] + w·x[i1]` (nearest: `w = 0`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ResizeTap {
+    pub i0: usize,
+    pub i1: usize,
+    pub w: f64,
+}
+
+impl Resize {
+    pub fn bilinear(&self) -> bool {
+        self.mode == "bilinear"
+    }
+
+    /// The output length along `axis` (0 = H, 1 = W) for an input of length `input`, or
+    /// `None` if neither size nor a positive scale gives one.
+    pub fn out_len(&self, axis: usize, input: usize) -> Option<usize> {
+        if self.size[axis] != 0 {
+            return Some(self.size[axis]);
+        }
+        let s = self.scale[axis];
+        if !(s.is_finite() && s > 0.0) {
+            return None;
+        }
+        let out = (input as f64 * s).floor();
+        (out >= 1.0 && out <= u32::MAX as f64).then_some(out as usize)
+    }
+
+    /// The taps of every output index along `axis`, following the ONNX Resize definition:
+    /// the output index is mapped to a source coordinate by `coordinates`, then rounded by
+    /// `nearest_mode` (nearest) or split between its two neighbours (bilinear), with indices
+    /// clamped to the input.
+    pub fn taps(&self, axis: usize, input: usize, output: usize) -> Vec<ResizeTap> {
+        let scale = if self.scale[axis] > 0.0 {
+            self.scale[axis]
+        } else {
+            output as f64 / input as f64
+        };
+        let last = input.saturating_sub(1) as f64;
+        (0..output)
+            .map(|o| {
+                let o = o as f64;
+                let src = match self.coordinates {
+                    "half_pixel" => (o + 0.5) / scale - 0.5,
+                    "pytorch_half_pixel" => {
+                        if output > 1 {
+                            (o + 0.5) / scale - 0.5
+                        } else {
+                            0.0
+                        }
+                    }
+                    "align_corners" => {
+                        if output > 1 {
+                            o * last / (output - 1) as f64
+                        } else {
+                            0.0
+                        }
+                    }
+                    _ => o / scale, // asymmetric
+                };
+                let clamp = |i: f64| i.clamp(0.0, last) as usize;
+                if self.bilinear() {
+                    let f = src.floor();
+                    ResizeTap {
+                        i0: clamp(f),
+                        i1: clamp(f + 1.0),
+                        w: src - f,
+                    }
+                } else {
+                    let r = match self.nearest_mode {
+                        "floor" => src.floor(),
+                        "ceil" => src.ceil(),
+                        "round_prefer_ceil" => (src + 0.5).floor(),
+                        // round_prefer_floor: halves go down.
+                        _ => (src - 0.5).ceil(),
+                    };
+                    let i = clamp(r);
+                    ResizeTap {
+                        i0: i,
+                        i1: i,
+                        w: 0.0,
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
 /// Elementwise activation functions.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Activation {
@@ -129,6 +245,8 @@ pub enum Op {
     Dropout,
     /// Softmax over the channel axis (axis 1).
     Softmax,
+    /// Spatial resize (nearest or bilinear) of an NCHW tensor.
+    Resize(Resize),
 }
 
 /// How a parameter tensor is used, so that random initialisation can give it realistic
@@ -213,6 +331,7 @@ impl Op {
             Op::Identity => OpKind::Identity,
             Op::Dropout => OpKind::Dropout,
             Op::Softmax => OpKind::Softmax,
+            Op::Resize(_) => OpKind::Resize,
         }
     }
 
@@ -467,6 +586,33 @@ impl Op {
                 let rest =
                     crate::limits::numel(&x[1..]).ok_or_else(|| crate::limits::too_large(x))?;
                 Ok(vec![x[0], rest])
+            }
+            ShapeRule::Resize => {
+                let Op::Resize(r) = self else {
+                    return Err(self.table_mismatch());
+                };
+                need_rank(&[4])?;
+                if x[2] == 0 || x[3] == 0 {
+                    return Err(format!(
+                        "`resize` needs a non-empty input, got {}",
+                        fmt_shape(x)
+                    ));
+                }
+                for s in r.scale {
+                    if !(s.is_finite() && s >= 0.0) {
+                        return Err(format!("`resize` scale must be positive, got {s}"));
+                    }
+                }
+                match (r.out_len(0, x[2]), r.out_len(1, x[3])) {
+                    (Some(h), Some(w)) => Ok(vec![x[0], x[1], h, w]),
+                    _ => Err(format!(
+                        "`resize` needs a `size` or a positive `scale` giving at least 1x1 \
+                         (size {:?}, scale {:?}, input {})",
+                        r.size,
+                        r.scale,
+                        fmt_shape(x)
+                    )),
+                }
             }
         }
     }

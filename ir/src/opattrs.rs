@@ -2,7 +2,7 @@
 //! writes, and what `.nn` lowering builds an operator from.
 
 use crate::optable::{AttrDefault, AttrValue, OpKind};
-use crate::{Activation, Conv2d, Op, Pool2d};
+use crate::{Activation, Conv2d, Op, Pool2d, Resize};
 
 impl Op {
     /// The operator's attributes as `(name, value)`, in the table's order (the order
@@ -44,6 +44,13 @@ impl Op {
                 ("value", Float(*value)),
                 ("pad_fill", Bool(*fill)),
             ],
+            Op::Resize(r) => vec![
+                ("mode", AttrValue::Choice(r.mode)),
+                ("size", Pair(r.size)),
+                ("scale", AttrValue::FloatPair(r.scale)),
+                ("coordinates", AttrValue::Choice(r.coordinates)),
+                ("nearest_mode", AttrValue::Choice(r.nearest_mode)),
+            ],
             Op::Affine
             | Op::Add
             | Op::Mul
@@ -76,6 +83,8 @@ impl Op {
                     AttrDefault::Bool(v) => return Some(AttrValue::Bool(v)),
                     AttrDefault::Pair(v) => return Some(AttrValue::Pair(v)),
                     AttrDefault::Pad(v) => return Some(AttrValue::Pad(v)),
+                    AttrDefault::FloatPair(v) => return Some(AttrValue::FloatPair(v)),
+                    AttrDefault::Choice(v) => return Some(AttrValue::Choice(v)),
                     AttrDefault::SameAs(other) => name = other,
                 }
             }
@@ -97,6 +106,14 @@ impl Op {
         let pad = |n: &str| match get(n) {
             Some(AttrValue::Pad(v)) => v,
             _ => [0; 4],
+        };
+        let choice = |n: &str| match get(n) {
+            Some(AttrValue::Choice(v)) => v,
+            _ => "",
+        };
+        let float_pair = |n: &str| match get(n) {
+            Some(AttrValue::FloatPair(v)) => v,
+            _ => [0.0; 2],
         };
         let pool = |count_include_pad| Pool2d {
             kernel: pair("kernel"),
@@ -153,6 +170,13 @@ impl Op {
             OpKind::Identity => Op::Identity,
             OpKind::Dropout => Op::Dropout,
             OpKind::Softmax => Op::Softmax,
+            OpKind::Resize => Op::Resize(Resize {
+                mode: choice("mode"),
+                size: pair("size"),
+                scale: float_pair("scale"),
+                coordinates: choice("coordinates"),
+                nearest_mode: choice("nearest_mode"),
+            }),
         }
     }
 }
@@ -200,6 +224,8 @@ mod tests {
                     AttrDefault::Bool(v) => Some(AttrValue::Bool(v)),
                     AttrDefault::Pair(v) => Some(AttrValue::Pair(v)),
                     AttrDefault::Pad(v) => Some(AttrValue::Pad(v)),
+                    AttrDefault::FloatPair(v) => Some(AttrValue::FloatPair(v)),
+                    AttrDefault::Choice(v) => Some(AttrValue::Choice(v)),
                     AttrDefault::Required | AttrDefault::SameAs(_) => None,
                 };
                 if let Some(d) = default {

@@ -26,6 +26,7 @@ op_kinds! {
     Conv2d, Dense, BatchNorm, Affine,
     Relu, Relu6, Sigmoid, Silu, HardSwish, HardSigmoid, Tanh, LeakyRelu, Clip,
     Add, Mul, Concat, MaxPool, AvgPool, GlobalAvgPool, Pad, Flatten, Identity, Dropout, Softmax,
+    Resize,
 }
 
 /// What the table knows about one operator.
@@ -65,6 +66,10 @@ pub enum AttrKind {
     Pair,
     /// `n`, `[h, w]` or `[top, left, bottom, right]`.
     Pad,
+    /// A number or `[h, w]` of numbers.
+    FloatPair,
+    /// One of these words, written as a string (`mode = "bilinear"`).
+    Choice(&'static [&'static str]),
 }
 
 /// An attribute's value when it is not written.
@@ -77,6 +82,8 @@ pub enum AttrDefault {
     Bool(bool),
     Pair([usize; 2]),
     Pad([usize; 4]),
+    FloatPair([f64; 2]),
+    Choice(&'static str),
     /// The value of another attribute of the same call (pool `stride` defaults to `kernel`).
     SameAs(&'static str),
 }
@@ -97,6 +104,9 @@ pub enum AttrValue {
     Bool(bool),
     Pair([usize; 2]),
     Pad([usize; 4]),
+    FloatPair([f64; 2]),
+    /// One of the words of an [`AttrKind::Choice`].
+    Choice(&'static str),
 }
 
 /// How the output shape follows from the input shapes ([`crate::Op::infer_shape`]).
@@ -124,6 +134,8 @@ pub enum ShapeRule {
     Pad,
     /// `[N, ...]` to `[N, product of the rest]`.
     Flatten,
+    /// `[N, C, H, W]` to `[N, C, size]`, or `floor([H, W]·scale)` without a size.
+    Resize,
 }
 
 /// The shape of a parameter tensor.
@@ -450,6 +462,35 @@ impl OpKind {
                 shape: ShapeRule::SameChannelwise,
                 ..unary("softmax", M::Blocks, &["Softmax"])
             },
+            OpKind::Resize => OpInfo {
+                attrs: const {
+                    &[
+                        attr(
+                            "mode",
+                            K::Choice(&crate::op::RESIZE_MODES),
+                            D::Choice("nearest"),
+                        ),
+                        attr("size", K::Pair, D::Pair([0, 0])),
+                        attr("scale", K::FloatPair, D::FloatPair([0.0, 0.0])),
+                        attr(
+                            "coordinates",
+                            K::Choice(&crate::op::RESIZE_COORDINATES),
+                            D::Choice("asymmetric"),
+                        ),
+                        attr(
+                            "nearest_mode",
+                            K::Choice(&crate::op::RESIZE_NEAREST_MODES),
+                            D::Choice("floor"),
+                        ),
+                    ]
+                },
+                shape: ShapeRule::Resize,
+                // Bilinear: 4 multiply-adds per output (nearest counts the same).
+                flops: Flops::PerOutput(8),
+                // Nearest copies values within a channel; bilinear weights sum to 1 per
+                // output, so a per-channel affine map commutes with either.
+                ..unary("resize", M::Commutes, &["Resize", "Upsample"])
+            },
         }
     }
 
@@ -488,6 +529,8 @@ impl std::fmt::Display for AttrValue {
             AttrValue::Bool(v) => write!(f, "{v}"),
             AttrValue::Pair(v) => write!(f, "{}", crate::printer::dims(v)),
             AttrValue::Pad(v) => write!(f, "{}", crate::printer::dims(v)),
+            AttrValue::FloatPair([h, w]) => write!(f, "[{h:?}, {w:?}]"),
+            AttrValue::Choice(s) => write!(f, "\"{s}\""),
         }
     }
 }

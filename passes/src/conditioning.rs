@@ -426,6 +426,11 @@ fn op_part(op: &Op, inputs: &[&Spread], input_shapes: &[&Shape], out: &Shape) ->
             x.per_channel(|m, d| (m, d / k.powf(0.25)))
         }
         Op::Pad { .. } => x.clone(),
+        // Nearest copies values; bilinear averages two or four neighbours, which are
+        // correlated enough that the spread stays about the input's (as for a small pool
+        // window, but without shrinking it: a resize to a larger size mostly interpolates
+        // between near-equal values).
+        Op::Resize(_) => x.clone(),
         Op::Flatten => {
             let per_channel: usize = input_shapes[0][2..].iter().product();
             let (mut mean, mut std) = (Vec::with_capacity(out[1]), Vec::with_capacity(out[1]));

@@ -19,6 +19,7 @@ mod direct;
 mod gemm;
 mod padded;
 mod pool;
+mod resize;
 mod rows;
 
 pub use define::Texts;
@@ -28,6 +29,7 @@ use direct::*;
 use gemm::*;
 use padded::*;
 use pool::*;
+use resize::*;
 use rows::*;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -718,6 +720,14 @@ pub(crate) fn emit_kernel(
             ohw,
             ..
         } => emit_pad(&mut em, io, *pads, *value, *fill, *hw, *ohw),
+        KernelKind::Resize {
+            bilinear,
+            hw,
+            ohw,
+            rows,
+            cols,
+            ..
+        } => emit_resize(&mut em, io, *bilinear, *hw, *ohw, *rows, *cols),
     }
     em.b.ins().return_(&[]);
     em.b.seal_all_blocks();

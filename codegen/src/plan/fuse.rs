@@ -61,7 +61,8 @@ pub(super) fn role(op: &Op) -> Role {
         | Op::AvgPool(_)
         | Op::GlobalAvgPool
         | Op::Pad { .. }
-        | Op::Softmax => Role::Anchor,
+        | Op::Softmax
+        | Op::Resize(_) => Role::Anchor,
         Op::Affine | Op::BatchNorm { .. } | Op::Activation(_) | Op::Add | Op::Mul => {
             Role::Elementwise
         }

@@ -212,6 +212,21 @@ pub(crate) enum KernelKind {
         hw: [usize; 2],
         ohw: [usize; 2],
     },
+    /// Resize of each `(n, c)` plane, `hw` to `ohw`, separable: a horizontal pass writes
+    /// the `hw[0]` input rows resized to `ohw[1]` columns into scratch, then every output
+    /// row combines (bilinear) or copies (nearest) the scratch rows it reads. The blob holds,
+    /// at `rows`, `[y0; oh] [y1; oh] [wy0; oh] [wy1; oh]` and at `cols` the same four arrays
+    /// over `ow` (indices as i32 bit patterns), precomputed by `bnc_ir::Resize::taps`.
+    Resize {
+        x: View,
+        bilinear: bool,
+        hw: [usize; 2],
+        ohw: [usize; 2],
+        rows: usize,
+        cols: usize,
+        /// What the plan text prints: `"half_pixel"`, or `"asymmetric floor"` for nearest.
+        coordinates: String,
+    },
 }
 
 impl KernelKind {
@@ -228,7 +243,8 @@ impl KernelKind {
             | KernelKind::GlobalAvgPool { x }
             | KernelKind::Elementwise { x }
             | KernelKind::Softmax { x }
-            | KernelKind::Pad { x, .. } => *x,
+            | KernelKind::Pad { x, .. }
+            | KernelKind::Resize { x, .. } => *x,
         }
     }
 }

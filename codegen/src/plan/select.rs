@@ -443,6 +443,36 @@ impl<'a> Lowering<'a> {
                 0,
                 epi,
             ),
+            Op::Resize(r) => {
+                let (hw, ohw) = ([xs[2], xs[3]], [os[2], os[3]]);
+                if hw.iter().chain(&ohw).any(|&d| d > i32::MAX as usize) {
+                    return Err(unsupported(format!(
+                        "`{node_name}`: resize {hw:?} -> {ohw:?} has an axis past 2^31"
+                    )));
+                }
+                let rows = self.blob.push(&resize_table(&r.taps(0, hw[0], ohw[0])));
+                let cols = self.blob.push(&resize_table(&r.taps(1, hw[1], ohw[1])));
+                let coordinates = if r.bilinear() {
+                    r.coordinates.to_string()
+                } else {
+                    format!("{} {}", r.coordinates, r.nearest_mode)
+                };
+                kernel(
+                    KernelKind::Resize {
+                        x,
+                        bilinear: r.bilinear(),
+                        hw,
+                        ohw,
+                        rows,
+                        cols,
+                        coordinates,
+                    },
+                    x.n * x.c,
+                    // The horizontally resized rows, plus a vector of slack.
+                    hw[0] * ohw[1] + 4,
+                    epi,
+                )
+            }
             // Elementwise anchors returned above (`g.load`); views and concats are no
             // kernels (`fuse::role`).
             Op::Affine
@@ -772,4 +802,15 @@ fn chanvec_pixels(g: &ConvGeom, threads: usize) -> Option<usize> {
         && g.stride == [1, 1]
         && g.cout_g().div_ceil(CV_CHANNELS) >= 2 * threads.max(1);
     ((small || mid) && g.cout_g() >= 16 && g.cin_g() >= 16).then_some(12)
+}
+
+/// The blob table of a resize along one axis (`KernelKind::Resize`): `[i0; n] [i1; n]
+/// [1 - w; n] [w; n]`, the indices stored as i32 bit patterns.
+fn resize_table(taps: &[bnc_ir::ResizeTap]) -> Vec<f32> {
+    let bits = |i: usize| f32::from_bits(i as u32);
+    let mut t: Vec<f32> = taps.iter().map(|t| bits(t.i0)).collect();
+    t.extend(taps.iter().map(|t| bits(t.i1)));
+    t.extend(taps.iter().map(|t| (1.0 - t.w) as f32));
+    t.extend(taps.iter().map(|t| t.w as f32));
+    t
 }

@@ -201,6 +201,20 @@ fn path_text(kind: &KernelKind) -> String {
         KernelKind::GlobalAvgPool { .. } => "global-avgpool".to_string(),
         KernelKind::Elementwise { .. } => "elementwise".to_string(),
         KernelKind::Softmax { .. } => "softmax".to_string(),
+        KernelKind::Resize {
+            bilinear,
+            hw,
+            ohw,
+            coordinates,
+            ..
+        } => format!(
+            "resize {} {}x{} -> {}x{} {coordinates}",
+            if *bilinear { "bilinear" } else { "nearest" },
+            hw[0],
+            hw[1],
+            ohw[0],
+            ohw[1]
+        ),
         KernelKind::Pad {
             pads, value, fill, ..
         } => match fill {

@@ -965,6 +965,12 @@ impl<'a> Importer<'a> {
                 self.reshape_like(out, x, target)
             }
             "Identity" | "Dropout" => Ok(vec![Val::Dyn(dynamic(0)?)]),
+            "Resize" | "Upsample" => {
+                let x = dynamic(0)?;
+                let xs = self.graph.shape(x).clone();
+                let op = self.resize(n, &a, &xs, &constant)?;
+                one(self.emit(out, Op::Resize(op), vec![x], None)?)
+            }
             "Softmax" => {
                 let x = dynamic(0)?;
                 let xs = self.graph.shape(x).clone();
@@ -991,6 +997,181 @@ impl<'a> Importer<'a> {
                 _ => Err(format!("`{other}` is not mapped")),
             },
         }
+    }
+
+    /// Resize (opset 10, 11, 13, 18) or Upsample (opset 7, 9) of the H and W of an NCHW
+    /// tensor, with constant scales or sizes.
+    fn resize<'c>(
+        &self,
+        n: &NodeProto,
+        a: &Attrs,
+        xs: &[usize],
+        constant: &dyn Fn(usize) -> R<Option<&'c Const>>,
+    ) -> R<bnc_ir::Resize> {
+        if xs.len() != 4 {
+            return Err(format!(
+                "only 2-D resize (NCHW input) is supported; input {xs:?}"
+            ));
+        }
+        let upsample = n.op_type() == "Upsample";
+        // Upsample and Resize-10 are Resize with asymmetric coordinates and floor.
+        let legacy = upsample || self.opset < 11;
+        let mode = match a.string("mode").as_deref().unwrap_or("nearest") {
+            "nearest" => "nearest",
+            "linear" | "bilinear" => "bilinear",
+            other => {
+                return Err(format!(
+                    "mode `{other}` is not supported (nearest and linear are)"
+                ));
+            }
+        };
+        let coordinates = if legacy {
+            "asymmetric"
+        } else {
+            let c = a
+                .string("coordinate_transformation_mode")
+                .unwrap_or_else(|| "half_pixel".into());
+            bnc_ir::op::RESIZE_COORDINATES
+                .iter()
+                .copied()
+                .find(|w| *w == c)
+                .ok_or_else(|| {
+                    format!(
+                        "coordinate_transformation_mode `{c}` is not supported (supported: {})",
+                        bnc_ir::op::RESIZE_COORDINATES.join(", ")
+                    )
+                })?
+        };
+        let nearest_mode = if legacy {
+            "floor"
+        } else {
+            let m = a
+                .string("nearest_mode")
+                .unwrap_or_else(|| "round_prefer_floor".into());
+            bnc_ir::op::RESIZE_NEAREST_MODES
+                .iter()
+                .copied()
+                .find(|w| *w == m)
+                .ok_or_else(|| format!("nearest_mode `{m}` is not supported"))?
+        };
+        // The scales or sizes input, by opset.
+        let (scales_at, sizes_at) = if upsample && self.opset < 9 {
+            (None, None)
+        } else if legacy {
+            (Some(1), None)
+        } else {
+            (Some(2), Some(3))
+        };
+        let present = |i: Option<usize>| -> R<Option<&'c Const>> {
+            match i {
+                Some(i) => Ok(constant(i)?.filter(|c| c.numel() > 0)),
+                None => Ok(None),
+            }
+        };
+        let scales: Option<Vec<f64>> = match present(scales_at)? {
+            Some(c) => Some(c.to_f32().iter().map(|&v| f64::from(v)).collect()),
+            None if upsample && self.opset < 9 => Some(
+                a.get("scales")
+                    .ok_or("Upsample without scales")?
+                    .floats
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect(),
+            ),
+            None => None,
+        };
+        let sizes = present(sizes_at)?.map(|c| c.to_i64());
+        // opset 18: `axes` selects what scales/sizes cover.
+        let axes: Vec<usize> = match a.ints("axes") {
+            None => vec![0, 1, 2, 3],
+            Some(v) => {
+                let mut axes = v
+                    .iter()
+                    .map(|&ax| tensor::axis(ax, 4, false))
+                    .collect::<R<Vec<_>>>()?;
+                axes.sort_unstable();
+                if axes != [2, 3] && axes != [0, 1, 2, 3] {
+                    return Err(format!(
+                        "axes {v:?}: bnc resizes H and W of NCHW only (axes [2, 3])"
+                    ));
+                }
+                axes
+            }
+        };
+        let full = |v: &[f64], what: &str| -> R<[f64; 4]> {
+            if v.len() != axes.len() {
+                return Err(format!(
+                    "{what} has {} values for {} axes",
+                    v.len(),
+                    axes.len()
+                ));
+            }
+            let mut out = [1.0, 1.0, xs[2] as f64, xs[3] as f64];
+            if what == "scales" {
+                out[2] = 1.0;
+                out[3] = 1.0;
+            } else {
+                out[0] = xs[0] as f64;
+                out[1] = xs[1] as f64;
+            }
+            for (k, &ax) in axes.iter().enumerate() {
+                out[ax] = v[k];
+            }
+            Ok(out)
+        };
+        let mut op = bnc_ir::Resize {
+            mode,
+            size: [0, 0],
+            scale: [0.0, 0.0],
+            coordinates,
+            nearest_mode,
+        };
+        match (scales, sizes) {
+            (Some(_), Some(_)) => {
+                return Err("both scales and sizes are given; ONNX allows one".into());
+            }
+            (Some(s), None) => {
+                let s = full(&s, "scales")?;
+                if s[0] != 1.0 || s[1] != 1.0 {
+                    return Err(format!(
+                        "scales {s:?} resize N or C; bnc resizes only H and W"
+                    ));
+                }
+                if !s[2..].iter().all(|v| v.is_finite() && *v > 0.0) {
+                    return Err(format!("scales {s:?} are not positive"));
+                }
+                op.scale = [s[2], s[3]];
+            }
+            (None, Some(z)) => {
+                if z.iter().any(|&v| v < 1) {
+                    return Err(format!("sizes {z:?} are not positive"));
+                }
+                let z: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+                let z = full(&z, "sizes")?;
+                if z[0] != xs[0] as f64 || z[1] != xs[1] as f64 {
+                    return Err(format!(
+                        "sizes {z:?} resize N or C of {xs:?}; bnc resizes only H and W"
+                    ));
+                }
+                let policy = a
+                    .string("keep_aspect_ratio_policy")
+                    .unwrap_or_else(|| "stretch".into());
+                if policy != "stretch" {
+                    return Err(format!(
+                        "keep_aspect_ratio_policy `{policy}` is not supported (stretch only)"
+                    ));
+                }
+                op.size = [z[2] as usize, z[3] as usize];
+            }
+            (None, None) => return Err("neither scales nor sizes is a constant".into()),
+        }
+        if a.int("antialias").unwrap_or(0) != 0 && mode == "bilinear" {
+            let down = (0..2).any(|ax| op.out_len(ax, xs[2 + ax]).is_some_and(|o| o < xs[2 + ax]));
+            if down {
+                return Err("antialias when downsampling is not supported".into());
+            }
+        }
+        Ok(op)
     }
 
     /// Gemm / MatMul: `x [N, K] · B (+ C)` as a dense layer with weight `[M, K]`.

@@ -186,7 +186,8 @@ impl FoldGraph {
                 | Op::AvgPool(_)
                 | Op::GlobalAvgPool
                 | Op::Flatten
-                | Op::Softmax => FoldNode::Op {
+                | Op::Softmax
+                | Op::Resize(_) => FoldNode::Op {
                     node: index as u32,
                     args: args.into_boxed_slice(),
                 },
@@ -964,7 +965,8 @@ impl FoldGraph {
                     | Op::Flatten
                     | Op::Identity
                     | Op::Dropout
-                    | Op::Softmax,
+                    | Op::Softmax
+                    | Op::Resize(_),
                     _,
                 ) => Some(FoldNode::Op {
                     node: index as u32,
