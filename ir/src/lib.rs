@@ -17,7 +17,7 @@ pub mod tensor;
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use op::{Activation, Conv2d, Op, ParamKind, ParamSpec, Pool2d};
+pub use op::{Activation, Conv2d, Op, ParamKind, ParamSpec, Pool2d, shuffle_source};
 pub use optable::{AttrValue, MapRule, OpInfo, OpKind, Transparency};
 pub use tensor::Tensor;
 

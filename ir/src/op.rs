@@ -129,6 +129,24 @@ pub enum Op {
     Dropout,
     /// Softmax over the channel axis (axis 1).
     Softmax,
+    /// Channel shuffle (ShuffleNet): output channel `j·groups + i` is input channel
+    /// `i·(C/groups) + j`, what Reshape `[N, g, C/g, H, W]` → Transpose `[0, 2, 1, 3, 4]` →
+    /// Reshape `[N, C, H, W]` computes.
+    ChannelShuffle {
+        groups: usize,
+    },
+    /// Channels `start..end` of the input (a channel split's output).
+    SliceChannels {
+        start: usize,
+        end: usize,
+    },
+}
+
+/// The input channel that [`Op::ChannelShuffle`] with `groups` groups over `channels`
+/// channels copies to output channel `out`.
+pub fn shuffle_source(channels: usize, groups: usize, out: usize) -> usize {
+    let per = channels / groups;
+    (out % groups) * per + out / groups
 }
 
 /// How a parameter tensor is used, so that random initialisation can give it realistic
@@ -213,6 +231,8 @@ impl Op {
             Op::Identity => OpKind::Identity,
             Op::Dropout => OpKind::Dropout,
             Op::Softmax => OpKind::Softmax,
+            Op::ChannelShuffle { .. } => OpKind::ChannelShuffle,
+            Op::SliceChannels { .. } => OpKind::SliceChannels,
         }
     }
 
@@ -467,6 +487,34 @@ impl Op {
                 let rest =
                     crate::limits::numel(&x[1..]).ok_or_else(|| crate::limits::too_large(x))?;
                 Ok(vec![x[0], rest])
+            }
+            ShapeRule::ShuffleChannels => {
+                let Op::ChannelShuffle { groups } = self else {
+                    return Err(self.table_mismatch());
+                };
+                need_rank(&[2, 4])?;
+                if *groups == 0 || !x[1].is_multiple_of(*groups) {
+                    return Err(format!(
+                        "`channel_shuffle` needs channels ({}) divisible by groups ({groups})",
+                        x[1]
+                    ));
+                }
+                Ok(x.clone())
+            }
+            ShapeRule::SliceChannels => {
+                let Op::SliceChannels { start, end } = self else {
+                    return Err(self.table_mismatch());
+                };
+                need_rank(&[2, 4])?;
+                if start >= end || *end > x[1] {
+                    return Err(format!(
+                        "`slice_channels` needs 0 <= start < end <= channels, got {start}..{end} of {}",
+                        x[1]
+                    ));
+                }
+                let mut out = x.clone();
+                out[1] = end - start;
+                Ok(out)
             }
         }
     }

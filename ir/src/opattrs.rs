@@ -44,6 +44,8 @@ impl Op {
                 ("value", Float(*value)),
                 ("pad_fill", Bool(*fill)),
             ],
+            Op::ChannelShuffle { groups } => vec![("groups", Int(*groups))],
+            Op::SliceChannels { start, end } => vec![("start", Int(*start)), ("end", Int(*end))],
             Op::Affine
             | Op::Add
             | Op::Mul
@@ -153,6 +155,13 @@ impl Op {
             OpKind::Identity => Op::Identity,
             OpKind::Dropout => Op::Dropout,
             OpKind::Softmax => Op::Softmax,
+            OpKind::ChannelShuffle => Op::ChannelShuffle {
+                groups: int("groups"),
+            },
+            OpKind::SliceChannels => Op::SliceChannels {
+                start: int("start"),
+                end: int("end"),
+            },
         }
     }
 }

@@ -20,6 +20,7 @@ mod gemm;
 mod padded;
 mod pool;
 mod rows;
+mod shuffle;
 
 pub use define::Texts;
 pub(crate) use define::{define_kernels, define_wide};
@@ -29,6 +30,7 @@ use gemm::*;
 use padded::*;
 use pool::*;
 use rows::*;
+use shuffle::*;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::Ieee32;
@@ -710,6 +712,7 @@ pub(crate) fn emit_kernel(
         } => emit_pool(&mut em, io, p, *hw, *ohw, Some(*recip)),
         KernelKind::GlobalAvgPool { .. } => emit_gap(&mut em, io),
         KernelKind::Softmax { .. } => emit_softmax(&mut em, io),
+        KernelKind::ChannelShuffle { groups, .. } => emit_shuffle(&mut em, io, *groups),
         KernelKind::Pad {
             pads,
             value,

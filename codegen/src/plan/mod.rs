@@ -203,6 +203,12 @@ pub(crate) enum KernelKind {
     Softmax {
         x: View,
     },
+    /// Channel shuffle: output plane `(n, o)` is input plane `(n, src(o))`,
+    /// `src(o) = (o mod groups)·(C/groups) + o div groups`; one unit per output plane.
+    ChannelShuffle {
+        x: View,
+        groups: usize,
+    },
     Pad {
         x: View,
         pads: [usize; 4],
@@ -228,6 +234,7 @@ impl KernelKind {
             | KernelKind::GlobalAvgPool { x }
             | KernelKind::Elementwise { x }
             | KernelKind::Softmax { x }
+            | KernelKind::ChannelShuffle { x, .. }
             | KernelKind::Pad { x, .. } => *x,
         }
     }

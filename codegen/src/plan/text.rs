@@ -201,6 +201,7 @@ fn path_text(kind: &KernelKind) -> String {
         KernelKind::GlobalAvgPool { .. } => "global-avgpool".to_string(),
         KernelKind::Elementwise { .. } => "elementwise".to_string(),
         KernelKind::Softmax { .. } => "softmax".to_string(),
+        KernelKind::ChannelShuffle { groups, .. } => format!("channel-shuffle groups {groups}"),
         KernelKind::Pad {
             pads, value, fill, ..
         } => match fill {

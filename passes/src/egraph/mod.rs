@@ -186,7 +186,9 @@ impl FoldGraph {
                 | Op::AvgPool(_)
                 | Op::GlobalAvgPool
                 | Op::Flatten
-                | Op::Softmax => FoldNode::Op {
+                | Op::Softmax
+                | Op::ChannelShuffle { .. }
+                | Op::SliceChannels { .. } => FoldNode::Op {
                     node: index as u32,
                     args: args.into_boxed_slice(),
                 },
@@ -322,7 +324,11 @@ impl FoldGraph {
                         .map(|&c| self.shape(c))
                         .collect();
                     let op = &graph.nodes[*index as usize].op;
-                    let writes = if *op == Op::Flatten { 0.0 } else { numel };
+                    let writes = if matches!(op, Op::Flatten | Op::SliceChannels { .. }) {
+                        0.0
+                    } else {
+                        numel
+                    };
                     op.flops(&input_shapes, out_shape) as f64 + writes
                 }
             }
@@ -964,7 +970,9 @@ impl FoldGraph {
                     | Op::Flatten
                     | Op::Identity
                     | Op::Dropout
-                    | Op::Softmax,
+                    | Op::Softmax
+                    | Op::ChannelShuffle { .. }
+                    | Op::SliceChannels { .. },
                     _,
                 ) => Some(FoldNode::Op {
                     node: index as u32,
