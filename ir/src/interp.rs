@@ -312,6 +312,8 @@ pub fn eval_node(graph: &Graph, node: &Node, inputs: &[&Tensor]) -> Result<Tenso
         Op::Flatten | Op::Identity | Op::Dropout => x.data.clone(),
         Op::Softmax => softmax(x),
         Op::Resize(r) => resize(r, x, &out_shape),
+        Op::ChannelShuffle { groups } => channel_shuffle(x, *groups),
+        Op::SliceChannels { start, end } => slice_channels(x, *start, *end),
     };
     Ok(Tensor::new(out_shape, data))
 }
@@ -490,6 +492,29 @@ fn concat(inputs: &[&Tensor]) -> Vec<f32> {
             let block = t.data.len() / n;
             out.extend_from_slice(&t.data[b * block..(b + 1) * block]);
         }
+    }
+    out
+}
+
+/// Output channel `o` is input channel [`crate::shuffle_source`]`(C, groups, o)`.
+fn channel_shuffle(x: &Tensor, groups: usize) -> Vec<f32> {
+    let (n, c, plane) = channel_layout(&x.shape);
+    let mut out = Vec::with_capacity(x.data.len());
+    for b in 0..n {
+        for o in 0..c {
+            let src = (b * c + crate::shuffle_source(c, groups, o)) * plane;
+            out.extend_from_slice(&x.data[src..src + plane]);
+        }
+    }
+    out
+}
+
+/// Channels `start..end`, every image.
+fn slice_channels(x: &Tensor, start: usize, end: usize) -> Vec<f32> {
+    let (n, c, plane) = channel_layout(&x.shape);
+    let mut out = Vec::with_capacity(n * (end - start) * plane);
+    for b in 0..n {
+        out.extend_from_slice(&x.data[(b * c + start) * plane..(b * c + end) * plane]);
     }
     out
 }

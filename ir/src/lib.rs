@@ -17,7 +17,9 @@ pub mod tensor;
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use op::{Activation, Conv2d, Op, ParamKind, ParamSpec, Pool2d, Resize, ResizeTap};
+pub use op::{
+    Activation, Conv2d, Op, ParamKind, ParamSpec, Pool2d, Resize, ResizeTap, shuffle_source,
+};
 pub use optable::{AttrValue, MapRule, OpInfo, OpKind, Transparency};
 pub use tensor::Tensor;
 

@@ -247,6 +247,24 @@ pub enum Op {
     Softmax,
     /// Spatial resize (nearest or bilinear) of an NCHW tensor.
     Resize(Resize),
+    /// Channel shuffle (ShuffleNet): output channel `j·groups + i` is input channel
+    /// `i·(C/groups) + j`, what Reshape `[N, g, C/g, H, W]` → Transpose `[0, 2, 1, 3, 4]` →
+    /// Reshape `[N, C, H, W]` computes.
+    ChannelShuffle {
+        groups: usize,
+    },
+    /// Channels `start..end` of the input (a channel split's output).
+    SliceChannels {
+        start: usize,
+        end: usize,
+    },
+}
+
+/// The input channel that [`Op::ChannelShuffle`] with `groups` groups over `channels`
+/// channels copies to output channel `out`.
+pub fn shuffle_source(channels: usize, groups: usize, out: usize) -> usize {
+    let per = channels / groups;
+    (out % groups) * per + out / groups
 }
 
 /// How a parameter tensor is used, so that random initialisation can give it realistic
@@ -332,6 +350,8 @@ impl Op {
             Op::Dropout => OpKind::Dropout,
             Op::Softmax => OpKind::Softmax,
             Op::Resize(_) => OpKind::Resize,
+            Op::ChannelShuffle { .. } => OpKind::ChannelShuffle,
+            Op::SliceChannels { .. } => OpKind::SliceChannels,
         }
     }
 
@@ -613,6 +633,34 @@ impl Op {
                         fmt_shape(x)
                     )),
                 }
+            }
+            ShapeRule::ShuffleChannels => {
+                let Op::ChannelShuffle { groups } = self else {
+                    return Err(self.table_mismatch());
+                };
+                need_rank(&[2, 4])?;
+                if *groups == 0 || !x[1].is_multiple_of(*groups) {
+                    return Err(format!(
+                        "`channel_shuffle` needs channels ({}) divisible by groups ({groups})",
+                        x[1]
+                    ));
+                }
+                Ok(x.clone())
+            }
+            ShapeRule::SliceChannels => {
+                let Op::SliceChannels { start, end } = self else {
+                    return Err(self.table_mismatch());
+                };
+                need_rank(&[2, 4])?;
+                if start >= end || *end > x[1] {
+                    return Err(format!(
+                        "`slice_channels` needs 0 <= start < end <= channels, got {start}..{end} of {}",
+                        x[1]
+                    ));
+                }
+                let mut out = x.clone();
+                out[1] = end - start;
+                Ok(out)
             }
         }
     }

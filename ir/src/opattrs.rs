@@ -51,6 +51,8 @@ impl Op {
                 ("coordinates", AttrValue::Choice(r.coordinates)),
                 ("nearest_mode", AttrValue::Choice(r.nearest_mode)),
             ],
+            Op::ChannelShuffle { groups } => vec![("groups", Int(*groups))],
+            Op::SliceChannels { start, end } => vec![("start", Int(*start)), ("end", Int(*end))],
             Op::Affine
             | Op::Add
             | Op::Mul
@@ -177,6 +179,13 @@ impl Op {
                 coordinates: choice("coordinates"),
                 nearest_mode: choice("nearest_mode"),
             }),
+            OpKind::ChannelShuffle => Op::ChannelShuffle {
+                groups: int("groups"),
+            },
+            OpKind::SliceChannels => Op::SliceChannels {
+                start: int("start"),
+                end: int("end"),
+            },
         }
     }
 }

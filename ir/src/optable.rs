@@ -27,6 +27,7 @@ op_kinds! {
     Relu, Relu6, Sigmoid, Silu, HardSwish, HardSigmoid, Tanh, LeakyRelu, Clip,
     Add, Mul, Concat, MaxPool, AvgPool, GlobalAvgPool, Pad, Flatten, Identity, Dropout, Softmax,
     Resize,
+    ChannelShuffle, SliceChannels,
 }
 
 /// What the table knows about one operator.
@@ -136,6 +137,10 @@ pub enum ShapeRule {
     Flatten,
     /// `[N, C, H, W]` to `[N, C, size]`, or `floor([H, W]·scale)` without a size.
     Resize,
+    /// The input's shape, `[N, C]` or `[N, C, H, W]`, with `C` a multiple of `groups`.
+    ShuffleChannels,
+    /// Channels `start..end` of an `[N, C]` or `[N, C, H, W]` input.
+    SliceChannels,
 }
 
 /// The shape of a parameter tensor.
@@ -187,6 +192,12 @@ pub enum MapRule {
     SumsInputs,
     /// Concatenates channels: the inputs' maps concatenate (concat).
     Concatenates,
+    /// Permutes channels, copying values: a map passes with its vectors permuted the same
+    /// way (channel_shuffle).
+    Permutes,
+    /// Keeps a range of channels, copying values: a map passes with its vectors sliced
+    /// (slice_channels).
+    Slices,
     /// No map passes (batchnorm too: canonicalize turns it into affine first).
     Blocks,
 }
@@ -206,6 +217,16 @@ pub enum Transparency {
     NeedsFill,
     SumsInputs,
     Concatenates,
+    /// Output channel `j·groups + i` is input channel `i·(C/groups) + j`
+    /// ([`crate::shuffle_source`]).
+    Permutes {
+        groups: usize,
+    },
+    /// Output channel `k` is input channel `start + k`, for `k < end − start`.
+    Slices {
+        start: usize,
+        end: usize,
+    },
     /// No map passes; the text says what blocks it.
     Blocks(&'static str),
 }
@@ -491,6 +512,24 @@ impl OpKind {
                 // output, so a per-channel affine map commutes with either.
                 ..unary("resize", M::Commutes, &["Resize", "Upsample"])
             },
+            OpKind::ChannelShuffle => OpInfo {
+                attrs: const { &[attr("groups", K::Int, D::Required)] },
+                shape: ShapeRule::ShuffleChannels,
+                flops: Flops::Zero,
+                // Reshape [N, g, C/g, H, W] → Transpose [0, 2, 1, 3, 4] → Reshape [N, C, H, W].
+                ..unary("channel_shuffle", M::Permutes, &["Reshape", "Transpose"])
+            },
+            OpKind::SliceChannels => OpInfo {
+                attrs: const {
+                    &[
+                        attr("start", K::Int, D::Required),
+                        attr("end", K::Int, D::Required),
+                    ]
+                },
+                shape: ShapeRule::SliceChannels,
+                flops: Flops::Zero,
+                ..unary("slice_channels", M::Slices, &["Split", "Slice"])
+            },
         }
     }
 
@@ -565,6 +604,17 @@ impl crate::Op {
             MapRule::NeedsFill => Transparency::NeedsFill,
             MapRule::SumsInputs => Transparency::SumsInputs,
             MapRule::Concatenates => Transparency::Concatenates,
+            MapRule::Permutes => match self {
+                crate::Op::ChannelShuffle { groups } => Transparency::Permutes { groups: *groups },
+                _ => Transparency::Blocks(self.name()),
+            },
+            MapRule::Slices => match self {
+                crate::Op::SliceChannels { start, end } => Transparency::Slices {
+                    start: *start,
+                    end: *end,
+                },
+                _ => Transparency::Blocks(self.name()),
+            },
             MapRule::Blocks => Transparency::Blocks(self.name()),
         }
     }

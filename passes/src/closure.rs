@@ -28,7 +28,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 
-use bnc_ir::{Graph, Node, NodeId, Op, Transparency, ValueId};
+use bnc_ir::{Graph, Node, NodeId, Op, Transparency, ValueId, shuffle_source};
 
 use crate::affine::{Absorption, ChannelMap, absorb_any, apply_absorption, is_absorber};
 use crate::conditioning::{self, Spread};
@@ -262,6 +262,15 @@ enum Kind {
     MaxPool,
     /// Commutes with any per-channel map, which it passes on unchanged.
     SameMap,
+    /// A channel shuffle: maps pass with their channels permuted the same way.
+    Permute {
+        groups: usize,
+    },
+    /// A channel slice: maps pass with their vectors sliced.
+    Slice {
+        start: usize,
+        end: usize,
+    },
     /// Does not commute; the text says what it is.
     Blocking(String),
 }
@@ -276,6 +285,8 @@ fn kind(graph: &Graph, node: &Node) -> Kind {
         Transparency::Concatenates => Kind::Concat,
         Transparency::NonNegativeScale => Kind::MaxPool,
         Transparency::Commutes => Kind::SameMap,
+        Transparency::Permutes { groups } => Kind::Permute { groups },
+        Transparency::Slices { start, end } => Kind::Slice { start, end },
         Transparency::Repeat { .. } => Kind::Blocking(format!("{} of a spatial map", op.name())),
         Transparency::Blocks(what) => Kind::Blocking(what.into()),
         Transparency::ScaleOnly | Transparency::NeedsFill => Kind::Blocking(op.name().into()),
@@ -538,6 +549,23 @@ impl<'g> Engine<'g> {
                             self.request(node.inputs[0], &known)?;
                         }
                         Kind::SameMap => self.request(node.inputs[0], &known)?,
+                        // Output channel o of a shuffle is input channel source(o).
+                        Kind::Permute { groups } => {
+                            let c = self.channels(v);
+                            let moved: Vec<Entry> = known
+                                .iter()
+                                .map(|&(o, s, t, src)| (shuffle_source(c, groups, o), s, t, src))
+                                .collect();
+                            self.request(node.inputs[0], &moved)?;
+                        }
+                        // Output channel k of a slice is input channel start + k.
+                        Kind::Slice { start, .. } => {
+                            let moved: Vec<Entry> = known
+                                .iter()
+                                .map(|&(k, s, t, src)| (start + k, s, t, src))
+                                .collect();
+                            self.request(node.inputs[0], &moved)?;
+                        }
                         Kind::Blocking(what) if changes => return Err(self.block(p, what)),
                         Kind::Blocking(_) => {}
                     }
@@ -594,6 +622,24 @@ impl<'g> Engine<'g> {
                     self.request(node.output, &scale_only)?;
                 }
                 Kind::SameMap => self.request(node.output, &scale_only)?,
+                // Input channel i = a·(C/g) + b of a shuffle becomes output channel b·g + a.
+                Kind::Permute { groups } => {
+                    let c = self.channels(v);
+                    let per = c / groups;
+                    let moved: Vec<Entry> = scale_only
+                        .iter()
+                        .map(|&(i, s, t, src)| ((i % per) * groups + i / per, s, t, src))
+                        .collect();
+                    self.request(node.output, &moved)?;
+                }
+                Kind::Slice { start, end } => {
+                    let moved: Vec<Entry> = scale_only
+                        .iter()
+                        .filter(|e| (start..end).contains(&e.0))
+                        .map(|&(c, s, t, src)| (c - start, s, t, src))
+                        .collect();
+                    self.request(node.output, &moved)?;
+                }
                 Kind::Blocking(what) if changes => return Err(self.block(r.0, what)),
                 Kind::Blocking(_) => {}
             }
@@ -781,6 +827,13 @@ impl<'g> Engine<'g> {
                         .collect()
                 }
                 Kind::Concat => node.inputs.iter().flat_map(|&u| input_trace(u)).collect(),
+                Kind::Permute { groups } => {
+                    let t = input_trace(node.inputs[0]);
+                    (0..t.len())
+                        .map(|o| t[shuffle_source(t.len(), groups, o)])
+                        .collect()
+                }
+                Kind::Slice { start, end } => input_trace(node.inputs[0])[start..end].to_vec(),
                 _ => input_trace(node.inputs[0]),
             };
             let result = match kind {
@@ -833,6 +886,16 @@ impl<'g> Engine<'g> {
                     m
                 }
                 Kind::SameMap => input(node.inputs[0]),
+                Kind::Permute { groups } => {
+                    let m = input(node.inputs[0]);
+                    let c = m.len();
+                    let src = |o| shuffle_source(c, groups, o);
+                    ChannelMap {
+                        scale: (0..c).map(|o| m.scale[src(o)]).collect(),
+                        shift: (0..c).map(|o| m.shift[src(o)]).collect(),
+                    }
+                }
+                Kind::Slice { start, end } => input(node.inputs[0]).slice(start..end),
                 Kind::Blocking(what) => return Err(self.block(i, what)),
             };
             if !result.is_identity() {

@@ -447,6 +447,23 @@ fn op_part(op: &Op, inputs: &[&Spread], input_shapes: &[&Shape], out: &Shape) ->
             Spread::uniform(vec![share; x.channels()], vec![share; x.channels()])
         }
         Op::Identity | Op::Dropout => x.clone(),
+        // They copy values: each output channel carries its source channel's moments.
+        Op::ChannelShuffle { groups } => {
+            let c = x.channels();
+            let src = |o| bnc_ir::shuffle_source(c, *groups, o);
+            Spread {
+                mean: (0..c).map(|o| x.mean[src(o)]).collect(),
+                std: (0..c).map(|o| x.std[src(o)]).collect(),
+                edge_mean: (0..c).map(|o| x.edge_mean[src(o)]).collect(),
+                edge_std: (0..c).map(|o| x.edge_std[src(o)]).collect(),
+            }
+        }
+        Op::SliceChannels { start, end } => Spread {
+            mean: x.mean[*start..*end].to_vec(),
+            std: x.std[*start..*end].to_vec(),
+            edge_mean: x.edge_mean[*start..*end].to_vec(),
+            edge_std: x.edge_std[*start..*end].to_vec(),
+        },
         // Parameterised operators are handled by `through_node`.
         Op::Conv2d(_) | Op::Dense { .. } | Op::BatchNorm { .. } | Op::Affine => x.clone(),
     }

@@ -791,7 +791,66 @@ impl Builder {
             let y = self.activation(0);
             outputs.push(self.values[y].name.clone());
         }
+        self.channel_motif(&mut outputs);
         let _ = writeln!(self.text, "  output {}", outputs.join(", "));
+    }
+
+    /// Sometimes, ShuffleNet's channel operators on a branch of their own from the input:
+    /// conv → BN → channel_shuffle (→ BN) → two slice_channels (→ BN) → readers. Drawn from
+    /// a random stream of its own and placed after everything else, so the models of earlier
+    /// seeds (the regression seeds) keep their text up to here.
+    fn channel_motif(&mut self, outputs: &mut Vec<String>) {
+        let main = std::mem::replace(&mut self.rng, Rng::new(self.seed ^ 0x5407_F1E5_0000_0001));
+        if self.rng.chance(0.5) {
+            let groups = 2 + self.rng.below(2);
+            let c = groups * (1 + self.rng.below(3));
+            let (kernel, pad) = if self.rng.chance(0.5) {
+                ((1, 1), [0; 4])
+            } else {
+                ((3, 3), [1; 4])
+            };
+            let bias = self.rng.chance(0.5);
+            let c0 = self.conv(0, c, kernel, (1, 1), pad, 1, 1, bias);
+            let mut v = if self.rng.chance(0.8) {
+                self.batchnorm(c0)
+            } else {
+                c0
+            };
+            let hw = self.values[v].hw;
+            let expr = format!("channel_shuffle({}, groups = {groups})", self.name(v));
+            v = self.bind("shuf", expr, &[v], c, hw);
+            if self.rng.chance(0.3) {
+                v = self.batchnorm(v);
+            }
+            let cut = 1 + self.rng.below(c - 1);
+            let mut halves = Vec::new();
+            for (start, end) in [(0, cut), (cut, c)] {
+                let expr = format!(
+                    "slice_channels({}, start = {start}, end = {end})",
+                    self.name(v)
+                );
+                let mut h = self.bind("half", expr, &[v], end - start, hw);
+                if self.rng.chance(0.3) {
+                    h = self.batchnorm(h);
+                }
+                halves.push(h);
+            }
+            for h in halves {
+                let y = match self.rng.below(3) {
+                    0 => self.activation(h),
+                    1 => {
+                        let out = 1 + self.rng.below(4);
+                        self.conv(h, out, (3, 3), (1, 1), [1; 4], 1, 1, true)
+                    }
+                    _ => {
+                        let out = 1 + self.rng.below(4);
+                        self.conv(h, out, (1, 1), (1, 1), [0; 4], 1, 1, true)
+                    }
+                };
+                outputs.push(self.values[y].name.clone());
+            }
+        }
+        self.rng = main;
     }
 }
 

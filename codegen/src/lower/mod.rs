@@ -21,6 +21,7 @@ mod padded;
 mod pool;
 mod resize;
 mod rows;
+mod shuffle;
 
 pub use define::Texts;
 pub(crate) use define::{define_kernels, define_wide};
@@ -31,6 +32,7 @@ use padded::*;
 use pool::*;
 use resize::*;
 use rows::*;
+use shuffle::*;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::Ieee32;
@@ -712,6 +714,7 @@ pub(crate) fn emit_kernel(
         } => emit_pool(&mut em, io, p, *hw, *ohw, Some(*recip)),
         KernelKind::GlobalAvgPool { .. } => emit_gap(&mut em, io),
         KernelKind::Softmax { .. } => emit_softmax(&mut em, io),
+        KernelKind::ChannelShuffle { groups, .. } => emit_shuffle(&mut em, io, *groups),
         KernelKind::Pad {
             pads,
             value,

@@ -62,11 +62,14 @@ pub(super) fn role(op: &Op) -> Role {
         | Op::GlobalAvgPool
         | Op::Pad { .. }
         | Op::Softmax
-        | Op::Resize(_) => Role::Anchor,
+        | Op::Resize(_)
+        | Op::ChannelShuffle { .. } => Role::Anchor,
         Op::Affine | Op::BatchNorm { .. } | Op::Activation(_) | Op::Add | Op::Mul => {
             Role::Elementwise
         }
         Op::Flatten | Op::Identity | Op::Dropout => Role::Alias,
+        // A view at channel offset `start` with the source's batch stride.
+        Op::SliceChannels { .. } => Role::Alias,
         Op::Concat => Role::Concat,
     }
 }

@@ -132,7 +132,12 @@ pub(super) fn place(
     }
     for n in &graph.nodes {
         if is_alias(&n.op) {
-            alias[n.output.0] = Some((n.inputs[0], 0));
+            // A channel slice starts `start` planes into its input; other views at 0.
+            let offset = match n.op {
+                Op::SliceChannels { start, .. } => start * ncs(shape(n.inputs[0])).2,
+                _ => 0,
+            };
+            alias[n.output.0] = Some((n.inputs[0], offset));
         }
         if matches!(n.op, Op::Concat) {
             materialized[n.output.0] = true;

@@ -203,6 +203,12 @@ pub(crate) enum KernelKind {
     Softmax {
         x: View,
     },
+    /// Channel shuffle: output plane `(n, o)` is input plane `(n, src(o))`,
+    /// `src(o) = (o mod groups)·(C/groups) + o div groups`; one unit per output plane.
+    ChannelShuffle {
+        x: View,
+        groups: usize,
+    },
     Pad {
         x: View,
         pads: [usize; 4],
@@ -244,7 +250,8 @@ impl KernelKind {
             | KernelKind::Elementwise { x }
             | KernelKind::Softmax { x }
             | KernelKind::Pad { x, .. }
-            | KernelKind::Resize { x, .. } => *x,
+            | KernelKind::Resize { x, .. }
+            | KernelKind::ChannelShuffle { x, .. } => *x,
         }
     }
 }

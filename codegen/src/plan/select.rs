@@ -421,6 +421,12 @@ impl<'a> Lowering<'a> {
             }
             Op::GlobalAvgPool => kernel(KernelKind::GlobalAvgPool { x }, x.n * x.c, 0, epi),
             Op::Softmax => kernel(KernelKind::Softmax { x }, x.n * x.s, 0, epi),
+            Op::ChannelShuffle { groups } => kernel(
+                KernelKind::ChannelShuffle { x, groups: *groups },
+                x.n * x.c,
+                0,
+                epi,
+            ),
             Op::Pad { pads, value, fill } => kernel(
                 KernelKind::Pad {
                     x,
@@ -483,6 +489,7 @@ impl<'a> Lowering<'a> {
             | Op::Flatten
             | Op::Identity
             | Op::Dropout
+            | Op::SliceChannels { .. }
             | Op::Concat => {
                 return Err(CodegenError::Invalid(format!(
                     "`{node_name}`: `{}` reached kernel selection, but it is not an anchor",

@@ -215,6 +215,7 @@ fn path_text(kind: &KernelKind) -> String {
             ohw[0],
             ohw[1]
         ),
+        KernelKind::ChannelShuffle { groups, .. } => format!("channel-shuffle groups {groups}"),
         KernelKind::Pad {
             pads, value, fill, ..
         } => match fill {

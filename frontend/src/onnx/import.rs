@@ -22,6 +22,14 @@ enum Val {
     /// Produced by a node that could not be imported (already reported); `true` when it
     /// would have been a runtime tensor, `false` for a constant.
     Poison(bool),
+    /// The first steps of a channel shuffle of the runtime tensor `x` (`[N, C, H, W]`):
+    /// Reshape to `[N, groups, C/groups, H, W]`, and with `transposed` the Transpose
+    /// `[0, 2, 1, 3, 4]` after it. Only the rest of the pattern may read it.
+    Grouped {
+        x: ValueId,
+        groups: usize,
+        transposed: bool,
+    },
 }
 
 /// A node that could not be imported, and why.
@@ -216,6 +224,11 @@ impl<'a> Importer<'a> {
             let id = match self.env.get(name) {
                 Some(Val::Dyn(id)) => *id,
                 Some(Val::Poison(_)) => continue,
+                Some(Val::Grouped { .. }) => {
+                    return Err(format!(
+                        "graph output `{name}` is a 5-D channel-shuffle intermediate; bnc needs [N, C, H, W] or [N, C] outputs"
+                    ));
+                }
                 Some(Val::Const(_)) => {
                     return Err(format!(
                         "graph output `{name}` is a constant; bnc needs outputs computed from the inputs"
@@ -336,9 +349,12 @@ impl<'a> Importer<'a> {
             }
         }
         let domain_ok = matches!(n.domain(), "" | "ai.onnx");
-        let runtime_in = inputs
-            .iter()
-            .any(|v| matches!(v, Some(Val::Dyn(_) | Val::Poison(true))));
+        let runtime_in = inputs.iter().any(|v| {
+            matches!(
+                v,
+                Some(Val::Dyn(_) | Val::Grouped { .. } | Val::Poison(true))
+            )
+        });
         let fail = |this: &mut Self, reason: String| {
             this.failures.push(Failure {
                 node: name.clone(),
@@ -380,7 +396,9 @@ impl<'a> Importer<'a> {
             }
             return poison(self, runtime_in && op_type != "Shape");
         }
-        let all_const = inputs.iter().all(|v| !matches!(v, Some(Val::Dyn(_))));
+        let all_const = inputs
+            .iter()
+            .all(|v| !matches!(v, Some(Val::Dyn(_) | Val::Grouped { .. })));
         let result = if FOLDED.contains(&op_type.as_str()) && (all_const || op_type == "Shape") {
             self.fold(n, &inputs).map(|c| vec![Val::Const(c)])
         } else if OpKind::is_onnx_mapped(&op_type) {
@@ -459,6 +477,14 @@ impl<'a> Importer<'a> {
                 let shape: Vec<i64> = match inputs.first().and_then(Option::as_ref) {
                     Some(Val::Dyn(id)) => self.graph.shape(*id).iter().map(|&d| d as i64).collect(),
                     Some(Val::Const(c)) => c.shape.iter().map(|&d| d as i64).collect(),
+                    Some(Val::Grouped {
+                        x,
+                        groups,
+                        transposed,
+                    }) => grouped_shape(self.graph.shape(*x), *groups, *transposed)
+                        .iter()
+                        .map(|&d| d as i64)
+                        .collect(),
                     _ => return Err("input 0 is missing".into()),
                 };
                 let r = shape.len() as i64;
@@ -585,13 +611,14 @@ impl<'a> Importer<'a> {
                     "input {i} (`{}`) is a constant; bnc needs a runtime tensor there",
                     n.input[i]
                 )),
+                Some(Some(Val::Grouped { .. })) => Err(grouped_misuse(&n.input[i])),
                 _ => Err(format!("input {i} is missing")),
             }
         };
         let constant = |i: usize| -> R<Option<&Const>> {
             match inputs.get(i) {
                 Some(Some(Val::Const(c))) => Ok(Some(c)),
-                Some(Some(Val::Dyn(_))) => Err(format!(
+                Some(Some(Val::Dyn(_) | Val::Grouped { .. })) => Err(format!(
                     "input {i} (`{}`) is computed at run time; bnc needs a constant (an initializer) there",
                     n.input[i]
                 )),
@@ -948,11 +975,196 @@ impl<'a> Importer<'a> {
                 self.reshape_like(out, x, target)
             }
             "Reshape" => {
-                let x = dynamic(0)?;
                 let spec = constant(1)?.ok_or("Reshape without a shape")?.to_i64();
+                let allowzero = a.int("allowzero") == Some(1);
+                if let Some(Some(Val::Grouped {
+                    x,
+                    groups,
+                    transposed,
+                })) = inputs.first()
+                {
+                    // The last step of a channel shuffle: back to [N, C, H, W].
+                    let xs = self.graph.shape(*x).clone();
+                    let from = grouped_shape(&xs, *groups, *transposed);
+                    let target = tensor::reshape_target(&from, &spec, allowzero)?;
+                    if target != xs {
+                        return Err(format!(
+                            "reshape of the channel-shuffle intermediate {from:?} to {target:?}; bnc accepts only {xs:?} (Reshape [N, g, C/g, H, W] → Transpose [0, 2, 1, 3, 4] → Reshape [N, C, H, W])"
+                        ));
+                    }
+                    return if *transposed {
+                        let op = Op::ChannelShuffle { groups: *groups };
+                        one(self.emit(out, op, vec![*x], None)?)
+                    } else {
+                        one(*x)
+                    };
+                }
+                let x = dynamic(0)?;
                 let xs = self.graph.shape(x).clone();
-                let target = tensor::reshape_target(&xs, &spec, a.int("allowzero") == Some(1))?;
+                let target = tensor::reshape_target(&xs, &spec, allowzero)?;
+                // The first step of a channel shuffle: [N, C, H, W] → [N, g, C/g, H, W].
+                if xs.len() == 4
+                    && target.len() == 5
+                    && target[0] == xs[0]
+                    && target[1] >= 1
+                    && target[1].checked_mul(target[2]) == Some(xs[1])
+                    && target[3..] == xs[2..]
+                {
+                    return Ok(vec![Val::Grouped {
+                        x,
+                        groups: target[1],
+                        transposed: false,
+                    }]);
+                }
                 self.reshape_like(out, x, target)
+            }
+            "Transpose" => {
+                let perm = a.ints("perm");
+                if let Some(Some(Val::Grouped {
+                    x,
+                    groups,
+                    transposed,
+                })) = inputs.first()
+                {
+                    if perm.as_deref() != Some(&[0, 2, 1, 3, 4][..]) {
+                        return Err(format!(
+                            "Transpose {perm:?} of the channel-shuffle intermediate {:?}; bnc accepts only perm [0, 2, 1, 3, 4]",
+                            grouped_shape(self.graph.shape(*x), *groups, *transposed)
+                        ));
+                    }
+                    return Ok(vec![Val::Grouped {
+                        x: *x,
+                        groups: *groups,
+                        transposed: !*transposed,
+                    }]);
+                }
+                let x = dynamic(0)?;
+                let rank = self.graph.shape(x).len() as i64;
+                let identity: Vec<i64> = (0..rank).collect();
+                if perm.as_ref() == Some(&identity) {
+                    return one(x);
+                }
+                Err(format!(
+                    "Transpose {perm:?} of a runtime tensor of shape {:?}; bnc transposes runtime tensors only inside a channel shuffle (Reshape [N, g, C/g, H, W] → Transpose [0, 2, 1, 3, 4] → Reshape [N, C, H, W])",
+                    self.graph.shape(x)
+                ))
+            }
+            "Slice" => {
+                let x = dynamic(0)?;
+                let xs = self.graph.shape(x).clone();
+                let ints = |i: usize, attr: &str| -> R<Option<Vec<i64>>> {
+                    if self.opset < 10 {
+                        Ok(a.ints(attr))
+                    } else {
+                        Ok(constant(i)?.map(Const::to_i64))
+                    }
+                };
+                let starts = ints(1, "starts")?.ok_or("Slice without starts")?;
+                let ends = ints(2, "ends")?.ok_or("Slice without ends")?;
+                let axes = ints(3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+                let steps = if self.opset < 10 {
+                    None
+                } else {
+                    constant(4)?.map(Const::to_i64)
+                };
+                if starts.len() != ends.len() || axes.len() != starts.len() {
+                    return Err("Slice starts, ends and axes differ in length".into());
+                }
+                let mut range = (0, xs.get(1).copied().unwrap_or(0));
+                for (k, &ax) in axes.iter().enumerate() {
+                    let ax = tensor::axis(ax, xs.len(), false)?;
+                    let step = steps.as_ref().and_then(|s| s.get(k)).copied().unwrap_or(1);
+                    let dim = xs[ax] as i64;
+                    let clamp = |v: i64| (if v < 0 { v + dim } else { v }).clamp(0, dim) as usize;
+                    let (s, e) = (clamp(starts[k]), clamp(ends[k]));
+                    let whole = step == 1 && s == 0 && e == xs[ax];
+                    if ax == 1 && step == 1 && (xs.len() == 2 || xs.len() == 4) {
+                        range = (s, e);
+                    } else if !whole {
+                        return Err(format!(
+                            "Slice of axis {ax} (step {step}) of a runtime tensor of shape {xs:?}; bnc slices runtime tensors only along channels (axis 1 of [N, C] or NCHW, step 1)"
+                        ));
+                    }
+                }
+                if range == (0, xs[1]) {
+                    return one(x);
+                }
+                let op = Op::SliceChannels {
+                    start: range.0,
+                    end: range.1,
+                };
+                one(self.emit(out, op, vec![x], None)?)
+            }
+            "Split" => {
+                let x = dynamic(0)?;
+                let xs = self.graph.shape(x).clone();
+                let ax = tensor::axis(a.int("axis").unwrap_or(0), xs.len(), false)?;
+                if ax != 1 || !(xs.len() == 2 || xs.len() == 4) {
+                    return Err(format!(
+                        "Split along axis {ax} of {xs:?}; bnc splits runtime tensors only along channels (axis 1 of [N, C] or NCHW)"
+                    ));
+                }
+                let channels = xs[1];
+                let parts = n.output.len();
+                let given = if self.opset < 13 {
+                    a.ints("split")
+                } else {
+                    constant(1)?.map(Const::to_i64)
+                };
+                let sizes: Vec<usize> = match given {
+                    Some(v) => v
+                        .iter()
+                        .map(|&s| usize::try_from(s).map_err(|_| format!("negative split {s}")))
+                        .collect::<R<_>>()?,
+                    None => {
+                        let count = match a.int("num_outputs") {
+                            Some(k) if self.opset >= 18 => usize::try_from(k)
+                                .ok()
+                                .filter(|&k| k >= 1)
+                                .ok_or("num_outputs must be positive")?,
+                            _ => parts,
+                        };
+                        if count == 0 {
+                            return Err("Split without outputs".into());
+                        }
+                        if self.opset >= 18 {
+                            // Chunks of ceil(C / count), the last one smaller.
+                            let chunk = channels.div_ceil(count);
+                            (0..count)
+                                .map(|k| chunk.min(channels.saturating_sub(k * chunk)))
+                                .collect()
+                        } else {
+                            if !channels.is_multiple_of(count) {
+                                return Err(format!(
+                                    "{channels} channels do not split equally into {count} outputs"
+                                ));
+                            }
+                            vec![channels / count; count]
+                        }
+                    }
+                };
+                if sizes.len() != parts {
+                    return Err(format!("{} split sizes for {parts} outputs", sizes.len()));
+                }
+                if sizes.iter().sum::<usize>() != channels || sizes.contains(&0) {
+                    return Err(format!(
+                        "split sizes {sizes:?} do not divide {channels} channels into non-empty parts"
+                    ));
+                }
+                let mut vals = Vec::with_capacity(parts);
+                let mut start = 0;
+                for (o, size) in n.output.iter().zip(sizes) {
+                    let end = start + size;
+                    let name = if o.is_empty() { out } else { o.as_str() };
+                    let op = Op::SliceChannels { start, end };
+                    vals.push(if size == channels {
+                        Val::Dyn(x)
+                    } else {
+                        Val::Dyn(self.emit(name, op, vec![x], None)?)
+                    });
+                    start = end;
+                }
+                Ok(vals)
             }
             "Squeeze" | "Unsqueeze" => {
                 let x = dynamic(0)?;
@@ -1384,6 +1596,9 @@ impl<'a> Importer<'a> {
                 }
                 Ok(vec![Val::Dyn(self.affine(out, name, x, scale, shift)?)])
             }
+            (Val::Grouped { .. }, _) | (_, Val::Grouped { .. }) => {
+                Err(grouped_misuse(&n.input.join("`, `")))
+            }
             _ => Err("all inputs are constants".into()),
         }
     }
@@ -1409,8 +1624,20 @@ impl<'a> Importer<'a> {
     }
 }
 
-/// A constant that broadcasts over `shape` and varies at most along axis 1, as one value per
-/// channel.
+/// The 5-D shape of a channel-shuffle intermediate of `x` (`[N, C, H, W]`).
+fn grouped_shape(x: &[usize], groups: usize, transposed: bool) -> Vec<usize> {
+    let (g, per) = (groups, x[1] / groups);
+    let (a, b) = if transposed { (per, g) } else { (g, per) };
+    vec![x[0], a, b, x[2], x[3]]
+}
+
+/// The error for an operator reading a channel-shuffle intermediate.
+fn grouped_misuse(input: &str) -> String {
+    format!(
+        "`{input}` is the 5-D intermediate of a channel shuffle; bnc accepts only Reshape [N, g, C/g, H, W] → Transpose [0, 2, 1, 3, 4] → Reshape [N, C, H, W] on runtime tensors"
+    )
+}
+
 /// Whether `kind` is imported without looking at the ONNX node's attributes: one input, no
 /// attributes, no parameters.
 fn is_plain_unary(kind: OpKind) -> bool {
@@ -1418,6 +1645,8 @@ fn is_plain_unary(kind: OpKind) -> bool {
     info.inputs == (1, 1) && info.attrs.is_empty() && info.params.is_empty()
 }
 
+/// A constant that broadcasts over `shape` and varies at most along axis 1, as one value per
+/// channel.
 fn per_channel(c: &Const, shape: &[usize]) -> Option<Vec<f32>> {
     if c.shape.len() > shape.len() || shape.len() < 2 {
         return None;

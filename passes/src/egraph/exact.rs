@@ -305,6 +305,15 @@ impl ExactMap {
         }
     }
 
+    /// The map whose channel `c` is this map's channel `src(c)`, over `channels` channels
+    /// (a channel shuffle's permutation, either way).
+    pub fn gather(&self, channels: usize, src: impl Fn(usize) -> usize) -> ExactMap {
+        ExactMap {
+            scale: (0..channels).map(|c| self.scale[src(c)].clone()).collect(),
+            shift: (0..channels).map(|c| self.shift[src(c)].clone()).collect(),
+        }
+    }
+
     pub fn concat(parts: &[&ExactMap]) -> ExactMap {
         ExactMap {
             scale: parts.iter().flat_map(|m| m.scale.iter().cloned()).collect(),

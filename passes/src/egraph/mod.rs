@@ -187,7 +187,9 @@ impl FoldGraph {
                 | Op::GlobalAvgPool
                 | Op::Flatten
                 | Op::Softmax
-                | Op::Resize(_) => FoldNode::Op {
+                | Op::Resize(_)
+                | Op::ChannelShuffle { .. }
+                | Op::SliceChannels { .. } => FoldNode::Op {
                     node: index as u32,
                     args: args.into_boxed_slice(),
                 },
@@ -323,7 +325,11 @@ impl FoldGraph {
                         .map(|&c| self.shape(c))
                         .collect();
                     let op = &graph.nodes[*index as usize].op;
-                    let writes = if *op == Op::Flatten { 0.0 } else { numel };
+                    let writes = if matches!(op, Op::Flatten | Op::SliceChannels { .. }) {
+                        0.0
+                    } else {
+                        numel
+                    };
                     op.flops(&input_shapes, out_shape) as f64 + writes
                 }
             }
@@ -966,7 +972,9 @@ impl FoldGraph {
                     | Op::Identity
                     | Op::Dropout
                     | Op::Softmax
-                    | Op::Resize(_),
+                    | Op::Resize(_)
+                    | Op::ChannelShuffle { .. }
+                    | Op::SliceChannels { .. },
                     _,
                 ) => Some(FoldNode::Op {
                     node: index as u32,

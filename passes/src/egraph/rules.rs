@@ -249,6 +249,33 @@ impl FoldGraph {
                                 | Transparency::SumsInputs
                                 | Transparency::Concatenates
                                 | Transparency::Blocks(_) => {}
+                                // aff(shuffle(y), m) = shuffle(aff(y, m')): input channel
+                                // i = a·(C/g) + b is output channel b·g + a, so m'[i] = m[b·g + a].
+                                Transparency::Permutes { groups } => {
+                                    let c = self.egraph[y].data[1];
+                                    let per = c / groups;
+                                    let m = self
+                                        .maps
+                                        .get(map)
+                                        .gather(c, |i| (i % per) * groups + i / per);
+                                    let m = self.intern(m);
+                                    push(
+                                        "shuffle-in",
+                                        Expr::Op(node, vec![self.aff_expr(m, Expr::Class(y))]),
+                                    );
+                                }
+                                // aff(slice(y), m) = slice(aff(y, id ⧺ m ⧺ id)).
+                                Transparency::Slices { start, end } => {
+                                    let c = self.egraph[y].data[1];
+                                    let m = self.maps.get(map).clone();
+                                    let (before, after) =
+                                        (ExactMap::identity(start), ExactMap::identity(c - end));
+                                    let m = self.intern(ExactMap::concat(&[&before, &m, &after]));
+                                    push(
+                                        "slice-in",
+                                        Expr::Op(node, vec![self.aff_expr(m, Expr::Class(y))]),
+                                    );
+                                }
                             }
                         }
                         _ => {}
@@ -357,6 +384,21 @@ impl FoldGraph {
                         | Transparency::SumsInputs
                         | Transparency::Concatenates
                         | Transparency::Blocks(_) => {}
+                        // shuffle(aff(z, m)) = aff(shuffle(z), m') with m'[o] = m[src(o)].
+                        Transparency::Permutes { groups } => {
+                            let c = self.egraph[y].data[1];
+                            let m = self
+                                .maps
+                                .get(map)
+                                .gather(c, |o| bnc_ir::shuffle_source(c, groups, o));
+                            let m = self.intern(m);
+                            push("shuffle-out", self.aff_expr(m, Expr::Op(*node, vec![z])));
+                        }
+                        // slice(aff(z, m)) = aff(slice(z), m sliced).
+                        Transparency::Slices { start, end } => {
+                            let m = self.intern(self.maps.get(map).slice(start, end - start));
+                            push("slice-out", self.aff_expr(m, Expr::Op(*node, vec![z])));
+                        }
                     }
                 }
             }
