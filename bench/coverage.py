@@ -252,11 +252,11 @@ def parse_report(stderr):
     return report, stderr[: m.start()] + stderr[m.start() + end:]
 
 
-def one_model(name, segmentation, args, stage):
+def one_model(name, segmentation, args, stage, r):
+    """Fills in `r` as it goes, so that a failure keeps what was learnt before it."""
     import numpy as np
     import onnxruntime as ort
 
-    r = {"model": name, "task": "segmentation" if segmentation else "classification", "family": family(name)}
     files = {
         "dir": CACHE,
         "name": name,
@@ -322,13 +322,12 @@ def child(args):
     def stage(s):
         stage_file.write_text(s)
 
+    r = {"model": name, "task": "segmentation" if segmentation else "classification", "family": family(name)}
     try:
-        r = one_model(name, segmentation, args, stage)
+        one_model(name, segmentation, args, stage, r)
     except Exception as e:
         traceback.print_exc()
-        r = {"model": name, "task": "segmentation" if segmentation else "classification",
-             "family": family(name), "params": args.params,
-             "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        r["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     Path(args.result).write_text(json.dumps(r))
 
 
