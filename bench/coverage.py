@@ -487,6 +487,8 @@ def main():
     ap.add_argument("--max-params", type=float, default=150e6, help="skip models with more parameters")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model (export + ORT + bnc)")
     ap.add_argument("--tol", type=float, default=1e-5, help="max relative error counted as within")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows of bench/out/coverage.json, run only the models it lacks")
     ap.add_argument("--smallest-first", action="store_true", help="run the models in order of size")
     ap.add_argument("--bnc", type=Path, default=ROOT / "target" / "release" / "bnc")
     ap.add_argument("--one", help=argparse.SUPPRESS)
@@ -510,13 +512,18 @@ def main():
         todo = everything
     t0 = time.perf_counter()
     results = []
+    if args.resume and (OUT / "coverage.json").exists():
+        # Keep the rows of the last run (a stopped full run, say) and run only the others.
+        results = json.loads((OUT / "coverage.json").read_text())["results"]
+        kept = {r["model"] for r in results}
+        todo = [(m, s) for m, s in todo if m not in kept]
     counts_file = CACHE / "params.json"
     counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
     for name, seg in todo:
         if name not in counts:
             counts[name] = count_params(name, seg)
             counts_file.write_text(json.dumps(counts, indent=1))
-    order = {name: i for i, (name, _) in enumerate(todo)}
+    order = {name: i for i, (name, _) in enumerate(everything)}
     if args.smallest_first:  # more rows sooner; the table keeps the listing order
         todo = sorted(todo, key=lambda m: counts[m[0]])
     for i, (name, seg) in enumerate(todo):
@@ -531,6 +538,8 @@ def main():
         results.append(r)
         results.sort(key=lambda r: order[r["model"]])
         write(results, args, time.perf_counter() - t0, partial=i + 1 < len(todo))
+    if not todo:
+        write(results, args, time.perf_counter() - t0, partial=False)
     print((OUT / "coverage.md").read_text())
 
 
@@ -541,6 +550,10 @@ def write(results, args, seconds, partial):
     import torchvision
 
     s, line = summary(results, args.tol)
+    done = {r["model"] for r in results}
+    missing = [m for m, _ in list_all() if m not in done]
+    if missing:
+        line += f" Not run (a subset, or the run was stopped): {len(missing)} models: {', '.join(missing)}."
     env = (
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, onnx {onnx.__version__}, "
         f"onnxruntime {ort.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs; "
