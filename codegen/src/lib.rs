@@ -74,18 +74,20 @@ pub fn asm_text(graph: &Graph, options: &Options) -> Result<String, CodegenError
 /// [`CacheSizes::DEFAULT`] for a named level (as for objects). `multi` prints the three
 /// plans an object holds, one after another.
 pub fn plan_text(graph: &Graph, options: &Options) -> Result<String, CodegenError> {
-    let levels: &[TargetCpu] = match options.target_cpu {
-        TargetCpu::Multi => &[
-            TargetCpu::X86_64V2,
-            TargetCpu::X86_64V3,
-            TargetCpu::X86_64V4,
-        ],
-        ref level => std::slice::from_ref(level),
+    // (level name, microkernel family): `multi` plans the variants its objects hold.
+    let variants: Vec<(String, Option<ukernel::Vector>)> = match options.target_cpu {
+        TargetCpu::Multi => isa::x64::multi_variants(options.wide_gemm)
+            .into_iter()
+            .map(|(lvl, wide)| (format!("x86-64-v{lvl}"), wide))
+            .collect(),
+        level => {
+            let (_, wide) = target_isa(level, false, options.allow_fma)?;
+            vec![(level.name().to_string(), wide)]
+        }
     };
     let caches = object_caches(options);
     let mut text = String::new();
-    for (i, &level) in levels.iter().enumerate() {
-        let (_, wide) = target_isa(level, false, options.allow_fma)?;
+    for (i, (level, wide)) in variants.into_iter().enumerate() {
         let wide = wide.filter(|_| options.wide_gemm);
         let plan = plan_for(graph, options, options.threads, wide, caches)?;
         let gemm = match wide {
@@ -96,7 +98,7 @@ pub fn plan_text(graph: &Graph, options: &Options) -> Result<String, CodegenErro
             text.push('\n');
         }
         let target = plan::PlanTarget {
-            level: level.name(),
+            level: &level,
             gemm,
             caches,
         };

@@ -753,21 +753,35 @@ fn emit_elementwise(em: &mut Em, io: &Io) {
         let cs = em.mul_i(c, s_n as i64);
         let xb = em.ea(xb, cs);
         let ob = em.ea(ob, cs);
-        let s4 = s_n / 4 * 4;
-        em.lpc(0, s4, 4, |em, s| {
-            let a = em.ea(xb, s);
-            let v = em.ld4(a, 0);
-            let y = em.epi(epi, v, n, c, s, true);
-            let oa = em.ea(ob, s);
-            em.st(y, oa, 0);
-        });
-        for s in s4..s_n {
-            let v = em.ld1(xb, (s * 4) as i32);
-            let v = em.splat(v);
-            let si = em.ic(s as i64);
-            let y = em.epi(epi, v, n, c, si, false);
-            let y = em.lane0(y);
-            em.st(y, ob, (s * 4) as i32);
-        }
+        copy_plane(em, xb, ob, s_n, epi, n, c);
     });
+}
+
+/// `ob[s] = epi(xb[s])` for the `s_n` floats of one plane of channel `c`, 4 lanes at a
+/// time then a scalar tail (plane copies: elementwise kernels, channel shuffles).
+pub(super) fn copy_plane(
+    em: &mut Em,
+    xb: Value,
+    ob: Value,
+    s_n: usize,
+    epi: &[Epi],
+    n: Value,
+    c: Value,
+) {
+    let s4 = s_n / 4 * 4;
+    em.lpc(0, s4, 4, |em, s| {
+        let a = em.ea(xb, s);
+        let v = em.ld4(a, 0);
+        let y = em.epi(epi, v, n, c, s, true);
+        let oa = em.ea(ob, s);
+        em.st(y, oa, 0);
+    });
+    for s in s4..s_n {
+        let v = em.ld1(xb, (s * 4) as i32);
+        let v = em.splat(v);
+        let si = em.ic(s as i64);
+        let y = em.epi(epi, v, n, c, si, false);
+        let y = em.lane0(y);
+        em.st(y, ob, (s * 4) as i32);
+    }
 }

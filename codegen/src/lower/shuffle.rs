@@ -21,21 +21,6 @@ pub(super) fn emit_shuffle(em: &mut Em, io: &Io, groups: usize) {
         let src = em.b.ins().iadd(src, q);
         let xb = em.plane(x, n, src);
         let ob = em.plane(out, n, o);
-        let s4 = s_n / 4 * 4;
-        em.lpc(0, s4, 4, |em, s| {
-            let a = em.ea(xb, s);
-            let v = em.ld4(a, 0);
-            let y = em.epi(epi, v, n, o, s, true);
-            let oa = em.ea(ob, s);
-            em.st(y, oa, 0);
-        });
-        for s in s4..s_n {
-            let v = em.ld1(xb, (s * 4) as i32);
-            let v = em.splat(v);
-            let si = em.ic(s as i64);
-            let y = em.epi(epi, v, n, o, si, false);
-            let y = em.lane0(y);
-            em.st(y, ob, (s * 4) as i32);
-        }
+        copy_plane(em, xb, ob, s_n, epi, n, o);
     });
 }
