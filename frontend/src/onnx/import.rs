@@ -10,7 +10,7 @@ use bnc_ir::{
 
 use super::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
 use super::tensor::{self, Const};
-use super::{OnnxOptions, names};
+use super::{EVALUATED_AT_IMPORT, OnnxOptions, names};
 
 /// What an ONNX value name stands for while importing.
 #[derive(Clone, Debug)]
@@ -38,28 +38,6 @@ pub(crate) struct Failure {
     pub op_type: String,
     pub reason: String,
 }
-
-/// Operators evaluated at import time when their inputs are constants (or, for Shape, have
-/// a static shape).
-const FOLDED: &[&str] = &[
-    "Constant",
-    "Shape",
-    "Gather",
-    "Unsqueeze",
-    "Squeeze",
-    "Concat",
-    "Cast",
-    "Slice",
-    "Reshape",
-    "Flatten",
-    "Identity",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Transpose",
-    "ConstantOfShape",
-];
 
 pub(crate) struct Importer<'a> {
     opset: i64,
@@ -332,7 +310,7 @@ impl<'a> Importer<'a> {
                 this.env.insert(o.clone(), Val::Poison(runtime));
             }
         };
-        let known = OpKind::is_onnx_mapped(&op_type) || FOLDED.contains(&op_type.as_str());
+        let known = OpKind::is_onnx_mapped(&op_type) || EVALUATED_AT_IMPORT.contains(&op_type.as_str());
         let mut inputs: Vec<Option<Val>> = Vec::with_capacity(n.input.len());
         let mut missing = None;
         for i in &n.input {
@@ -399,7 +377,7 @@ impl<'a> Importer<'a> {
         let all_const = inputs
             .iter()
             .all(|v| !matches!(v, Some(Val::Dyn(_) | Val::Grouped { .. })));
-        let result = if FOLDED.contains(&op_type.as_str()) && (all_const || op_type == "Shape") {
+        let result = if EVALUATED_AT_IMPORT.contains(&op_type.as_str()) && (all_const || op_type == "Shape") {
             self.fold(n, &inputs).map(|c| vec![Val::Const(c)])
         } else if OpKind::is_onnx_mapped(&op_type) {
             if all_const {
@@ -407,7 +385,7 @@ impl<'a> Importer<'a> {
             } else {
                 self.map(n, &name, &inputs)
             }
-        } else if FOLDED.contains(&op_type.as_str()) {
+        } else if EVALUATED_AT_IMPORT.contains(&op_type.as_str()) {
             Err(format!(
                 "bnc evaluates `{op_type}` only on constants (shape computations); here it reads a runtime tensor"
             ))

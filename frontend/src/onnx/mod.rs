@@ -3,29 +3,10 @@
 //! `params` filled from the initializers and `weights` naming `<stem>.safetensors`, so that
 //! printing the graph and saving its parameters gives a `.nn` model that loads again.
 //!
-//! Operators (default domain, opsets 11–21; 7–10 best effort):
-//!
-//! | ONNX | bnc |
-//! |---|---|
-//! | Conv (pads, strides, dilations, group, auto_pad) | `conv2d` |
-//! | Gemm (transA = 0; alpha, beta folded), MatMul with a constant right side (+ Add) | `dense` |
-//! | BatchNormalization | `batchnorm` |
-//! | Relu, LeakyRelu, Sigmoid, Tanh, HardSwish, Clip (attributes or inputs) | activations (`Clip(0, 6)` is `relu6`) |
-//! | HardSigmoid (α = 1/6, β = ½ directly; other α, β through an `affine`) | `hardsigmoid` |
-//! | Mul(x, Sigmoid(x)), Mul(x, HardSigmoid(x)) | `silu`, `hardswish` |
-//! | Add, Mul of two runtime tensors | `add`, `mul` |
-//! | Add, Sub, Mul, Div with a scalar or per-channel constant | joined into the bias of the conv/dense before it, else `affine` |
-//! | Concat (axis 1), MaxPool, AveragePool (count_include_pad, ceil_mode), GlobalAveragePool, ReduceMean over H, W | `concat`, `maxpool`, `avgpool`, `global_avgpool` |
-//! | Pad (constant, H and W only) | `pad` |
-//! | Flatten, Reshape, Squeeze, Unsqueeze that keep the shape or flatten to [N, rest] | nothing / `flatten` |
-//! | Identity, Dropout | nothing (the value is forwarded) |
-//! | Softmax over the channel axis | `softmax` |
-//!
-//! Shape computations on constants and on statically known shapes (Constant, Shape, Gather,
-//! Unsqueeze, Squeeze, Concat, Cast, Slice, Reshape, Flatten, Identity, Transpose,
-//! ConstantOfShape, Add/Sub/Mul/Div) are evaluated at import time. Any other node is an
-//! error that names it, its operator and the opset, and lists every node of the file that
-//! cannot be imported.
+//! The ONNX operators it maps, and on what conditions, are listed in `docs/onnx.md`
+//! (`frontend/tests/onnx_operators_doc.rs` keeps that list equal to what the operator table
+//! and [`EVALUATED_AT_IMPORT`] accept). Any other node is an error that names it, its operator
+//! and the opset, and lists every node of the file that cannot be imported.
 
 pub mod builder;
 mod import;
@@ -40,6 +21,28 @@ pub use prost;
 use prost::Message;
 
 use crate::Error;
+
+/// ONNX operators evaluated at import time when their inputs are constants (or, for Shape, have
+/// a static shape).
+pub const EVALUATED_AT_IMPORT: &[&str] = &[
+    "Constant",
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Cast",
+    "Slice",
+    "Reshape",
+    "Flatten",
+    "Identity",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Transpose",
+    "ConstantOfShape",
+];
 
 /// Oldest and newest default-domain opset accepted.
 pub const MIN_OPSET: i64 = 7;
