@@ -488,7 +488,8 @@ def main():
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model (export + ORT + bnc)")
     ap.add_argument("--tol", type=float, default=1e-5, help="max relative error counted as within")
     ap.add_argument("--resume", action="store_true",
-                    help="keep the rows of bench/out/coverage.json, run only the models it lacks")
+                    help="keep the rows of bench/out/coverage.json and run only the models it lacks; "
+                         "with --models, rerun those models and keep every other row")
     ap.add_argument("--smallest-first", action="store_true", help="run the models in order of size")
     ap.add_argument("--bnc", type=Path, default=ROOT / "target" / "release" / "bnc")
     ap.add_argument("--one", help=argparse.SUPPRESS)
@@ -515,6 +516,9 @@ def main():
     if args.resume and (OUT / "coverage.json").exists():
         # Keep the rows of the last run (a stopped full run, say) and run only the others.
         results = json.loads((OUT / "coverage.json").read_text())["results"]
+        if args.models:  # rerun the named models, keep the other rows
+            rerun = {m for m, _ in todo}
+            results = [r for r in results if r["model"] not in rerun]
         kept = {r["model"] for r in results}
         todo = [(m, s) for m, s in todo if m not in kept]
     counts_file = CACHE / "params.json"
