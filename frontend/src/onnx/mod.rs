@@ -20,6 +20,8 @@
 //! | Flatten, Reshape, Squeeze, Unsqueeze that keep the shape or flatten to [N, rest] | nothing / `flatten` |
 //! | Identity, Dropout | nothing (the value is forwarded) |
 //! | Softmax over the channel axis | `softmax` |
+//! | GlobalMaxPool, ReduceMax over H, W (keepdims 0: then `flatten`) | `global_maxpool` |
+//! | Sqrt, Pow with a constant scalar exponent (a multiple of 0.5, at most 8 in magnitude) | `sqrt`, `pow` |
 //!
 //! Shape computations on constants and on statically known shapes (Constant, Shape, Gather,
 //! Unsqueeze, Squeeze, Concat, Cast, Slice, Reshape, Flatten, Identity, Transpose,
