@@ -1603,9 +1603,10 @@ impl<'a> Importer<'a> {
                     ("Sub", true) => (vec![-1.0; ch], v),
                     ("Div", false) => (v.iter().map(|x| 1.0 / x).collect(), vec![0.0; ch]),
                     _ => {
-                        return Err(
-                            "division of a constant by a runtime tensor is not supported".into(),
-                        );
+                        return Err(format!(
+                            "Div of the constant `{}` by the runtime tensor `{}` is not supported: c / x is not a per-channel affine map (only x / c is)",
+                            n.input[0], n.input[1]
+                        ));
                     }
                 };
                 // A bias added right after a conv/dense without other readers joins its bias.
