@@ -596,3 +596,44 @@ fn resize_epilogue_into_concat() {
         "input x: f32[1, 6, 10, 10]\n input s: f32[1, 4, 20, 20]\n u = resize(x, mode = \"bilinear\", scale = 2, coordinates = \"half_pixel\")\n b = batchnorm(u)\n r = relu(b)\n y = concat(r, s)\n output y",
     );
 }
+
+/// Global max pooling on the last feature maps of ResNet-18/34 (512x7x7) and
+/// MobileNetV2/EfficientNet (1280x7x7), a plane with a tail past the last 4 lanes, a batch of
+/// 2, and with an epilogue fused after it; `check_body` runs 1 and 2 threads against the
+/// interpreter.
+#[test]
+fn global_maxpool() {
+    check_body("input x: f32[1, 512, 7, 7]\n y = global_maxpool(x)\n output y");
+    check_body("input x: f32[1, 1280, 7, 7]\n y = global_maxpool(x)\n output y");
+    check_body("input x: f32[2, 5, 3, 5]\n y = global_maxpool(x)\n output y");
+    check_body("input x: f32[1, 3, 1, 1]\n y = global_maxpool(x)\n output y");
+    check_body(
+        "input x: f32[1, 6, 7, 7]\n m = global_maxpool(x)\n b = batchnorm(m)\n r = relu(b)\n f = flatten(r)\n y = dense(f, out = 3)\n output y",
+    );
+}
+
+/// `sqrt` and `pow` (on non-negative inputs where the exponent is not an integer), alone and
+/// as the epilogue of a conv.
+#[test]
+fn sqrt_and_pow() {
+    for act in [
+        "sqrt(s)",
+        "pow(s, exponent = 0.5)",
+        "pow(s, exponent = 1.5)",
+        "pow(x, exponent = 2)",
+        "pow(x, exponent = 3)",
+        "pow(x, exponent = 1)",
+        "pow(x, exponent = 0)",
+        "pow(x, exponent = 7)",
+        "pow(g, exponent = -1)",
+        "pow(g, exponent = -0.5)",
+        "pow(g, exponent = -2)",
+    ] {
+        check_body(&format!(
+            "input x: f32[2, 3, 5, 7]\n s = mul(x, x)\n g = sigmoid(x)\n y = {act}\n output y"
+        ));
+    }
+    check_body(
+        "input x: f32[1, 4, 6, 6]\n c = conv2d(x, out = 5, kernel = 3, pad = 1)\n s = mul(c, c)\n r = sqrt(s)\n p = pow(c, exponent = 2)\n y = add(r, p)\n output y",
+    );
+}

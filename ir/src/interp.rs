@@ -314,6 +314,7 @@ pub fn eval_node(graph: &Graph, node: &Node, inputs: &[&Tensor]) -> Result<Tenso
         Op::Resize(r) => resize(r, x, &out_shape),
         Op::ChannelShuffle { groups } => channel_shuffle(x, *groups),
         Op::SliceChannels { start, end } => slice_channels(x, *start, *end),
+        Op::GlobalMaxPool => global_maxpool(x),
     };
     Ok(Tensor::new(out_shape, data))
 }
@@ -621,6 +622,19 @@ fn global_avgpool(x: &Tensor) -> Vec<f32> {
     x.data
         .chunks_exact(plane)
         .map(|p| (p.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64) as f32)
+        .collect()
+}
+
+/// The maximum of each `[H, W]` plane; a NaN in the plane gives NaN (as `maxpool`).
+fn global_maxpool(x: &Tensor) -> Vec<f32> {
+    let plane = x.shape[2] * x.shape[3];
+    x.data
+        .chunks_exact(plane)
+        .map(|p| {
+            p.iter().fold(f32::NEG_INFINITY, |m, &v| {
+                if v > m || v.is_nan() { v } else { m }
+            })
+        })
         .collect()
 }
 

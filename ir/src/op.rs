@@ -160,6 +160,11 @@ pub enum Activation {
     HardSwish,
     HardSigmoid,
     Tanh,
+    Sqrt,
+    /// `x^exponent` with a constant exponent.
+    Pow {
+        exponent: f64,
+    },
 }
 
 impl Activation {
@@ -175,6 +180,8 @@ impl Activation {
             Activation::HardSwish => OpKind::HardSwish,
             Activation::HardSigmoid => OpKind::HardSigmoid,
             Activation::Tanh => OpKind::Tanh,
+            Activation::Sqrt => OpKind::Sqrt,
+            Activation::Pow { .. } => OpKind::Pow,
         }
     }
 
@@ -200,6 +207,8 @@ impl Activation {
             Activation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
             Activation::HardSigmoid => (x + 3.0).clamp(0.0, 6.0) / 6.0,
             Activation::Tanh => x.tanh(),
+            Activation::Sqrt => x.sqrt(),
+            Activation::Pow { exponent } => x.powf(exponent),
         }
     }
 }
@@ -258,6 +267,18 @@ pub enum Op {
         start: usize,
         end: usize,
     },
+    /// Maximum over H×W of each channel: `[N, C, H, W]` to `[N, C, 1, 1]`.
+    GlobalMaxPool,
+}
+
+/// The largest `|exponent|` of `pow`.
+pub const POW_LARGEST: f64 = 8.0;
+
+/// Whether `pow` computes `x^exponent`: the exponent is a multiple of 0.5 with
+/// `|exponent| <= POW_LARGEST`, which the compiled kernel computes exactly as multiplications,
+/// a square root and a reciprocal (there is no general `exp(e·log x)`).
+pub fn pow_is_supported(exponent: f64) -> bool {
+    exponent.abs() <= POW_LARGEST && (2.0 * exponent).fract() == 0.0
 }
 
 /// The input channel that [`Op::ChannelShuffle`] with `groups` groups over `channels`
@@ -352,6 +373,7 @@ impl Op {
             Op::Resize(_) => OpKind::Resize,
             Op::ChannelShuffle { .. } => OpKind::ChannelShuffle,
             Op::SliceChannels { .. } => OpKind::SliceChannels,
+            Op::GlobalMaxPool => OpKind::GlobalMaxPool,
         }
     }
 
@@ -479,7 +501,16 @@ impl Op {
                 need_rank(&[2, 4])?;
                 Ok(x.clone())
             }
-            ShapeRule::Same => Ok(x.clone()),
+            ShapeRule::Same => {
+                if let Op::Activation(Activation::Pow { exponent }) = self
+                    && !pow_is_supported(*exponent)
+                {
+                    return Err(format!(
+                        "`pow` with exponent {exponent} is not supported: the exponent must be a multiple of 0.5 between -{POW_LARGEST} and {POW_LARGEST}"
+                    ));
+                }
+                Ok(x.clone())
+            }
             ShapeRule::Equal => {
                 if inputs[0] != inputs[1] {
                     return Err(format!(

@@ -61,7 +61,8 @@ impl Op {
             | Op::Flatten
             | Op::Identity
             | Op::Dropout
-            | Op::Softmax => Vec::new(),
+            | Op::Softmax
+            | Op::GlobalMaxPool => Vec::new(),
         }
     }
 
@@ -186,6 +187,11 @@ impl Op {
                 start: int("start"),
                 end: int("end"),
             },
+            OpKind::GlobalMaxPool => Op::GlobalMaxPool,
+            OpKind::Sqrt => act(Activation::Sqrt),
+            OpKind::Pow => act(Activation::Pow {
+                exponent: float("exponent"),
+            }),
         }
     }
 }
@@ -195,6 +201,7 @@ impl Activation {
     pub fn attributes(&self) -> Vec<(&'static str, AttrValue)> {
         match self {
             Activation::LeakyRelu { alpha } => vec![("alpha", AttrValue::Float(*alpha))],
+            Activation::Pow { exponent } => vec![("exponent", AttrValue::Float(*exponent))],
             Activation::Clip { min, max } => vec![
                 ("min", AttrValue::Float(*min)),
                 ("max", AttrValue::Float(*max)),
@@ -205,7 +212,8 @@ impl Activation {
             | Activation::Silu
             | Activation::HardSwish
             | Activation::HardSigmoid
-            | Activation::Tanh => Vec::new(),
+            | Activation::Tanh
+            | Activation::Sqrt => Vec::new(),
         }
     }
 }

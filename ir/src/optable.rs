@@ -28,6 +28,8 @@ op_kinds! {
     Add, Mul, Concat, MaxPool, AvgPool, GlobalAvgPool, Pad, Flatten, Identity, Dropout, Softmax,
     Resize,
     ChannelShuffle, SliceChannels,
+    GlobalMaxPool,
+    Sqrt, Pow,
 }
 
 /// What the table knows about one operator.
@@ -529,6 +531,23 @@ impl OpKind {
                 shape: ShapeRule::SliceChannels,
                 flops: Flops::Zero,
                 ..unary("slice_channels", M::Slices, &["Split", "Slice"])
+            },
+            OpKind::GlobalMaxPool => OpInfo {
+                shape: ShapeRule::Global,
+                flops: Flops::PerInput,
+                // ReduceMax over H and W. Max is monotone and commutes with shifts: a map
+                // whose scales are all >= 0 passes (a negative scale turns max into min).
+                ..unary(
+                    "global_maxpool",
+                    M::NonNegativeScale,
+                    &["GlobalMaxPool", "ReduceMax"],
+                )
+            },
+            OpKind::Sqrt => unary("sqrt", M::Blocks, &["Sqrt"]),
+            OpKind::Pow => OpInfo {
+                attrs: const { &[attr("exponent", K::Float, D::Required)] },
+                // Pow(x, c) with a constant scalar exponent only.
+                ..unary("pow", M::Blocks, &["Pow"])
             },
         }
     }

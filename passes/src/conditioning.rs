@@ -466,6 +466,12 @@ fn op_part(op: &Op, inputs: &[&Spread], input_shapes: &[&Shape], out: &Shape) ->
         },
         // Parameterised operators are handled by `through_node`.
         Op::Conv2d(_) | Op::Dense { .. } | Op::BatchNorm { .. } | Op::Affine => x.clone(),
+        // The largest of H·W values: as a maxpool whose window is the whole plane.
+        Op::GlobalMaxPool => {
+            let k = (input_shapes[0][2] * input_shapes[0][3]) as f64;
+            let lift = 0.8 * k.ln().max(0.0).sqrt();
+            x.per_channel(|m, d| (m + lift * d, 0.6 * d))
+        }
     }
 }
 

@@ -399,6 +399,42 @@ impl<'a, 'b> Em<'a, 'b> {
         let d = self.b.ins().fadd(one, e);
         self.b.ins().fdiv(one, d)
     }
+    /// `x^e` for the exponents `bnc_ir::pow_is_supported` accepts: integers as repeated
+    /// multiplication (squaring), halves through a square root, negatives as a reciprocal.
+    fn vpow(&mut self, x: Value, e: f64) -> Value {
+        let one = self.vc(1.0);
+        let half = e.fract() != 0.0;
+        let whole = e.abs().trunc() as u32;
+        // |x|^whole by squaring.
+        let mut acc: Option<Value> = None;
+        let mut base = x;
+        let mut k = whole;
+        while k > 0 {
+            if k & 1 == 1 {
+                acc = Some(match acc {
+                    Some(a) => self.b.ins().fmul(a, base),
+                    None => base,
+                });
+            }
+            k >>= 1;
+            if k > 0 {
+                base = self.b.ins().fmul(base, base);
+            }
+        }
+        if half {
+            let r = self.b.ins().sqrt(x);
+            acc = Some(match acc {
+                Some(a) => self.b.ins().fmul(a, r),
+                None => r,
+            });
+        }
+        let v = acc.unwrap_or(one);
+        if e < 0.0 {
+            self.b.ins().fdiv(one, v)
+        } else {
+            v
+        }
+    }
     fn act(&mut self, a: &Activation, x: Value) -> Value {
         match *a {
             Activation::Relu => {
@@ -441,6 +477,8 @@ impl<'a, 'b> Em<'a, 'b> {
                 let s2 = self.b.ins().fmul(s, two);
                 self.b.ins().fsub(s2, one)
             }
+            Activation::Sqrt => self.b.ins().sqrt(x),
+            Activation::Pow { exponent } => self.vpow(x, exponent),
             Activation::HardSigmoid | Activation::HardSwish => {
                 let three = self.vc(3.0);
                 let t = self.b.ins().fadd(x, three);
@@ -731,6 +769,7 @@ pub(crate) fn emit_kernel(
             cols,
             ..
         } => emit_resize(&mut em, io, *bilinear, *hw, *ohw, *rows, *cols),
+        KernelKind::GlobalMaxPool { .. } => emit_gmp(&mut em, io),
     }
     em.b.ins().return_(&[]);
     em.b.seal_all_blocks();

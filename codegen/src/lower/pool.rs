@@ -1,4 +1,5 @@
-//! Max and average pooling (assembled rows or Cranelift loops) and global average pooling.
+//! Max and average pooling (assembled rows or Cranelift loops) and global average and max
+//! pooling.
 
 use super::*;
 
@@ -172,6 +173,63 @@ pub(super) fn emit_gap(em: &mut Em, io: &Io) {
         let d = em.fc(s_n as f32);
         let mean = em.b.ins().fdiv(sum, d);
         let mv = em.splat(mean);
+        let z0 = em.ic(0);
+        let y = em.epi(epi, mv, n, c, z0, false);
+        let y = em.lane0(y);
+        let ob = em.vbase(out, n);
+        let a = em.ea(ob, c);
+        em.st(y, a, 0);
+    });
+}
+
+/// The maximum of each `(n, c)` plane: 4 lanes at a time, then across the lanes and the tail,
+/// taking a value when it is greater or NaN (as `emit_pool`), so a NaN in the plane gives NaN.
+pub(super) fn emit_gmp(em: &mut Em, io: &Io) {
+    let Io {
+        x,
+        out,
+        epi,
+        lo,
+        hi,
+    } = *io;
+    let s_n = x.s;
+    let c_n = x.c;
+    let take = |em: &mut Em, acc: Value, v: Value, vector: bool| -> Value {
+        let gt = em.b.ins().fcmp(FloatCC::GreaterThan, v, acc);
+        let nan = em.b.ins().fcmp(FloatCC::Unordered, v, v);
+        let t = em.b.ins().bor(gt, nan);
+        if vector {
+            let t = em.mask_f(t);
+            em.b.ins().bitselect(t, v, acc)
+        } else {
+            em.b.ins().select(t, v, acc)
+        }
+    };
+    em.lp(lo, hi, 1, |em, u| {
+        let (n, c) = em.divmod(u, c_n);
+        let xb = em.plane(x, n, c);
+        let acc = em.b.declare_var(F32X4);
+        let init = em.vc(f32::NEG_INFINITY);
+        em.b.def_var(acc, init);
+        let s4 = s_n / 4 * 4;
+        em.lpc(0, s4, 4, |em, s| {
+            let a = em.ea(xb, s);
+            let v = em.ld4(a, 0);
+            let cur = em.b.use_var(acc);
+            let nv = take(em, cur, v, true);
+            em.b.def_var(acc, nv);
+        });
+        let accv = em.b.use_var(acc);
+        let mut m = em.b.ins().extractlane(accv, 0);
+        for l in 1..4u8 {
+            let e = em.b.ins().extractlane(accv, l);
+            m = take(em, m, e, false);
+        }
+        for s in s4..s_n {
+            let v = em.ld1(xb, (s * 4) as i32);
+            m = take(em, m, v, false);
+        }
+        let mv = em.splat(m);
         let z0 = em.ic(0);
         let y = em.epi(epi, mv, n, c, z0, false);
         let y = em.lane0(y);

@@ -232,6 +232,9 @@ pub(crate) enum KernelKind {
         cols: usize,
         /// What the plan text prints: `"half_pixel"`, or `"asymmetric floor"` for nearest.
         coordinates: String,
+    },    /// The maximum of each `(n, c)` plane (NaN if the plane holds one).
+    GlobalMaxPool {
+        x: View,
     },
 }
 
@@ -251,7 +254,8 @@ impl KernelKind {
             | KernelKind::Softmax { x }
             | KernelKind::Pad { x, .. }
             | KernelKind::Resize { x, .. }
-            | KernelKind::ChannelShuffle { x, .. } => *x,
+            | KernelKind::ChannelShuffle { x, .. }
+            | KernelKind::GlobalMaxPool { x } => *x,
         }
     }
 }

@@ -420,6 +420,7 @@ impl<'a> Lowering<'a> {
                 kernel(kind, x.n * x.c, scratch, epi)
             }
             Op::GlobalAvgPool => kernel(KernelKind::GlobalAvgPool { x }, x.n * x.c, 0, epi),
+            Op::GlobalMaxPool => kernel(KernelKind::GlobalMaxPool { x }, x.n * x.c, 0, epi),
             Op::Softmax => kernel(KernelKind::Softmax { x }, x.n * x.s, 0, epi),
             Op::ChannelShuffle { groups } => kernel(
                 KernelKind::ChannelShuffle { x, groups: *groups },

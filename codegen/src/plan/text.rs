@@ -199,6 +199,7 @@ fn path_text(kind: &KernelKind) -> String {
             p.kernel[0], p.kernel[1], p.stride[0], p.stride[1], hw[0], hw[1], ohw[0], ohw[1]
         ),
         KernelKind::GlobalAvgPool { .. } => "global-avgpool".to_string(),
+        KernelKind::GlobalMaxPool { .. } => "global-maxpool".to_string(),
         KernelKind::Elementwise { .. } => "elementwise".to_string(),
         KernelKind::Softmax { .. } => "softmax".to_string(),
         KernelKind::Resize {

@@ -1176,6 +1176,51 @@ impl<'a> Importer<'a> {
                 }
                 one(self.emit(out, Op::Softmax, vec![x], None)?)
             }
+            "ReduceMax" => {
+                let x = dynamic(0)?;
+                let xs = self.graph.shape(x).clone();
+                let axes = match constant(1)? {
+                    Some(c) => Some(c.to_i64()),
+                    None => a.ints("axes"),
+                };
+                let mut axes: Vec<usize> = axes
+                    .ok_or("ReduceMax over all axes is not supported")?
+                    .iter()
+                    .map(|&v| tensor::axis(v, xs.len(), false))
+                    .collect::<R<_>>()?;
+                axes.sort_unstable();
+                if xs.len() != 4 || axes != [2, 3] {
+                    return Err(format!(
+                        "ReduceMax over axes {axes:?} of {xs:?}; bnc maps only the spatial max (axes [2, 3] of NCHW)"
+                    ));
+                }
+                // keepdims = 0 is the pooled [N, C, 1, 1] flattened to [N, C] (as ReduceMean).
+                let keep = a.int("keepdims").unwrap_or(1) != 0;
+                let tmp = if keep {
+                    out.to_string()
+                } else {
+                    format!("{out}_pooled")
+                };
+                let g = self.emit(&tmp, Op::GlobalMaxPool, vec![x], None)?;
+                if keep {
+                    one(g)
+                } else {
+                    one(self.emit(out, Op::Flatten, vec![g], None)?)
+                }
+            }
+            "Pow" => {
+                let e = constant(1)?.ok_or("Pow without an exponent")?;
+                let exponent = match e.scalar_f64() {
+                    Some(v) if e.numel() == 1 => v,
+                    _ => {
+                        return Err(format!(
+                            "Pow with exponent `{}` of shape {:?}; bnc needs a constant scalar exponent",
+                            n.input[1], e.shape
+                        ));
+                    }
+                };
+                act(self, Activation::Pow { exponent })
+            }
             // An operator the table maps one-to-one and that needs nothing from the ONNX
             // node but its input (Relu, Sigmoid, ...).
             other => match OpKind::from_onnx(other) {
@@ -1536,9 +1581,10 @@ impl<'a> Importer<'a> {
                     ("Sub", true) => (vec![-1.0; ch], v),
                     ("Div", false) => (v.iter().map(|x| 1.0 / x).collect(), vec![0.0; ch]),
                     _ => {
-                        return Err(
-                            "division of a constant by a runtime tensor is not supported".into(),
-                        );
+                        return Err(format!(
+                            "Div of the constant `{}` by the runtime tensor `{}` is not supported: c / x is not a per-channel affine map (only x / c is)",
+                            n.input[0], n.input[1]
+                        ));
                     }
                 };
                 // A bias added right after a conv/dense without other readers joins its bias.

@@ -189,7 +189,8 @@ impl FoldGraph {
                 | Op::Softmax
                 | Op::Resize(_)
                 | Op::ChannelShuffle { .. }
-                | Op::SliceChannels { .. } => FoldNode::Op {
+                | Op::SliceChannels { .. }
+                | Op::GlobalMaxPool => FoldNode::Op {
                     node: index as u32,
                     args: args.into_boxed_slice(),
                 },
@@ -974,7 +975,8 @@ impl FoldGraph {
                     | Op::Softmax
                     | Op::Resize(_)
                     | Op::ChannelShuffle { .. }
-                    | Op::SliceChannels { .. },
+                    | Op::SliceChannels { .. }
+                    | Op::GlobalMaxPool,
                     _,
                 ) => Some(FoldNode::Op {
                     node: index as u32,

@@ -1,0 +1,200 @@
+//! Exactness of the folds through `channel_shuffle` (`MapRule::Permutes`), `slice_channels`
+//! (`MapRule::Slices`) and `resize` (`MapRule::Commutes`) with strongly non-uniform BN maps:
+//! every channel has its own γ (some negative), β, mean and variance, so a map moved with
+//! the wrong channel order, or sliced at the wrong offset, computes something else and the
+//! comparison with the unfolded model fails. Each test says which mutation of the pass code
+//! it was seen to catch (each mutation was made, the test run and seen to fail, and reverted).
+//!
+//! Every model is checked in both fold modes (`fold-paper`'s closure, `fold-egraph`'s
+//! rules) with the interpreter, and compiled (1 and 2 threads) against the interpreter on
+//! the unfolded model.
+
+mod common;
+
+use bnc::ir::Graph;
+use bnc::passes::FoldMode;
+use bnc::{CompileOptions, Model};
+use common::fold::*;
+
+/// Gives every channel of BN `bn` (of `channels` channels) its own γ, β, mean and variance;
+/// γ is negative on every third channel.
+fn non_uniform(g: &mut Graph, bn: &str, channels: usize) {
+    for c in 0..channels {
+        let k = c as f32;
+        let gamma = (0.4 + 0.3 * k) * if c % 3 == 1 { -1.0 } else { 1.0 };
+        set_param(g, &format!("{bn}.weight"), c, gamma);
+        set_param(g, &format!("{bn}.bias"), c, 0.25 * k - 1.0);
+        set_param(g, &format!("{bn}.running_mean"), c, 0.6 - 0.1 * k);
+        set_param(g, &format!("{bn}.running_var"), c, 0.3 + 0.2 * k);
+    }
+}
+
+fn compiled_error(g: &Graph, mode: FoldMode, threads: usize) -> f32 {
+    let options = CompileOptions {
+        fold: mode,
+        threads,
+        ..CompileOptions::default()
+    };
+    let model = Model::from_graph(g, &options).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+    let inputs = random_inputs(g, 3);
+    let want = bnc::ir::interp::run(g, &inputs).unwrap();
+    let got = model.run_tensors(&inputs).unwrap();
+    want.iter()
+        .zip(&got)
+        .map(|(w, o)| w.max_abs_diff(o) / w.max_abs().max(1e-6))
+        .fold(0.0, f32::max)
+}
+
+/// Both modes fold every BN of `g` away (`left` affines may stay, e.g. a map with nowhere
+/// to go), and the folded models compute what `g` does: interpreted and compiled.
+fn check_folds(g: &Graph, left: usize) {
+    for (mode, (f, ctx)) in [("paper", paper(g)), ("egraph", egraph(g))] {
+        assert_eq!(
+            affines(&f),
+            left,
+            "{mode}: affines left\n{}\n{}",
+            ctx.report.to_text(),
+            bnc::ir::printer::print(&f)
+        );
+        for seed in [1, 2] {
+            let err = relative_error(g, &f, seed);
+            assert!(
+                err <= REL_TOLERANCE,
+                "{mode}: folded output differs by {err} (relative)\n{}",
+                bnc::ir::printer::print(&f)
+            );
+        }
+    }
+    for mode in [FoldMode::Paper, FoldMode::Egraph] {
+        for threads in [1, 2] {
+            let err = compiled_error(g, mode, threads);
+            assert!(err <= 1e-5, "{mode:?}, {threads} thread(s): error {err}");
+        }
+    }
+}
+
+/// BN → channel_shuffle → 1x1 conv: the BN reads a graph input, so it folds only forward,
+/// through the shuffle, with its vectors permuted (output channel `o` carries input channel
+/// `shuffle_source(o)`'s map).
+///
+/// Catches: `fold-paper`'s closure computing the map after the shuffle without permuting it
+/// (passes/src/closure.rs, `Kind::Permute` in the map evaluation: `m.scale[o]` for
+/// `m.scale[src(o)]`); `fold-egraph`'s `shuffle-out` rule gathering with the identity
+/// (passes/src/egraph/rules.rs: `gather(c, |o| o)`) and with the inverse permutation (the
+/// `shuffle-in` formula).
+#[test]
+fn shuffle_forward_permutes_the_map() {
+    let mut g = load(
+        "model m { weights random(seed = 51)
+           input x: f32[2, 12, 5, 5]
+           b = batchnorm(x)
+           s = channel_shuffle(b, groups = 3)
+           y = conv2d(s, out = 7, kernel = 1)
+           output y }",
+    );
+    non_uniform(&mut g, "b", 12);
+    check_folds(&g, 0);
+}
+
+/// conv → channel_shuffle → BN → relu: the relu blocks the forward fold of the shift, so the
+/// BN folds backward through the shuffle into the conv, with its vectors permuted the other
+/// way (input channel `i = a·(C/g) + b` takes output channel `b·g + a`'s map).
+///
+/// Catches: `fold-egraph`'s `shuffle-in` rule gathering with the identity
+/// (passes/src/egraph/rules.rs: `gather(c, |i| i)`) or with `shuffle_source` (the direction
+/// of `shuffle-out`); `fold-paper`'s closure requesting the map on the wrong input channels
+/// (passes/src/closure.rs, `Kind::Permute` in the backward request: `o` for
+/// `shuffle_source(c, groups, o)`).
+#[test]
+fn shuffle_backward_permutes_the_map() {
+    let mut g = load(
+        "model m { weights random(seed = 52)
+           input x: f32[1, 4, 6, 6]
+           c = conv2d(x, out = 12, kernel = 3, pad = 1)
+           s = channel_shuffle(c, groups = 4)
+           b = batchnorm(s)
+           y = relu(b)
+           output y }",
+    );
+    non_uniform(&mut g, "b", 12);
+    check_folds(&g, 0);
+}
+
+/// BN → three slices (one in the middle) → three convs: the BN folds forward through each
+/// slice with its vectors sliced at the slice's own offset.
+///
+/// Catches: `fold-paper`'s closure slicing from channel 0 (passes/src/closure.rs, map
+/// evaluation: `slice(0..end - start)` for `slice(start..end)`); `fold-egraph`'s
+/// `slice-out` rule slicing from 0 (passes/src/egraph/rules.rs: `slice(0, end - start)`).
+#[test]
+fn slice_forward_takes_the_right_range() {
+    let mut g = load(
+        "model m { weights random(seed = 53)
+           input x: f32[1, 12, 5, 5]
+           b = batchnorm(x)
+           l = slice_channels(b, start = 0, end = 3)
+           m = slice_channels(b, start = 3, end = 9)
+           r = slice_channels(b, start = 9, end = 12)
+           cl = conv2d(l, out = 4, kernel = 1)
+           cm = conv2d(m, out = 4, kernel = 1)
+           cr = conv2d(r, out = 4, kernel = 1)
+           y = concat(cl, cm, cr)
+           output y }",
+    );
+    non_uniform(&mut g, "b", 12);
+    check_folds(&g, 0);
+}
+
+/// conv → slice 3..9 → BN → relu, and the conv's channels 9..12 read by another slice: the
+/// BN folds backward into conv channels 3..9 only (`id ⧺ m ⧺ id`); channels 9..12 must keep
+/// the conv's own weights.
+///
+/// Catches: `fold-egraph`'s `slice-in` rule placing the map at channel 0 (passes/src/egraph/
+/// rules.rs: `concat(&[&m, &before, &after])`); `fold-paper`'s closure requesting the map on
+/// channels `k` instead of `start + k` (passes/src/closure.rs, `Kind::Slice` in the backward
+/// request).
+#[test]
+fn slice_backward_takes_the_right_range() {
+    let mut g = load(
+        "model m { weights random(seed = 54)
+           input x: f32[1, 3, 6, 6]
+           c = conv2d(x, out = 12, kernel = 3, pad = 1)
+           m = slice_channels(c, start = 3, end = 9)
+           b = batchnorm(m)
+           y = relu(b)
+           r = slice_channels(c, start = 9, end = 12)
+           z = relu(r)
+           output y, z }",
+    );
+    non_uniform(&mut g, "b", 6);
+    check_folds(&g, 0);
+}
+
+/// Every resize form commutes with a per-channel map (nearest copies values within a
+/// channel; bilinear weights of one output sum to 1, clamped indices included), so there is
+/// no resize that must block a map. What must still be right is what comes after it: here
+/// the BN (negative γ on some channels) moves through a bilinear, align-corners resize to a
+/// different size and folds forward into a *padded* conv, whose border positions read the
+/// pad fill `−t/s` the fold gives it: position-dependent, unlike the resize.
+///
+/// Catches: the forward fold into a padded conv without its pad fill (passes/src/affine.rs
+/// or closure, fill forced to 0: the borders are off); the resize's rule changed to
+/// `MapRule::NonNegativeScale` or `MapRule::Blocks` (the BN stays: affines left).
+#[test]
+fn resize_then_padded_conv() {
+    for resize in [
+        "resize(b, mode = \"bilinear\", size = [11, 9], coordinates = \"align_corners\")",
+        "resize(b, scale = 2, coordinates = \"half_pixel\", nearest_mode = \"round_prefer_ceil\")",
+    ] {
+        let mut g = load(&format!(
+            "model m {{ weights random(seed = 55)
+               input x: f32[1, 6, 5, 5]
+               b = batchnorm(x)
+               u = {resize}
+               y = conv2d(u, out = 5, kernel = 3, pad = 1)
+               output y }}"
+        ));
+        non_uniform(&mut g, "b", 6);
+        check_folds(&g, 0);
+    }
+}

@@ -1,0 +1,138 @@
+//! Folding through `global_maxpool`: its table entry says a per-channel map passes when its
+//! scales are all ≥ 0 (`MapRule::NonNegativeScale`, as `maxpool`): max commutes with a shift
+//! and with a non-negative scale, but a negative scale turns the max into a min,
+//! `max(s·x + t) = s·min(x) + t` for `s < 0`.
+//!
+//! The BN reads a graph input, so it has no producer to fold back into: it folds only by
+//! moving forward through the pool into the 1x1 conv after it.
+
+mod common;
+
+use bnc::ir::{Graph, Op};
+use bnc::passes::FoldMode;
+use bnc::{CompileOptions, Model};
+use common::fold::*;
+
+const MODEL: &str = "model m { weights random(seed = 41)
+   input x: f32[2, 6, 5, 5]
+   b = batchnorm(x)
+   g = global_maxpool(b)
+   y = conv2d(g, out = 4, kernel = 1)
+   output y }";
+
+/// Distinct γ, β, mean and variance on every channel; `gammas` chooses the signs.
+fn model(gammas: [f32; 6]) -> Graph {
+    let mut g = load(MODEL);
+    for c in 0..6 {
+        set_param(&mut g, "b.weight", c, gammas[c]);
+        set_param(&mut g, "b.bias", c, 0.3 * c as f32 - 0.7);
+        set_param(&mut g, "b.running_mean", c, 0.2 - 0.15 * c as f32);
+        set_param(&mut g, "b.running_var", c, 0.5 + 0.4 * c as f32);
+    }
+    g
+}
+
+const POSITIVE: [f32; 6] = [0.5, 1.75, 0.25, 2.5, 1.0, 3.0];
+/// Channel 2 has a negative γ (and channel 4 a zero one: s = 0 ≥ 0 passes).
+const NEGATIVE: [f32; 6] = [0.5, 1.75, -1.25, 2.5, 0.0, 3.0];
+
+/// The compiled model in `mode` against the interpreter on the unfolded model.
+fn compiled_error(g: &Graph, mode: FoldMode) -> f32 {
+    let options = CompileOptions {
+        fold: mode,
+        threads: 1,
+        ..CompileOptions::default()
+    };
+    let model = Model::from_graph(g, &options).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+    let inputs = random_inputs(g, 3);
+    let want = bnc::ir::interp::run(g, &inputs).unwrap();
+    let got = model.run_tensors(&inputs).unwrap();
+    want.iter()
+        .zip(&got)
+        .map(|(w, o)| w.max_abs_diff(o) / w.max_abs().max(1e-6))
+        .fold(0.0, f32::max)
+}
+
+/// With every γ > 0 the BN moves through the pool and folds into the conv (no affine left),
+/// in both modes, and the folded model computes what the unfolded one does (interpreter, and
+/// compiled).
+///
+/// Pins `OpKind::GlobalMaxPool`'s `MapRule::NonNegativeScale`: with `MapRule::Blocks` the BN
+/// stays and this fails.
+#[test]
+fn positive_gamma_moves_through_and_folds() {
+    let g = model(POSITIVE);
+    for (mode, (f, ctx)) in [("egraph", egraph(&g)), ("paper", paper(&g))] {
+        assert_eq!(
+            affines(&f),
+            0,
+            "{mode}: the BN must fold through global_maxpool\n{}",
+            ctx.report.to_text()
+        );
+        assert!(fate(&ctx, "b").is_gone(), "{mode}: {:?}", fate(&ctx, "b"));
+        for seed in [1, 2] {
+            let err = relative_error(&g, &f, seed);
+            assert!(err <= REL_TOLERANCE, "{mode}: error {err}");
+        }
+    }
+    for mode in [FoldMode::Paper, FoldMode::Egraph] {
+        let err = compiled_error(&g, mode);
+        assert!(err <= 1e-5, "{mode:?} compiled: error {err}");
+    }
+}
+
+/// The value `global_maxpool` reads in `g`.
+fn pool_input_op(g: &Graph) -> &Op {
+    let pool = g
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, Op::GlobalMaxPool))
+        .expect("a global_maxpool");
+    let x = pool.inputs[0];
+    g.nodes
+        .iter()
+        .find(|n| n.output == x)
+        .map_or(&Op::Identity, |n| &n.op)
+}
+
+/// With a negative γ on channel 2 the map must not move through the pool: an affine stays
+/// before it (paper keeps the whole BN; egraph may move the channels with s ≥ 0 and keeps
+/// the others before the pool), and the outputs match the unfolded model.
+///
+/// Catches dropping the sign condition: with `OpKind::GlobalMaxPool`'s rule changed to
+/// `MapRule::Commutes` (tried: ir/src/optable.rs) both modes move the whole map through the
+/// pool and fold it into the conv; the affine-before-the-pool assertion and the output
+/// comparison (relative error ~0.3: channel 2 then computes s·max + t where s·min + t is
+/// right) fail.
+#[test]
+fn negative_gamma_is_not_moved_through() {
+    let g = model(NEGATIVE);
+    for (mode, (f, ctx)) in [("egraph", egraph(&g)), ("paper", paper(&g))] {
+        for seed in [1, 2] {
+            let err = relative_error(&g, &f, seed);
+            assert!(
+                err <= REL_TOLERANCE,
+                "{mode}: error {err}\n{}",
+                ctx.report.to_text()
+            );
+        }
+        assert!(
+            matches!(pool_input_op(&f), Op::Affine),
+            "{mode}: an affine must stay before the pool, found {:?}\n{}",
+            pool_input_op(&f),
+            bnc::ir::printer::print(&f)
+        );
+        assert!(!fate(&ctx, "b").is_gone(), "{mode}");
+    }
+    for mode in [FoldMode::Paper, FoldMode::Egraph] {
+        let err = compiled_error(&g, mode);
+        assert!(err <= 1e-5, "{mode:?} compiled: error {err}");
+    }
+}
+
+/// Without the BN's reader being a conv the map has nowhere to go: adjacency leaves it.
+#[test]
+fn adjacency_leaves_it() {
+    let (f, _) = adjacent(&model(POSITIVE));
+    assert_eq!(affines(&f), 1);
+}
