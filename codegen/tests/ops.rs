@@ -637,3 +637,52 @@ fn sqrt_and_pow() {
         "input x: f32[1, 4, 6, 6]\n c = conv2d(x, out = 5, kernel = 3, pad = 1)\n s = mul(c, c)\n r = sqrt(s)\n p = pow(c, exponent = 2)\n y = add(r, p)\n output y",
     );
 }
+
+/// Transposed convs on the shapes of U-Net decoders (2x2 stride 2), FCN/DCGAN upsampling
+/// (4x4 stride 2 pad 1), ResNet-style decoders (3x3 stride 2 pad 1 output_padding 1),
+/// grouped and depthwise ones, dilation, asymmetric crops and no bias; `check_body` runs 1
+/// and 2 threads against the interpreter.
+#[test]
+fn conv_transpose_unet_fcn() {
+    // U-Net: 64 -> 32 channels, 56x56 -> 112x112.
+    check_body(
+        "input x: f32[1, 64, 56, 56]\n y = conv_transpose2d(x, out = 32, kernel = 2, stride = 2)\n output y",
+    );
+    // FCN-8s-style 21-class upsampling, 4x4 stride 2 pad 1: 28x28 -> 56x56.
+    check_body(
+        "input x: f32[1, 21, 28, 28]\n y = conv_transpose2d(x, out = 21, kernel = 4, stride = 2, pad = 1)\n output y",
+    );
+    check_body(
+        "input x: f32[2, 5, 7, 9]\n y = conv_transpose2d(x, out = 6, kernel = 3, stride = 2, pad = 1, output_padding = 1)\n output y",
+    );
+}
+
+#[test]
+fn conv_transpose_grouped_dilated_odd() {
+    // Depthwise (groups = channels) and grouped.
+    check_body(
+        "input x: f32[1, 8, 10, 10]\n y = conv_transpose2d(x, out = 8, kernel = 4, stride = 2, pad = 1, groups = 8)\n output y",
+    );
+    check_body(
+        "input x: f32[1, 6, 5, 7]\n y = conv_transpose2d(x, out = 9, kernel = [3, 2], stride = [1, 3], groups = 3, bias = false)\n output y",
+    );
+    check_body(
+        "input x: f32[1, 4, 6, 5]\n y = conv_transpose2d(x, out = 5, kernel = 3, dilation = 2, stride = 2, pad = [1, 0, 3, 2], output_padding = [1, 0])\n output y",
+    );
+    // Stride 1 with a full crop: an ordinary conv in disguise.
+    check_body(
+        "input x: f32[1, 3, 9, 8]\n y = conv_transpose2d(x, out = 7, kernel = 3, pad = 2)\n output y",
+    );
+    // 1x1 images, stride 3 larger than the kernel (phases without taps).
+    check_body(
+        "input x: f32[1, 3, 1, 1]\n y = conv_transpose2d(x, out = 2, kernel = 2, stride = 3, output_padding = 2)\n output y",
+    );
+}
+
+/// The batchnorm and relu after a transposed conv are its epilogue.
+#[test]
+fn conv_transpose_epilogue() {
+    check_body(
+        "input x: f32[1, 16, 14, 14]\n u = conv_transpose2d(x, out = 8, kernel = 2, stride = 2)\n b = batchnorm(u)\n y = relu(b)\n output y",
+    );
+}

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::op::{Activation, Conv2d, Op, Pool2d};
+use crate::op::{Activation, Conv2d, ConvTranspose2d, Op, Pool2d};
 use crate::{Graph, Node, Shape, Tensor, ValueId};
 
 /// Why a graph (or one node) could not be evaluated.
@@ -315,6 +315,10 @@ pub fn eval_node(graph: &Graph, node: &Node, inputs: &[&Tensor]) -> Result<Tenso
         Op::ChannelShuffle { groups } => channel_shuffle(x, *groups),
         Op::SliceChannels { start, end } => slice_channels(x, *start, *end),
         Op::GlobalMaxPool => global_maxpool(x),
+        Op::ConvTranspose2d(c) => {
+            let bias = if c.bias { Some(param("bias")?) } else { None };
+            conv_transpose2d(c, x, param("weight")?, bias, &out_shape)
+        }
     };
     Ok(Tensor::new(out_shape, data))
 }
@@ -396,6 +400,64 @@ fn conv2d(
                 *d = a as f32;
             }
         }
+    }
+    out
+}
+
+/// Transposed convolution as a scatter: input position `(iy, ix)` of channel `c` adds
+/// `weight[c, o, ky, kx]·x[c, iy, ix]` to output position
+/// `(iy·sh − pad_top + ky·dh, ix·sw − pad_left + kx·dw)` of every output channel `o` of its
+/// group, when that position is inside the (cropped) output. Sums in f64, rounded once.
+fn conv_transpose2d(
+    c: &ConvTranspose2d,
+    x: &Tensor,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out_shape: &Shape,
+) -> Vec<f32> {
+    let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (cout, oh, ow) = (out_shape[1], out_shape[2], out_shape[3]);
+    let [kh, kw] = c.kernel;
+    let [sh, sw] = c.stride;
+    let [dh, dw] = c.dilation;
+    let (pt, pl) = (c.pad[0] as isize, c.pad[1] as isize);
+    let cin_g = cin / c.groups;
+    let cout_g = cout / c.groups;
+    let mut acc = vec![0.0f64; cout * oh * ow];
+    let mut out = Vec::with_capacity(n * cout * oh * ow);
+    for b in 0..n {
+        for (o, plane) in acc.chunks_exact_mut(oh * ow).enumerate() {
+            plane.fill(bias.map_or(0.0, |bs| f64::from(bs[o])));
+        }
+        for ci in 0..cin {
+            let src = &x.data[(b * cin + ci) * h * w..(b * cin + ci + 1) * h * w];
+            let group = ci / cin_g;
+            for ol in 0..cout_g {
+                let o = group * cout_g + ol;
+                let taps = &weight[(ci * cout_g + ol) * kh * kw..(ci * cout_g + ol + 1) * kh * kw];
+                let plane = &mut acc[o * oh * ow..(o + 1) * oh * ow];
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let wv = f64::from(taps[ky * kw + kx]);
+                        for iy in 0..h {
+                            let oy = (iy * sh + ky * dh) as isize - pt;
+                            if oy < 0 || oy >= oh as isize {
+                                continue;
+                            }
+                            for ix in 0..w {
+                                let ox = (ix * sw + kx * dw) as isize - pl;
+                                if ox < 0 || ox >= ow as isize {
+                                    continue;
+                                }
+                                plane[oy as usize * ow + ox as usize] +=
+                                    wv * f64::from(src[iy * w + ix]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.extend(acc.iter().map(|&a| a as f32));
     }
     out
 }

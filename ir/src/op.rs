@@ -19,6 +19,56 @@ pub struct Conv2d {
     pub pad_fill: bool,
 }
 
+/// A transposed 2-D convolution (PyTorch `ConvTranspose2d`, ONNX `ConvTranspose`): input
+/// position `i` adds `weight[c, o, k]·x[c, i]` to output position `i·stride − pad_begin +
+/// k·dilation`. The weight is `[in, out / groups, kh, kw]`; `pad` (`[top, left, bottom,
+/// right]`) crops the full output and `output_padding` grows it at the bottom and right:
+/// `out = (in − 1)·stride − pad_begin − pad_end + dilation·(k − 1) + output_padding + 1`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvTranspose2d {
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 4],
+    pub output_padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+    pub bias: bool,
+}
+
+impl ConvTranspose2d {
+    /// The output length along `axis` (0 = H, 1 = W) for an input of length `input`, or
+    /// `None` if the crop leaves nothing.
+    pub fn out_len(&self, axis: usize, input: usize) -> Option<usize> {
+        let full = input
+            .checked_sub(1)?
+            .checked_mul(self.stride[axis])?
+            .checked_add(self.dilation[axis].checked_mul(self.kernel[axis].checked_sub(1)?)?)?
+            .checked_add(self.output_padding[axis])?
+            .checked_add(1)?;
+        let out = full.checked_sub(self.pad[axis])?.checked_sub(self.pad[axis + 2])?;
+        (out > 0).then_some(out)
+    }
+
+    /// Whether every output position receives every kernel tap from some input position
+    /// along `axis` (stride 1 and a crop of at least `dilation·(k − 1)` on the leading side
+    /// and `dilation·(k − 1) + output_padding` on the trailing side): then a per-input-channel
+    /// shift adds the same amount at every output position, `Σ_c t_c·Σ_k W[c, o, k]`.
+    /// Otherwise it depends on the position (strides leave phases with fewer taps, borders
+    /// receive fewer taps, output padding receives none).
+    pub fn every_tap_everywhere(&self, axis: usize) -> bool {
+        let span = self.dilation[axis] * (self.kernel[axis] - 1);
+        self.stride[axis] == 1
+            && self.pad[axis] >= span
+            && self.pad[axis + 2] >= span + self.output_padding[axis]
+    }
+
+    /// [`ConvTranspose2d::every_tap_everywhere`] on both axes.
+    pub fn shift_is_uniform(&self) -> bool {
+        self.every_tap_everywhere(0) && self.every_tap_everywhere(1)
+    }
+}
+
 /// A 2-D max or average pooling window. `pad` is `[top, left, bottom, right]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pool2d {
@@ -269,6 +319,8 @@ pub enum Op {
     },
     /// Maximum over H×W of each channel: `[N, C, H, W]` to `[N, C, 1, 1]`.
     GlobalMaxPool,
+    /// Transposed 2-D convolution (weight `[in, out / groups, kh, kw]`).
+    ConvTranspose2d(ConvTranspose2d),
 }
 
 /// The largest `|exponent|` of `pow`.
@@ -374,6 +426,7 @@ impl Op {
             Op::ChannelShuffle { .. } => OpKind::ChannelShuffle,
             Op::SliceChannels { .. } => OpKind::SliceChannels,
             Op::GlobalMaxPool => OpKind::GlobalMaxPool,
+            Op::ConvTranspose2d(_) => OpKind::ConvTranspose2d,
         }
     }
 
@@ -693,6 +746,55 @@ impl Op {
                 out[1] = end - start;
                 Ok(out)
             }
+            ShapeRule::ConvTranspose => {
+                let Op::ConvTranspose2d(c) = self else {
+                    return Err(self.table_mismatch());
+                };
+                need_rank(&[4])?;
+                let cin = x[1];
+                if c.groups == 0 || c.out_channels == 0 {
+                    return Err("`groups` and `out` must be positive".into());
+                }
+                if !cin.is_multiple_of(c.groups) || !c.out_channels.is_multiple_of(c.groups) {
+                    return Err(format!(
+                        "input ({cin}) and output ({}) channels must be divisible by groups ({})",
+                        c.out_channels, c.groups
+                    ));
+                }
+                if c.kernel.contains(&0) || c.stride.contains(&0) || c.dilation.contains(&0) {
+                    return Err("kernel, stride and dilation must be positive".into());
+                }
+                if x[2] == 0 || x[3] == 0 {
+                    return Err(format!(
+                        "`conv_transpose2d` needs a non-empty input, got {}",
+                        fmt_shape(x)
+                    ));
+                }
+                for a in 0..2 {
+                    if c.output_padding[a] >= c.stride[a].max(c.dilation[a]) {
+                        return Err(format!(
+                            "output_padding {:?} must be smaller than the stride {:?} or the \
+                             dilation {:?}",
+                            c.output_padding, c.stride, c.dilation
+                        ));
+                    }
+                }
+                match (c.out_len(0, x[2]), c.out_len(1, x[3])) {
+                    (Some(h), Some(w)) => Ok(vec![x[0], c.out_channels, h, w]),
+                    _ => Err(format!(
+                        "padding {:?} crops away the whole output of a {}x{} (stride {}x{}, \
+                         dilation {}x{}) transposed conv over {}",
+                        c.pad,
+                        c.kernel[0],
+                        c.kernel[1],
+                        c.stride[0],
+                        c.stride[1],
+                        c.dilation[0],
+                        c.dilation[1],
+                        fmt_shape(x)
+                    )),
+                }
+            }
         }
     }
 
@@ -721,10 +823,7 @@ impl Op {
                         let fan_in = w[1..].iter().product();
                         (w, ParamKind::Weight { fan_in })
                     }
-                    ParamShape::OutChannels => (
-                        vec![weight.as_ref().expect("a layer with a weight")[0]],
-                        slot.kind,
-                    ),
+                    ParamShape::OutChannels => (vec![self.out_channels(weight.as_ref())], slot.kind),
                     ParamShape::InChannels => (vec![inputs[0][1]], slot.kind),
                 };
                 ParamSpec {
@@ -746,10 +845,26 @@ impl Op {
                 c.kernel[0],
                 c.kernel[1],
             ])
+        } else if let Op::ConvTranspose2d(c) = self {
+            Some(vec![
+                input[1],
+                c.out_channels / c.groups,
+                c.kernel[0],
+                c.kernel[1],
+            ])
         } else if let Op::Dense { out_features, .. } = self {
             Some(vec![*out_features, input[1]])
         } else {
             None
+        }
+    }
+
+    /// A layer's output channels: the weight's first axis, but `out` for a transposed conv
+    /// (whose weight is `[in, out / groups, kh, kw]`).
+    fn out_channels(&self, weight: Option<&Shape>) -> usize {
+        match self {
+            Op::ConvTranspose2d(c) => c.out_channels,
+            _ => weight.expect("a layer with a weight")[0],
         }
     }
 
@@ -760,6 +875,13 @@ impl Op {
         match self.kind().info().flops {
             Flops::Zero => 0,
             Flops::PerOutput(n) => n * numel(output),
+            // Each input element meets `out / groups · kh · kw` weights.
+            Flops::Layer if matches!(self, Op::ConvTranspose2d(_)) => {
+                let per_input: usize = self
+                    .weight_shape(inputs[0])
+                    .map_or(0, |w| w[1..].iter().product());
+                2 * numel(inputs[0]) * per_input as u64
+            }
             Flops::Layer => {
                 let fan_in: usize = self
                     .weight_shape(inputs[0])

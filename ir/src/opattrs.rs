@@ -2,7 +2,7 @@
 //! writes, and what `.nn` lowering builds an operator from.
 
 use crate::optable::{AttrDefault, AttrValue, OpKind};
-use crate::{Activation, Conv2d, Op, Pool2d, Resize};
+use crate::{Activation, Conv2d, ConvTranspose2d, Op, Pool2d, Resize};
 
 impl Op {
     /// The operator's attributes as `(name, value)`, in the table's order (the order
@@ -53,6 +53,16 @@ impl Op {
             ],
             Op::ChannelShuffle { groups } => vec![("groups", Int(*groups))],
             Op::SliceChannels { start, end } => vec![("start", Int(*start)), ("end", Int(*end))],
+            Op::ConvTranspose2d(c) => vec![
+                ("out", Int(c.out_channels)),
+                ("kernel", Pair(c.kernel)),
+                ("stride", Pair(c.stride)),
+                ("pad", Pad(c.pad)),
+                ("output_padding", Pair(c.output_padding)),
+                ("dilation", Pair(c.dilation)),
+                ("groups", Int(c.groups)),
+                ("bias", Bool(c.bias)),
+            ],
             Op::Affine
             | Op::Add
             | Op::Mul
@@ -191,6 +201,19 @@ impl Op {
             OpKind::Sqrt => act(Activation::Sqrt),
             OpKind::Pow => act(Activation::Pow {
                 exponent: float("exponent"),
+            }),
+            OpKind::ConvTranspose2d => Op::ConvTranspose2d(ConvTranspose2d {
+                out_channels: int("out"),
+                kernel: pair("kernel"),
+                stride: pair("stride"),
+                pad: pad("pad"),
+                output_padding: match get("output_padding") {
+                    Some(AttrValue::Pair(v)) => v,
+                    _ => [0, 0],
+                },
+                dilation: pair("dilation"),
+                groups: int("groups"),
+                bias: bool("bias"),
             }),
         }
     }

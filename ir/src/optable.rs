@@ -30,6 +30,7 @@ op_kinds! {
     ChannelShuffle, SliceChannels,
     GlobalMaxPool,
     Sqrt, Pow,
+    ConvTranspose2d,
 }
 
 /// What the table knows about one operator.
@@ -143,6 +144,9 @@ pub enum ShapeRule {
     ShuffleChannels,
     /// Channels `start..end` of an `[N, C]` or `[N, C, H, W]` input.
     SliceChannels,
+    /// A transposed convolution with `out` channels:
+    /// `(in − 1)·stride − pad_begin − pad_end + dilation·(k − 1) + output_padding + 1`.
+    ConvTranspose,
 }
 
 /// The shape of a parameter tensor.
@@ -150,7 +154,7 @@ pub enum ShapeRule {
 pub enum ParamShape {
     /// The operator's weight ([`crate::Op::weight_shape`]).
     Weight,
-    /// One value per output channel (the weight's first axis).
+    /// One value per output channel (the weight's first axis; `out` for a transposed conv).
     OutChannels,
     /// One value per input channel.
     InChannels,
@@ -548,6 +552,33 @@ impl OpKind {
                 attrs: const { &[attr("exponent", K::Float, D::Required)] },
                 // Pow(x, c) with a constant scalar exponent only.
                 ..unary("pow", M::Blocks, &["Pow"])
+            },
+            OpKind::ConvTranspose2d => OpInfo {
+                attrs: const {
+                    &[
+                        attr("out", K::Int, D::Required),
+                        attr("kernel", K::Pair, D::Required),
+                        attr("stride", K::Pair, D::Pair([1, 1])),
+                        attr("pad", K::Pad, D::Pad([0; 4])),
+                        attr("output_padding", K::Pair, D::Pair([0, 0])),
+                        attr("dilation", K::Pair, D::Pair([1, 1])),
+                        attr("groups", K::Int, D::Int(1)),
+                        attr("bias", K::Bool, D::Bool(true)),
+                    ]
+                },
+                shape: ShapeRule::ConvTranspose,
+                params: const {
+                    &[
+                        param("weight", P::Weight, WEIGHT),
+                        param_if("bias", P::OutChannels, ParamKind::Bias, "bias"),
+                    ]
+                },
+                flops: Flops::Layer,
+                // A map on its output folds into the weight's output channels and the bias;
+                // on its input the scale folds into the weight's input channels, the shift
+                // only where every output position receives every tap
+                // (`ConvTranspose2d::shift_is_uniform`; passes/src/affine.rs checks it).
+                ..unary("conv_transpose2d", M::Absorbs, &["ConvTranspose"])
             },
         }
     }

@@ -26,6 +26,11 @@ pub enum NotExact {
     Overflow { what: &'static str },
     /// A folded weight or scale is subnormal in f32: compiled kernels flush it to zero.
     Subnormal { what: &'static str },
+    /// A transposed conv whose output positions do not all receive every tap (stride > 1,
+    /// a crop smaller than the kernel, output padding) reads a map with a non-zero shift on
+    /// input channel `channel`: the shift would add a different amount at different output
+    /// positions, which no bias reproduces.
+    ShiftVariesWithPosition { channel: usize },
 }
 
 impl std::fmt::Display for NotExact {
@@ -42,6 +47,11 @@ impl std::fmt::Display for NotExact {
                 )
             }
             NotExact::Overflow { what } => write!(f, "the folded {what} overflows f32"),
+            NotExact::ShiftVariesWithPosition { channel } => write!(
+                f,
+                "channel {channel} has a shift, and the transposed conv gives its output \
+                 positions different sets of taps, so the shift is not a bias"
+            ),
             NotExact::Subnormal { what } => write!(
                 f,
                 "a folded {what} is subnormal in f32, which compiled code flushes to zero"
@@ -186,6 +196,11 @@ impl Absorbed {
                 out_features: *out_features,
                 bias: true,
             },
+            Op::ConvTranspose2d(c) => {
+                let mut c = c.clone();
+                c.bias = true;
+                Op::ConvTranspose2d(c)
+            }
             other => panic!("cannot absorb a map into `{}`", other.name()),
         };
         (op, params)
@@ -207,6 +222,9 @@ pub fn absorb(
     let weight = graph
         .param(node, "weight")
         .expect("verified graph has weights");
+    if let Op::ConvTranspose2d(c) = &node.op {
+        return absorb_transposed(graph, node, c, weight, before, after);
+    }
     let out_channels = weight.shape[0];
     let in_per_group = weight.shape[1];
     let taps: usize = weight.shape[2..].iter().product();
@@ -302,6 +320,77 @@ pub fn absorb(
         weight: Tensor::new(weight.shape.clone(), new_weight),
         bias: Tensor::new(vec![out_channels], new_bias),
         pad_fill,
+    })
+}
+
+/// [`absorb`] for a transposed conv (weight `[in, out / groups, kh, kw]`):
+/// `W'[i, o] = s_after[o]·W[i, o]·s_before[i]`,
+/// `b'[o] = s_after[o]·(b[o] + Σ_{i,kh,kw} W[i, o]·t_before[i]) + t_after[o]`.
+/// The input shift becomes part of the bias only when every output position receives every
+/// tap ([`bnc_ir::ConvTranspose2d::shift_is_uniform`]); otherwise a non-zero input shift is
+/// refused ([`NotExact::ShiftVariesWithPosition`]), and only scales fold into the input side.
+fn absorb_transposed(
+    graph: &Graph,
+    node: &Node,
+    c: &bnc_ir::ConvTranspose2d,
+    weight: &Tensor,
+    before: Option<&ChannelMap>,
+    after: Option<&ChannelMap>,
+) -> Result<Absorbed, NotExact> {
+    let in_channels = weight.shape[0];
+    let out_per_group = weight.shape[1];
+    let taps: usize = weight.shape[2..].iter().product();
+    let out_channels = c.out_channels;
+    let in_per_group = in_channels / c.groups;
+    let bias: Vec<f64> = match graph.param(node, "bias") {
+        Some(b) => b.data.iter().map(|&v| v as f64).collect(),
+        None => vec![0.0; out_channels],
+    };
+    let identity_in = ChannelMap::identity(in_channels);
+    let identity_out = ChannelMap::identity(out_channels);
+    let before = before.unwrap_or(&identity_in);
+    let after = after.unwrap_or(&identity_out);
+    assert_eq!(before.len(), in_channels, "input map does not match the layer");
+    assert_eq!(after.len(), out_channels, "output map does not match the layer");
+    if !c.shift_is_uniform()
+        && let Some(channel) = before.shift.iter().position(|&t| t != 0.0)
+    {
+        return Err(NotExact::ShiftVariesWithPosition { channel });
+    }
+    let mut new_weight = vec![0f32; weight.data.len()];
+    let mut folded_shift = vec![0.0f64; out_channels];
+    let mut subnormal = false;
+    for i in 0..in_channels {
+        let group = i / in_per_group;
+        for local in 0..out_per_group {
+            let o = group * out_per_group + local;
+            let base = (i * out_per_group + local) * taps;
+            for k in 0..taps {
+                let w = weight.data[base + k] as f64;
+                folded_shift[o] += w * before.shift[i];
+                let folded = after.scale[o] * w * before.scale[i];
+                new_weight[base + k] = folded as f32;
+                subnormal |=
+                    before.scale[i] != 1.0 && folded != 0.0 && !(folded as f32).is_normal();
+            }
+        }
+    }
+    let new_bias: Vec<f32> = (0..out_channels)
+        .map(|o| (after.scale[o] * (bias[o] + folded_shift[o]) + after.shift[o]) as f32)
+        .collect();
+    if !new_weight.iter().all(|w| w.is_finite()) {
+        return Err(NotExact::Overflow { what: "weight" });
+    }
+    if subnormal {
+        return Err(NotExact::Subnormal { what: "weight" });
+    }
+    if !new_bias.iter().all(|b| b.is_finite()) {
+        return Err(NotExact::Overflow { what: "bias" });
+    }
+    Ok(Absorbed {
+        weight: Tensor::new(weight.shape.clone(), new_weight),
+        bias: Tensor::new(vec![out_channels], new_bias),
+        pad_fill: None,
     })
 }
 

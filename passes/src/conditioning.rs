@@ -174,7 +174,9 @@ pub fn through_node(
             .map(|t| t.data.iter().map(|&v| v as f64).collect())
     };
     match &node.op {
-        Op::Conv2d(_) | Op::Dense { .. } => through_layer(graph, node, inputs[0], input_shapes[0]),
+        Op::Conv2d(_) | Op::Dense { .. } | Op::ConvTranspose2d(_) => {
+            through_layer(graph, node, inputs[0], input_shapes[0])
+        }
         Op::BatchNorm { eps } => {
             let get = |s| {
                 graph
@@ -210,10 +212,20 @@ pub fn through_layer(graph: &Graph, node: &Node, x: &Spread, input_shape: &Shape
         Op::Conv2d(c) => taps_inside(c, input_shape),
         _ => 1.0,
     };
+    let bulk_share = transposed_share(&node.op);
     Spread::join(
-        layer_part(graph, node, &bulk, 1.0),
-        layer_part(graph, node, &edge, inside),
+        layer_part(graph, node, &bulk, bulk_share),
+        layer_part(graph, node, &edge, inside * bulk_share),
     )
+}
+
+/// The share of a layer's taps one output position receives, on average: `1/(sh·sw)` for a
+/// transposed conv (each stride phase gets its own taps), 1 for the others.
+fn transposed_share(op: &Op) -> f64 {
+    match op {
+        Op::ConvTranspose2d(c) => 1.0 / (c.stride[0] * c.stride[1]) as f64,
+        _ => 1.0,
+    }
 }
 
 /// The smallest share of a padded conv's taps that read the input, over its output positions.
@@ -264,8 +276,39 @@ struct Taps {
 /// channels of its group; `None` without weights.
 fn taps_by_output(graph: &Graph, node: &Node) -> Option<Vec<Vec<(usize, Taps)>>> {
     let weight = graph.param(node, "weight")?;
-    let (outs, in_per_group) = (weight.shape[0], weight.shape[1]);
     let taps: usize = weight.shape[2..].iter().product();
+    if let Op::ConvTranspose2d(c) = &node.op {
+        // Weight [in, out / groups, kh, kw]: output channel o reads the input channels of
+        // its group.
+        let (ins, out_per_group) = (weight.shape[0], weight.shape[1]);
+        let in_per_group = ins / c.groups;
+        return Some(
+            (0..c.out_channels)
+                .map(|o| {
+                    let (group, local) = (o / out_per_group, o % out_per_group);
+                    (0..in_per_group)
+                        .map(|li| {
+                            let i = group * in_per_group + li;
+                            let row = &weight.data[(i * out_per_group + local) * taps..][..taps];
+                            let mut t = Taps {
+                                sum: 0.0,
+                                abs_sum: 0.0,
+                                squares: 0.0,
+                            };
+                            for &w in row {
+                                let w = w as f64;
+                                t.sum += w;
+                                t.abs_sum += w.abs();
+                                t.squares += w * w;
+                            }
+                            (i, t)
+                        })
+                        .collect()
+                })
+                .collect(),
+        );
+    }
+    let (outs, in_per_group) = (weight.shape[0], weight.shape[1]);
     let groups = match &node.op {
         Op::Conv2d(c) => c.groups,
         _ => 1,
@@ -464,14 +507,18 @@ fn op_part(op: &Op, inputs: &[&Spread], input_shapes: &[&Shape], out: &Shape) ->
             edge_mean: x.edge_mean[*start..*end].to_vec(),
             edge_std: x.edge_std[*start..*end].to_vec(),
         },
-        // Parameterised operators are handled by `through_node`.
-        Op::Conv2d(_) | Op::Dense { .. } | Op::BatchNorm { .. } | Op::Affine => x.clone(),
         // The largest of H·W values: as a maxpool whose window is the whole plane.
         Op::GlobalMaxPool => {
             let k = (input_shapes[0][2] * input_shapes[0][3]) as f64;
             let lift = 0.8 * k.ln().max(0.0).sqrt();
             x.per_channel(|m, d| (m + lift * d, 0.6 * d))
         }
+        // Parameterised operators are handled by `through_node`.
+        Op::Conv2d(_)
+        | Op::Dense { .. }
+        | Op::BatchNorm { .. }
+        | Op::Affine
+        | Op::ConvTranspose2d(_) => x.clone(),
     }
 }
 
@@ -551,13 +598,14 @@ pub fn check_layer(
         _ => 1.0,
     };
     let [bulk, edge] = x.parts();
+    let share = transposed_share(&node.op);
     check_within(
-        layer_part_amplification(graph, node, before, fill, &bulk, 1.0),
+        layer_part_amplification(graph, node, before, fill, &bulk, share),
         BUDGET,
     )?;
     let reads_fill = inside < 1.0 && fill.is_some_and(|f| f.iter().any(|&v| v != 0.0));
     check_within(
-        layer_part_amplification(graph, node, before, fill, &edge, inside),
+        layer_part_amplification(graph, node, before, fill, &edge, inside * share),
         if reads_fill { FILL_BUDGET } else { BUDGET },
     )
 }

@@ -16,6 +16,7 @@
 mod define;
 mod dense;
 mod direct;
+mod conv_transpose;
 mod gemm;
 mod padded;
 mod pool;
@@ -27,6 +28,7 @@ pub use define::Texts;
 pub(crate) use define::{define_kernels, define_wide};
 use dense::*;
 use direct::*;
+use conv_transpose::*;
 use gemm::*;
 use padded::*;
 use pool::*;
@@ -770,6 +772,32 @@ pub(crate) fn emit_kernel(
             ..
         } => emit_resize(&mut em, io, *bilinear, *hw, *ohw, *rows, *cols),
         KernelKind::GlobalMaxPool { .. } => emit_gmp(&mut em, io),
+        KernelKind::ConvTranspose {
+            hw,
+            ohw,
+            cin_g,
+            cout_g,
+            w,
+            kernel,
+            stride,
+            taps,
+            phase,
+            ..
+        } => emit_conv_transpose(
+            &mut em,
+            io,
+            &ConvT {
+                hw: *hw,
+                ohw: *ohw,
+                cin_g: *cin_g,
+                cout_g: *cout_g,
+                w: *w,
+                kernel: *kernel,
+                stride: *stride,
+                taps,
+                phase: *phase,
+            },
+        ),
     }
     em.b.ins().return_(&[]);
     em.b.seal_all_blocks();

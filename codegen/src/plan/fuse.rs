@@ -64,7 +64,8 @@ pub(super) fn role(op: &Op) -> Role {
         | Op::Softmax
         | Op::Resize(_)
         | Op::ChannelShuffle { .. }
-        | Op::GlobalMaxPool => Role::Anchor,
+        | Op::GlobalMaxPool
+        | Op::ConvTranspose2d(_) => Role::Anchor,
         Op::Affine | Op::BatchNorm { .. } | Op::Activation(_) | Op::Add | Op::Mul => {
             Role::Elementwise
         }

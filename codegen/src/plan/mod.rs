@@ -232,10 +232,79 @@ pub(crate) enum KernelKind {
         cols: usize,
         /// What the plan text prints: `"half_pixel"`, or `"asymmetric floor"` for nearest.
         coordinates: String,
-    },    /// The maximum of each `(n, c)` plane (NaN if the plane holds one).
+    },
+    /// The maximum of each `(n, c)` plane (NaN if the plane holds one).
     GlobalMaxPool {
         x: View,
     },
+    /// Transposed conv, one unit per output plane `(n, o)`, as a scatter: every kernel tap
+    /// `(ky, kx)` adds `w·x[ci]` (rows `iy0..iy0 + cnt`, columns `ix0..ix0 + cnt`) to one
+    /// stride phase of the output, which scratch holds phase-split (`stride[0]·stride[1]`
+    /// planes of `phase[0] × phase[1]`) so that the rows it adds to are contiguous, f32x4
+    /// along them; the planes are then interleaved into the output through the epilogue
+    /// (bias first). The blob holds the weight repacked `[out][in / groups][kh][kw]` at `w`.
+    ConvTranspose {
+        x: View,
+        hw: [usize; 2],
+        ohw: [usize; 2],
+        cin_g: usize,
+        cout_g: usize,
+        w: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        /// Per axis, per kernel tap: where its contributions land ([`ConvTTap`]).
+        taps: [Vec<ConvTTap>; 2],
+        /// Rows and columns of one phase plane: `ceil(oh / sh)`, `ceil(ow / sw)`.
+        phase: [usize; 2],
+    },
+}
+
+/// Along one axis, the output positions one kernel tap `k` of a transposed conv writes:
+/// inputs `i0..i0 + count` land on outputs `(q0 + j)·stride + phase`, `j < count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConvTTap {
+    pub phase: usize,
+    pub q0: usize,
+    pub i0: usize,
+    pub count: usize,
+}
+
+impl ConvTTap {
+    /// The taps of one axis: input `i` and tap `k` write output `i·stride + k·dilation −
+    /// pad`, kept when it is in `0..out`.
+    pub(crate) fn axis(
+        input: usize,
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+        pad: usize,
+    ) -> Vec<ConvTTap> {
+        (0..kernel)
+            .map(|k| {
+                let base = (k * dilation) as i64 - pad as i64;
+                let s = stride as i64;
+                // The first input whose output is >= 0 and the last one below `out`.
+                let lo = if base >= 0 { 0 } else { (-base + s - 1) / s };
+                let hi = ((out as i64 - 1 - base).div_euclid(s)).min(input as i64 - 1);
+                if hi < lo {
+                    return ConvTTap {
+                        phase: 0,
+                        q0: 0,
+                        i0: 0,
+                        count: 0,
+                    };
+                }
+                let first = (lo * s + base) as usize;
+                ConvTTap {
+                    phase: first % stride,
+                    q0: first / stride,
+                    i0: lo as usize,
+                    count: (hi - lo + 1) as usize,
+                }
+            })
+            .collect()
+    }
 }
 
 impl KernelKind {
@@ -255,7 +324,8 @@ impl KernelKind {
             | KernelKind::Pad { x, .. }
             | KernelKind::Resize { x, .. }
             | KernelKind::ChannelShuffle { x, .. }
-            | KernelKind::GlobalMaxPool { x } => *x,
+            | KernelKind::GlobalMaxPool { x }
+            | KernelKind::ConvTranspose { x, .. } => *x,
         }
     }
 }

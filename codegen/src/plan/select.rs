@@ -6,7 +6,7 @@ use bnc_ir::{Graph, Op, ValueId};
 
 use super::fuse::Group;
 use super::{
-    ALIGN, Blob, CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR,
+    ALIGN, Blob, CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, ConvTTap, Epi, Kernel, KernelKind, MR, NR,
     PlanOptions, View, align, avgpool_recips, balanced_tiles, depthwise_qw, fuse_prefix,
     gemm_blocking, pack_weights_balanced, pack_weights_chanvec, pack_weights_padded, pool_q,
     unsupported,
@@ -450,6 +450,64 @@ impl<'a> Lowering<'a> {
                 0,
                 epi,
             ),
+            Op::ConvTranspose2d(c) => {
+                if c.bias {
+                    let b = self.blob.push(param("bias")?);
+                    epi.insert(
+                        0,
+                        Epi::Affine {
+                            scale: None,
+                            shift: Some(b),
+                        },
+                    );
+                }
+                let (hw, ohw) = ([xs[2], xs[3]], [os[2], os[3]]);
+                let (cin_g, cout_g) = (xs[1] / c.groups, os[1] / c.groups);
+                let taps = c.kernel[0] * c.kernel[1];
+                // [C_in, C_out/g, kh, kw] -> [C_out][C_in/g][kh][kw].
+                let weight = param("weight")?;
+                let mut packed = Vec::with_capacity(weight.len());
+                for o in 0..os[1] {
+                    let (g, ol) = (o / cout_g, o % cout_g);
+                    for cil in 0..cin_g {
+                        let ci = g * cin_g + cil;
+                        let at = (ci * cout_g + ol) * taps;
+                        packed.extend_from_slice(&weight[at..at + taps]);
+                    }
+                }
+                let w = self.blob.push(&packed);
+                let axis = |a: usize| {
+                    ConvTTap::axis(
+                        hw[a],
+                        ohw[a],
+                        c.kernel[a],
+                        c.stride[a],
+                        c.dilation[a],
+                        c.pad[a],
+                    )
+                };
+                let phase = [ohw[0].div_ceil(c.stride[0]), ohw[1].div_ceil(c.stride[1])];
+                let planes = c.stride[0] * c.stride[1] * phase[0] * phase[1];
+                kernel(
+                    KernelKind::ConvTranspose {
+                        x,
+                        hw,
+                        ohw,
+                        cin_g,
+                        cout_g,
+                        w,
+                        kernel: c.kernel,
+                        stride: c.stride,
+                        taps: [axis(0), axis(1)],
+                        phase,
+                    },
+                    x.n * os[1],
+                    // The phase planes and one interleaved output row, each with a vector
+                    // of slack.
+                    planes + 4 + ohw[1] + 4,
+                    epi,
+                )
+            }
             Op::Resize(r) => {
                 let (hw, ohw) = ([xs[2], xs[3]], [os[2], os[3]]);
                 if hw.iter().chain(&ohw).any(|&d| d > i32::MAX as usize) {

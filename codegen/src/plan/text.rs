@@ -217,6 +217,18 @@ fn path_text(kind: &KernelKind) -> String {
             ohw[1]
         ),
         KernelKind::ChannelShuffle { groups, .. } => format!("channel-shuffle groups {groups}"),
+        KernelKind::ConvTranspose {
+            hw,
+            ohw,
+            cin_g,
+            cout_g,
+            kernel,
+            stride,
+            ..
+        } => format!(
+            "conv-transpose scatter {}x{} stride {}x{} {}x{} -> {}x{} {cin_g}->{cout_g} per group",
+            kernel[0], kernel[1], stride[0], stride[1], hw[0], hw[1], ohw[0], ohw[1]
+        ),
         KernelKind::Pad {
             pads, value, fill, ..
         } => match fill {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use bnc_ir::{
-    Activation, Conv2d, Graph, Node, Op, OpKind, Pool2d, Shape, Tensor, ValueId, WeightsSource,
+    Activation, Conv2d, ConvTranspose2d, Graph, Node, Op, OpKind, Pool2d, Shape, Tensor, ValueId, WeightsSource,
 };
 
 use super::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
@@ -665,6 +665,84 @@ impl<'a> Importer<'a> {
                     groups,
                     bias: b.is_some(),
                     pad_fill: false,
+                });
+                one(self.emit(out, op, vec![x], Some((prefix, tensors)))?)
+            }
+            "ConvTranspose" => {
+                let x = dynamic(0)?;
+                let w = constant(1)?.ok_or("ConvTranspose without weights")?;
+                let b = constant(2)?;
+                let xs = self.graph.shape(x).clone();
+                if xs.len() != 4 || w.shape.len() != 4 {
+                    return Err(format!(
+                        "only 2-D transposed convolutions (4-D input and weight) are supported; input {:?}, weight {:?}",
+                        xs, w.shape
+                    ));
+                }
+                let kernel = [w.shape[2], w.shape[3]];
+                if let Some(k) = a.ints("kernel_shape")
+                    && k != [kernel[0] as i64, kernel[1] as i64]
+                {
+                    return Err(format!(
+                        "kernel_shape {k:?} disagrees with the weight shape {:?}",
+                        w.shape
+                    ));
+                }
+                let stride = a.pair("strides", 1)?;
+                let dilation = a.pair("dilations", 1)?;
+                let groups = usize::try_from(a.int("group").unwrap_or(1))
+                    .ok()
+                    .filter(|&g| g >= 1)
+                    .ok_or("group must be positive")?;
+                // The weight is [C_in, C_out / group, kh, kw].
+                if w.shape[0] != xs[1] || !xs[1].is_multiple_of(groups) {
+                    return Err(format!(
+                        "weight {:?} with group {groups} does not fit {} input channels",
+                        w.shape, xs[1]
+                    ));
+                }
+                let out_channels = w.shape[1]
+                    .checked_mul(groups)
+                    .ok_or("too many output channels")?;
+                let output_padding = match a.ints("output_padding") {
+                    None => [0, 0],
+                    Some(v) if v.len() == 2 && v.iter().all(|&p| p >= 0) => {
+                        [v[0] as usize, v[1] as usize]
+                    }
+                    Some(v) => {
+                        return Err(format!(
+                            "output_padding {v:?} is not two non-negative numbers"
+                        ));
+                    }
+                };
+                let pad = conv_transpose_pads(
+                    &a,
+                    [xs[2], xs[3]],
+                    kernel,
+                    stride,
+                    dilation,
+                    output_padding,
+                )?;
+                let prefix = self.prefix(input_name(1), "weight", name);
+                let mut tensors = vec![("weight", Tensor::new(w.shape.clone(), w.to_f32()))];
+                if let Some(b) = b {
+                    if b.numel() != out_channels {
+                        return Err(format!(
+                            "bias has {} values for {out_channels} output channels",
+                            b.numel()
+                        ));
+                    }
+                    tensors.push(("bias", Tensor::new(vec![out_channels], b.to_f32())));
+                }
+                let op = Op::ConvTranspose2d(ConvTranspose2d {
+                    out_channels,
+                    kernel,
+                    stride,
+                    pad,
+                    output_padding,
+                    dilation,
+                    groups,
+                    bias: b.is_some(),
                 });
                 one(self.emit(out, op, vec![x], Some((prefix, tensors)))?)
             }
@@ -1600,6 +1678,7 @@ impl<'a> Importer<'a> {
                         let node = &mut self.graph.nodes[i];
                         let target = match &mut node.op {
                             Op::Conv2d(conv) => Some(&mut conv.bias),
+                            Op::ConvTranspose2d(conv) => Some(&mut conv.bias),
                             Op::Dense { bias, .. } => Some(bias),
                             _ => None,
                         };
@@ -1776,6 +1855,67 @@ fn order(g: &GraphProto) -> R<Vec<&NodeProto>> {
         }
     }
     Ok(out)
+}
+
+/// `[top, left, bottom, right]` of an ONNX ConvTranspose: `pads` (auto_pad NOTSET or
+/// VALID), or from `output_shape` or auto_pad SAME_UPPER / SAME_LOWER (output = input ·
+/// stride), where the total padding is `stride·(in − 1) + output_padding + dilation·(k − 1) +
+/// 1 − output`. The ONNX text and runtimes disagree on which side takes the odd unit of an
+/// odd total, so an odd total is refused rather than guessed.
+fn conv_transpose_pads(
+    a: &Attrs,
+    input: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    output_padding: [usize; 2],
+) -> R<[usize; 4]> {
+    let auto = a.string("auto_pad").unwrap_or_else(|| "NOTSET".into());
+    let output_shape = a.ints("output_shape");
+    let target: [i64; 2] = match (auto.as_str(), &output_shape) {
+        (_, Some(o)) if o.len() >= 2 => [o[o.len() - 2], o[o.len() - 1]],
+        (_, Some(o)) => return Err(format!("output_shape {o:?} needs H and W")),
+        ("NOTSET" | "", None) => {
+            return match a.ints("pads") {
+                None => Ok([0; 4]),
+                Some(p) if p.len() == 4 && p.iter().all(|&x| x >= 0) => {
+                    Ok([p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize])
+                }
+                Some(p) => Err(format!("pads {p:?} are not four non-negative numbers")),
+            };
+        }
+        ("VALID", None) => return Ok([0; 4]),
+        ("SAME_UPPER" | "SAME_LOWER", None) => [
+            (input[0] * stride[0]) as i64,
+            (input[1] * stride[1]) as i64,
+        ],
+        (other, None) => return Err(format!("auto_pad `{other}` is not supported")),
+    };
+    let mut pads = [0usize; 4];
+    for i in 0..2 {
+        let full = (stride[i] * (input[i] - 1)
+            + output_padding[i]
+            + dilation[i] * (kernel[i] - 1)
+            + 1) as i64;
+        let total = full - target[i];
+        if total < 0 {
+            return Err(format!(
+                "output size {} is larger than the full transposed convolution ({full}); \
+                 use output_padding",
+                target[i]
+            ));
+        }
+        if total % 2 != 0 {
+            return Err(format!(
+                "output size {} needs an odd total padding ({total}), which the ONNX \
+                 specification and runtimes split differently; give explicit `pads`",
+                target[i]
+            ));
+        }
+        pads[i] = (total / 2) as usize;
+        pads[i + 2] = (total / 2) as usize;
+    }
+    Ok(pads)
 }
 
 /// Attribute lookup on a node.

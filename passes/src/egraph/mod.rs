@@ -118,7 +118,7 @@ impl FoldGraph {
         for (index, node) in graph.nodes.iter().enumerate() {
             let args: Vec<Id> = node.inputs.iter().map(|&v| fg.value_class[v.0]).collect();
             let enode = match &node.op {
-                Op::Conv2d(_) | Op::Dense { .. } => {
+                Op::Conv2d(_) | Op::Dense { .. } | Op::ConvTranspose2d(_) => {
                     let cin = graph.shape(node.inputs[0])[1];
                     let cout = graph.shape(node.output)[1];
                     FoldNode::Layer {
@@ -912,7 +912,7 @@ impl FoldGraph {
             let redo = |fg: &FoldGraph| changed.get(&out).map(|&m| fg.maps.get(m).clone());
             let rebuilt = match (&node.op, &self.original[index]) {
                 (
-                    Op::Conv2d(_) | Op::Dense { .. },
+                    Op::Conv2d(_) | Op::Dense { .. } | Op::ConvTranspose2d(_),
                     Some(FoldNode::Layer {
                         node: n, pro, epi, ..
                     }),
@@ -976,7 +976,8 @@ impl FoldGraph {
                     | Op::Resize(_)
                     | Op::ChannelShuffle { .. }
                     | Op::SliceChannels { .. }
-                    | Op::GlobalMaxPool,
+                    | Op::GlobalMaxPool
+                    | Op::ConvTranspose2d(_),
                     _,
                 ) => Some(FoldNode::Op {
                     node: index as u32,

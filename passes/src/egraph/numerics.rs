@@ -198,6 +198,14 @@ impl FoldGraph {
                 if !weights_fit(graph, layer, before, after) {
                     return overflow;
                 }
+                // Never reached by the rules (`fold-forward-scale` leaves the shift outside,
+                // closure plans refuse it): a shift a transposed conv cannot take as a bias.
+                if let Op::ConvTranspose2d(c) = &layer.op
+                    && !c.shift_is_uniform()
+                    && before.shift.iter().any(|&t| t != 0.0)
+                {
+                    return overflow;
+                }
                 if unchanged_input {
                     return None;
                 }

@@ -293,6 +293,36 @@ impl FoldGraph {
                     // pads, exact only where the scale is non-zero (the fill becomes (f − t)/s):
                     // those channels move in, the others stay in front of the layer.
                     if let FoldNode::Aff { map, x: y } = inner {
+                        // A transposed conv whose output positions receive different taps
+                        // takes only the scales (s ≠ 0): `m(y) = s·(y + t/s)`, the shift
+                        // `t/s` stays in front (docs/folding.md, `affine::absorb`).
+                        if let Op::ConvTranspose2d(c) = &self.egraph.analysis.ops[layer as usize]
+                            && !c.shift_is_uniform()
+                        {
+                            let Some((q, rest)) = self.qualifying(map, |s| s != 0.0) else {
+                                continue;
+                            };
+                            let q = self.maps.get(q).clone();
+                            if q.is_shift_only() {
+                                continue;
+                            }
+                            let Some(shift) = q.shift_before_scale() else {
+                                continue;
+                            };
+                            let outside = shift.then(self.maps.get(rest));
+                            let merged = self.intern(q.scale_part().then(self.maps.get(pro)));
+                            let outside = self.intern(outside);
+                            push(
+                                "fold-forward-scale",
+                                Expr::Layer {
+                                    node: layer,
+                                    pro: merged,
+                                    epi,
+                                    x: Box::new(self.aff_expr(outside, Expr::Class(y[0]))),
+                                },
+                            );
+                            continue;
+                        }
                         let condition = |s: f64| !pads || s != 0.0;
                         let Some((q, rest)) = self.qualifying(map, condition) else {
                             continue;
