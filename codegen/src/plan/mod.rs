@@ -232,7 +232,8 @@ pub(crate) enum KernelKind {
         cols: usize,
         /// What the plan text prints: `"half_pixel"`, or `"asymmetric floor"` for nearest.
         coordinates: String,
-    },    /// The maximum of each `(n, c)` plane (NaN if the plane holds one).
+    },
+    /// The maximum of each `(n, c)` plane (NaN if the plane holds one).
     GlobalMaxPool {
         x: View,
     },
