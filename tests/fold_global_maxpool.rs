@@ -61,8 +61,8 @@ fn compiled_error(g: &Graph, mode: FoldMode) -> f32 {
 /// in both modes, and the folded model computes what the unfolded one does (interpreter, and
 /// compiled).
 ///
-/// Pins `OpKind::GlobalMaxPool`'s `MapRule::NonNegativeScale`: with `MapRule::Blocks` the BN
-/// stays and this fails.
+/// Pins that `OpKind::GlobalMaxPool` lets maps pass at all: with `MapRule::Blocks` the BN
+/// would stay and the affines assertion fail (not tried as a mutation).
 #[test]
 fn positive_gamma_moves_through_and_folds() {
     let g = model(POSITIVE);
