@@ -81,7 +81,12 @@ fn global_maxpool_and_reduce_max() {
 
     // Opset 13: axes as an attribute (negative axes too), keepdims default 1.
     let mut m = single(13, &[1, 3, 2, 2]);
-    m.node("ReduceMax", &["x"], &["y"], vec![attr_ints("axes", &[-1, -2])]);
+    m.node(
+        "ReduceMax",
+        &["x"],
+        &["y"],
+        vec![attr_ints("axes", &[-1, -2])],
+    );
     m.output("y");
     let g = import(&m);
     assert_eq!(ops(&g), ["global_maxpool"]);

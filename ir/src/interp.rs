@@ -693,9 +693,12 @@ fn global_maxpool(x: &Tensor) -> Vec<f32> {
     x.data
         .chunks_exact(plane)
         .map(|p| {
-            p.iter().fold(f32::NEG_INFINITY, |m, &v| {
-                if v > m || v.is_nan() { v } else { m }
-            })
+            p.iter().fold(
+                f32::NEG_INFINITY,
+                |m, &v| {
+                    if v > m || v.is_nan() { v } else { m }
+                },
+            )
         })
         .collect()
 }

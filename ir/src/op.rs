@@ -198,7 +198,8 @@ impl Resize {
     }
 }
 
-/// Elementwise activation functions.
+/// Elementwise activation functions (`Pow`: `x^exponent`, with a constant exponent that
+/// [`pow_is_supported`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Activation {
     Relu,
@@ -211,10 +212,7 @@ pub enum Activation {
     HardSigmoid,
     Tanh,
     Sqrt,
-    /// `x^exponent` with a constant exponent.
-    Pow {
-        exponent: f64,
-    },
+    Pow { exponent: f64 },
 }
 
 impl Activation {
