@@ -51,7 +51,12 @@ fn inputs_for(g: &Graph) -> Vec<Tensor> {
 }
 
 /// An ONNX model `x -> ConvTranspose -> y` with the reference's weight (and bias).
-fn onnx_like(r: &Graph, x: &[i64], bias: bool, attrs: Vec<bnc_frontend::onnx::proto::AttributeProto>) -> ModelBuilder {
+fn onnx_like(
+    r: &Graph,
+    x: &[i64],
+    bias: bool,
+    attrs: Vec<bnc_frontend::onnx::proto::AttributeProto>,
+) -> ModelBuilder {
     let mut m = ModelBuilder::new(17);
     m.input("x", x);
     let (ws, w) = param(r, "y.weight");
@@ -97,7 +102,10 @@ fn pytorch_exports() {
             "[1, 8, 5, 6]",
             &[1, 8, 5, 6],
             "out = 4, kernel = 2, stride = 2",
-            vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])],
+            vec![
+                attr_ints("kernel_shape", &[2, 2]),
+                attr_ints("strides", &[2, 2]),
+            ],
         ),
         // ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1).
         (
@@ -116,7 +124,10 @@ fn pytorch_exports() {
             "[2, 6, 4, 3]",
             &[2, 6, 4, 3],
             "out = 5, kernel = 4, stride = 2, pad = 1",
-            vec![attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1])],
+            vec![
+                attr_ints("strides", &[2, 2]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+            ],
         ),
         // Grouped and depthwise.
         (
@@ -155,8 +166,16 @@ fn pytorch_exports() {
         assert!(matches!(g.nodes[0].op, Op::ConvTranspose2d(_)), "{attrs}");
     }
     // Without a bias.
-    let src = model_src("[1, 2, 3, 3]", "out = 2, kernel = 2, stride = 2, bias = false");
-    let m = onnx_like(&reference(&src), &[1, 2, 3, 3], false, vec![attr_ints("strides", &[2, 2])]);
+    let src = model_src(
+        "[1, 2, 3, 3]",
+        "out = 2, kernel = 2, stride = 2, bias = false",
+    );
+    let m = onnx_like(
+        &reference(&src),
+        &[1, 2, 3, 3],
+        false,
+        vec![attr_ints("strides", &[2, 2])],
+    );
     same_as(&m, &src);
 }
 
@@ -170,7 +189,10 @@ fn output_shape_and_auto_pad() {
         &r,
         &[1, 3, 5, 5],
         true,
-        vec![attr_ints("strides", &[2, 2]), attr_ints("output_shape", &[10, 10])],
+        vec![
+            attr_ints("strides", &[2, 2]),
+            attr_ints("output_shape", &[10, 10]),
+        ],
     );
     same_as(&m, &src);
     for mode in ["SAME_UPPER", "SAME_LOWER"] {
@@ -187,12 +209,20 @@ fn output_shape_and_auto_pad() {
         &reference(&src),
         &[1, 3, 5, 5],
         true,
-        vec![attr_ints("strides", &[2, 2]), attr_string("auto_pad", "VALID")],
+        vec![
+            attr_ints("strides", &[2, 2]),
+            attr_string("auto_pad", "VALID"),
+        ],
     );
     same_as(&m, &src);
 }
 
-fn torch_case(attrs: Vec<bnc_frontend::onnx::proto::AttributeProto>, x: (&[i64], Vec<f32>), w: (&[usize], Vec<f32>), b: Option<Vec<f32>>) -> Tensor {
+fn torch_case(
+    attrs: Vec<bnc_frontend::onnx::proto::AttributeProto>,
+    x: (&[i64], Vec<f32>),
+    w: (&[usize], Vec<f32>),
+    b: Option<Vec<f32>>,
+) -> Tensor {
     let mut m = ModelBuilder::new(17);
     m.input("x", x.0);
     m.initializer("w", w.0, &w.1);
@@ -205,7 +235,9 @@ fn torch_case(attrs: Vec<bnc_frontend::onnx::proto::AttributeProto>, x: (&[i64],
     m.output("y");
     let g = import(&m);
     let shape: Vec<usize> = x.0.iter().map(|&d| d as usize).collect();
-    interp::run(&g, &[Tensor::new(shape, x.1)]).unwrap().remove(0)
+    interp::run(&g, &[Tensor::new(shape, x.1)])
+        .unwrap()
+        .remove(0)
 }
 
 /// Values from PyTorch (f64), small enough to read: exact in f32.
@@ -230,9 +262,9 @@ fn matches_pytorch_values() {
         0.0, -0.625, 0.125, 0.125, 1.75, 1.875, 1.125, -1.0, 0.25, -0.125, 0.375, 0.875, 0.5,
         1.125, -0.125, -3.0, 0.5, 0.375, 0.625, 1.625, 2.75, 0.375, 2.75, -2.375, -2.0, 0.875,
         -1.375, 1.25, -1.5, -3.0, -2.0, -1.5, -0.75, 1.625, -0.125, 1.25, -2.5, -5.0, -3.0, -1.5,
-        0.5, 2.375, 1.125, 1.25, -2.5, -4.625, -2.875, -1.875, 2.25, 4.25, 1.625, 1.625, 1.5,
-        1.0, 2.0, 2.5, 1.0, 3.5, 0.375, 0.875, 2.5, 3.0, 3.0, 4.5, -0.25, 2.75, -0.875, 0.125,
-        2.0, 1.875, 2.125, 3.125,
+        0.5, 2.375, 1.125, 1.25, -2.5, -4.625, -2.875, -1.875, 2.25, 4.25, 1.625, 1.625, 1.5, 1.0,
+        2.0, 2.5, 1.0, 3.5, 0.375, 0.875, 2.5, 3.0, 3.0, 4.5, -0.25, 2.75, -0.875, 0.125, 2.0,
+        1.875, 2.125, 3.125,
     ];
     assert_eq!(y.shape, [1, 3, 6, 4]);
     assert_eq!(y.data, want);
@@ -268,19 +300,31 @@ fn errors_name_the_node() {
         // SAME on a 3x3 stride 2: total padding 1, split differently by the ONNX text and
         // runtimes.
         (
-            vec![attr_ints("strides", &[2, 2]), attr_string("auto_pad", "SAME_UPPER")],
+            vec![
+                attr_ints("strides", &[2, 2]),
+                attr_string("auto_pad", "SAME_UPPER"),
+            ],
             "odd total padding",
         ),
         (
-            vec![attr_ints("strides", &[2, 2]), attr_ints("output_shape", &[10, 12])],
+            vec![
+                attr_ints("strides", &[2, 2]),
+                attr_ints("output_shape", &[10, 12]),
+            ],
             "odd total padding",
         ),
         (
-            vec![attr_ints("strides", &[2, 2]), attr_ints("output_shape", &[13, 13])],
+            vec![
+                attr_ints("strides", &[2, 2]),
+                attr_ints("output_shape", &[13, 13]),
+            ],
             "larger than the full",
         ),
         (
-            vec![attr_ints("strides", &[2, 2]), attr_ints("output_padding", &[2, 2])],
+            vec![
+                attr_ints("strides", &[2, 2]),
+                attr_ints("output_padding", &[2, 2]),
+            ],
             "output_padding",
         ),
         (vec![attr_ints("kernel_shape", &[2, 2])], "kernel_shape"),
@@ -289,7 +333,10 @@ fn errors_name_the_node() {
         let m = onnx_like(&r, &[1, 3, 5, 5], true, attrs);
         let e = import_result(&m).expect_err(want);
         assert!(e.contains(want), "{want}: {e}");
-        assert!(e.contains("node `y` (ConvTranspose"), "the node is named: {e}");
+        assert!(
+            e.contains("node `y` (ConvTranspose"),
+            "the node is named: {e}"
+        );
     }
     // A weight for other input channels.
     let m = onnx_like(&r, &[1, 4, 5, 5], true, vec![]);

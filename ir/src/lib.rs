@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use op::{
-    Activation, Conv2d, ConvTranspose2d, Op, ParamKind, ParamSpec, Pool2d, Resize, ResizeTap, shuffle_source,
+    Activation, Conv2d, ConvTranspose2d, Op, ParamKind, ParamSpec, Pool2d, Resize, ResizeTap,
+    shuffle_source,
 };
 pub use optable::{AttrValue, MapRule, OpInfo, OpKind, Transparency};
 pub use tensor::Tensor;
