@@ -46,7 +46,9 @@ impl ConvTranspose2d {
             .checked_add(self.dilation[axis].checked_mul(self.kernel[axis].checked_sub(1)?)?)?
             .checked_add(self.output_padding[axis])?
             .checked_add(1)?;
-        let out = full.checked_sub(self.pad[axis])?.checked_sub(self.pad[axis + 2])?;
+        let out = full
+            .checked_sub(self.pad[axis])?
+            .checked_sub(self.pad[axis + 2])?;
         (out > 0).then_some(out)
     }
 
@@ -821,7 +823,9 @@ impl Op {
                         let fan_in = w[1..].iter().product();
                         (w, ParamKind::Weight { fan_in })
                     }
-                    ParamShape::OutChannels => (vec![self.out_channels(weight.as_ref())], slot.kind),
+                    ParamShape::OutChannels => {
+                        (vec![self.out_channels(weight.as_ref())], slot.kind)
+                    }
                     ParamShape::InChannels => (vec![inputs[0][1]], slot.kind),
                 };
                 ParamSpec {

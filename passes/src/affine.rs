@@ -350,8 +350,16 @@ fn absorb_transposed(
     let identity_out = ChannelMap::identity(out_channels);
     let before = before.unwrap_or(&identity_in);
     let after = after.unwrap_or(&identity_out);
-    assert_eq!(before.len(), in_channels, "input map does not match the layer");
-    assert_eq!(after.len(), out_channels, "output map does not match the layer");
+    assert_eq!(
+        before.len(),
+        in_channels,
+        "input map does not match the layer"
+    );
+    assert_eq!(
+        after.len(),
+        out_channels,
+        "output map does not match the layer"
+    );
     if !c.shift_is_uniform()
         && let Some(channel) = before.shift.iter().position(|&t| t != 0.0)
     {

@@ -78,10 +78,9 @@ pub(super) fn emit_conv_transpose(em: &mut Em, io: &Io, k: &ConvT) {
                     if ty.count == 0 || tx.count == 0 {
                         continue;
                     }
-                    let wv = em
-                        .b
-                        .ins()
-                        .load(F32, ro(), wrow, ((ky * kw + kx) * 4) as i32);
+                    let wv =
+                        em.b.ins()
+                            .load(F32, ro(), wrow, ((ky * kw + kx) * 4) as i32);
                     let wv4 = em.splat(wv);
                     let dst = (ty.phase * sw + tx.phase) * plane + ty.q0 * p1 + tx.q0;
                     let dst0 = em.add_i(acc, (dst * 4) as i64);

@@ -13,10 +13,10 @@
 //! the ISA layer (`isa/x64/asm.rs`), which write straight into the output (row stride = pixels) and apply the
 //! fusable epilogue prefix themselves; Cranelift code applies the rest in place.
 
+mod conv_transpose;
 mod define;
 mod dense;
 mod direct;
-mod conv_transpose;
 mod gemm;
 mod padded;
 mod pool;
@@ -24,11 +24,11 @@ mod resize;
 mod rows;
 mod shuffle;
 
+use conv_transpose::*;
 pub use define::Texts;
 pub(crate) use define::{define_kernels, define_wide};
 use dense::*;
 use direct::*;
-use conv_transpose::*;
 use gemm::*;
 use padded::*;
 use pool::*;

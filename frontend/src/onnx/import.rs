@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use bnc_ir::{
-    Activation, Conv2d, ConvTranspose2d, Graph, Node, Op, OpKind, Pool2d, Shape, Tensor, ValueId, WeightsSource,
+    Activation, Conv2d, ConvTranspose2d, Graph, Node, Op, OpKind, Pool2d, Shape, Tensor, ValueId,
+    WeightsSource,
 };
 
 use super::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
@@ -1885,18 +1886,16 @@ fn conv_transpose_pads(
             };
         }
         ("VALID", None) => return Ok([0; 4]),
-        ("SAME_UPPER" | "SAME_LOWER", None) => [
-            (input[0] * stride[0]) as i64,
-            (input[1] * stride[1]) as i64,
-        ],
+        ("SAME_UPPER" | "SAME_LOWER", None) => {
+            [(input[0] * stride[0]) as i64, (input[1] * stride[1]) as i64]
+        }
         (other, None) => return Err(format!("auto_pad `{other}` is not supported")),
     };
     let mut pads = [0usize; 4];
     for i in 0..2 {
-        let full = (stride[i] * (input[i] - 1)
-            + output_padding[i]
-            + dilation[i] * (kernel[i] - 1)
-            + 1) as i64;
+        let full =
+            (stride[i] * (input[i] - 1) + output_padding[i] + dilation[i] * (kernel[i] - 1) + 1)
+                as i64;
         let total = full - target[i];
         if total < 0 {
             return Err(format!(

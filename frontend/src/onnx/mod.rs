@@ -155,7 +155,7 @@ pub fn load_bytes(
             list.join("\n")
         ))
         .with_help(
-            "bnc imports Conv, Gemm/MatMul, BatchNormalization, Relu, LeakyRelu, Clip, Sigmoid, HardSigmoid, HardSwish, Tanh, Add, Mul, Concat, MaxPool, AveragePool, GlobalAveragePool, Pad, Flatten, flattening Reshape, Identity, Dropout, Softmax, Resize and Upsample (nearest, linear), and constant shape computations",
+            "bnc imports Conv, ConvTranspose, Gemm/MatMul, BatchNormalization, Relu, LeakyRelu, Clip, Sigmoid, HardSigmoid, HardSwish, Tanh, Add, Mul, Concat, MaxPool, AveragePool, GlobalAveragePool, Pad, Flatten, flattening Reshape, Identity, Dropout, Softmax, Resize and Upsample (nearest, linear), and constant shape computations",
         ));
     }
     graph.verify().map_err(|e| {
