@@ -91,8 +91,8 @@ fn check_folds(g: &Graph, left: usize) {
 ///
 /// Catches: the closure evaluating the map after the shuffle without permuting it
 /// (passes/src/closure.rs, `Kind::Permute` in the map evaluation: `m.scale[o]` for
-/// `m.scale[src(o)]`, same for the shift); the e-graph, seeded with that plan, failed its
-/// debug check.
+/// `m.scale[src(o)]`, same for the shift): `fold-paper`'s output is off by 1.25 (relative),
+/// and the e-graph, seeded with that plan, fails its debug check.
 #[test]
 fn shuffle_forward_permutes_the_map() {
     let mut g = load(
@@ -184,8 +184,8 @@ fn slice_backward_takes_the_right_range() {
 /// pad fill `−t/s` the fold gives it: position-dependent, unlike the resize.
 ///
 /// Catches: the forward fold into a padded conv keeping the old fill instead of `−t/s`
-/// (passes/src/affine.rs, `fill.push(old(i))`): the border outputs are off (seen as the
-/// e-graph's debug check failing). `tests/fold_resize.rs` pins the rule itself (Blocks).
+/// (passes/src/affine.rs, `fill.push(old(i))`): the border outputs are off, `fold-paper`'s
+/// by 0.46 (relative), and the e-graph fails its debug check. `tests/fold_resize.rs` pins the rule itself (Blocks).
 #[test]
 fn resize_then_padded_conv() {
     for resize in [
