@@ -160,6 +160,8 @@ pub enum Activation {
     HardSwish,
     HardSigmoid,
     Tanh,
+    /// The exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2`.
+    Gelu,
 }
 
 impl Activation {
@@ -175,6 +177,7 @@ impl Activation {
             Activation::HardSwish => OpKind::HardSwish,
             Activation::HardSigmoid => OpKind::HardSigmoid,
             Activation::Tanh => OpKind::Tanh,
+            Activation::Gelu => OpKind::Gelu,
         }
     }
 
@@ -200,6 +203,7 @@ impl Activation {
             Activation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
             Activation::HardSigmoid => (x + 3.0).clamp(0.0, 6.0) / 6.0,
             Activation::Tanh => x.tanh(),
+            Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2)),
         }
     }
 }
@@ -257,6 +261,12 @@ pub enum Op {
     SliceChannels {
         start: usize,
         end: usize,
+    },
+    /// Layer normalisation over the channel axis of `[N, C]` or NCHW: at each position,
+    /// `y[c] = (x[c] − mean) / √(var + eps) · weight[c] + bias[c]`, mean and (biased) variance
+    /// over the C channels (ONNX LayerNormalization over the last axis of the NHWC view).
+    LayerNorm {
+        eps: f64,
     },
 }
 
@@ -352,6 +362,7 @@ impl Op {
             Op::Resize(_) => OpKind::Resize,
             Op::ChannelShuffle { .. } => OpKind::ChannelShuffle,
             Op::SliceChannels { .. } => OpKind::SliceChannels,
+            Op::LayerNorm { .. } => OpKind::LayerNorm,
         }
     }
 

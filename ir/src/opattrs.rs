@@ -53,6 +53,7 @@ impl Op {
             ],
             Op::ChannelShuffle { groups } => vec![("groups", Int(*groups))],
             Op::SliceChannels { start, end } => vec![("start", Int(*start)), ("end", Int(*end))],
+            Op::LayerNorm { eps } => vec![("eps", Float(*eps))],
             Op::Affine
             | Op::Add
             | Op::Mul
@@ -186,6 +187,8 @@ impl Op {
                 start: int("start"),
                 end: int("end"),
             },
+            OpKind::LayerNorm => Op::LayerNorm { eps: float("eps") },
+            OpKind::Gelu => act(Activation::Gelu),
         }
     }
 }
@@ -205,7 +208,8 @@ impl Activation {
             | Activation::Silu
             | Activation::HardSwish
             | Activation::HardSigmoid
-            | Activation::Tanh => Vec::new(),
+            | Activation::Tanh
+            | Activation::Gelu => Vec::new(),
         }
     }
 }

@@ -63,7 +63,8 @@ pub(super) fn role(op: &Op) -> Role {
         | Op::Pad { .. }
         | Op::Softmax
         | Op::Resize(_)
-        | Op::ChannelShuffle { .. } => Role::Anchor,
+        | Op::ChannelShuffle { .. }
+        | Op::LayerNorm { .. } => Role::Anchor,
         Op::Affine | Op::BatchNorm { .. } | Op::Activation(_) | Op::Add | Op::Mul => {
             Role::Elementwise
         }

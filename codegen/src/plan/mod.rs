@@ -233,6 +233,15 @@ pub(crate) enum KernelKind {
         /// What the plan text prints: `"half_pixel"`, or `"asymmetric floor"` for nearest.
         coordinates: String,
     },
+    /// Layer normalisation over the channels at each position of `[N, C, S]`: one unit per
+    /// group of 4 positions (the last group of an item, if partial, lane by lane); weight
+    /// and bias at blob offsets `weight`, `bias`.
+    LayerNorm {
+        x: View,
+        eps: f32,
+        weight: usize,
+        bias: usize,
+    },
 }
 
 impl KernelKind {
@@ -251,7 +260,8 @@ impl KernelKind {
             | KernelKind::Softmax { x }
             | KernelKind::Pad { x, .. }
             | KernelKind::Resize { x, .. }
-            | KernelKind::ChannelShuffle { x, .. } => *x,
+            | KernelKind::ChannelShuffle { x, .. }
+            | KernelKind::LayerNorm { x, .. } => *x,
         }
     }
 }

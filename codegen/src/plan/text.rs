@@ -201,6 +201,7 @@ fn path_text(kind: &KernelKind) -> String {
         KernelKind::GlobalAvgPool { .. } => "global-avgpool".to_string(),
         KernelKind::Elementwise { .. } => "elementwise".to_string(),
         KernelKind::Softmax { .. } => "softmax".to_string(),
+        KernelKind::LayerNorm { eps, .. } => format!("layer-norm over channels eps {eps:e}"),
         KernelKind::Resize {
             bilinear,
             hw,
