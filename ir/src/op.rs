@@ -153,8 +153,13 @@ impl Resize {
 pub enum Activation {
     Relu,
     Relu6,
-    LeakyRelu { alpha: f64 },
-    Clip { min: f64, max: f64 },
+    LeakyRelu {
+        alpha: f64,
+    },
+    Clip {
+        min: f64,
+        max: f64,
+    },
     Sigmoid,
     Silu,
     HardSwish,

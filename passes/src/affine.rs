@@ -325,7 +325,10 @@ pub enum Absorption {
     Layer(Absorbed),
     Affine(ChannelMap),
     /// A layer_norm's new `weight` and `bias` after absorbing a map on its output.
-    Norm { weight: Tensor, bias: Tensor },
+    Norm {
+        weight: Tensor,
+        bias: Tensor,
+    },
 }
 
 impl Absorption {
@@ -390,7 +393,11 @@ pub fn absorb_output(
             .expect("verified graph has layer_norm parameters")
     };
     let (w, b) = (get("weight"), get("bias"));
-    assert_eq!(w.data.len(), after.len(), "output map does not match the layer");
+    assert_eq!(
+        w.data.len(),
+        after.len(),
+        "output map does not match the layer"
+    );
     let weight: Vec<f64> = w
         .data
         .iter()
@@ -420,7 +427,12 @@ pub fn apply_absorption(graph: &mut Graph, node_index: usize, absorption: Absorp
         Absorption::Affine(map) => replace_params(graph, node_index, Op::Affine, map.to_params()),
         Absorption::Norm { weight, bias } => {
             let op = graph.nodes[node_index].op.clone();
-            replace_params(graph, node_index, op, vec![("weight", weight), ("bias", bias)]);
+            replace_params(
+                graph,
+                node_index,
+                op,
+                vec![("weight", weight), ("bias", bias)],
+            );
         }
     }
 }

@@ -423,9 +423,12 @@ impl<'a> Lowering<'a> {
             Op::Softmax => kernel(KernelKind::Softmax { x }, x.n * x.s, 0, epi),
             Op::LayerNorm { eps } => {
                 let mut blob_param = |s: &str| {
-                    graph.param(node, s).map(|t| self.blob.push(&t.data)).ok_or_else(|| {
-                        CodegenError::Invalid(format!("`{node_name}`: missing parameter `{s}`"))
-                    })
+                    graph
+                        .param(node, s)
+                        .map(|t| self.blob.push(&t.data))
+                        .ok_or_else(|| {
+                            CodegenError::Invalid(format!("`{node_name}`: missing parameter `{s}`"))
+                        })
                 };
                 let weight = blob_param("weight")?;
                 let bias = blob_param("bias")?;

@@ -1603,9 +1603,14 @@ impl<'a> Importer<'a> {
                         "`{op}` with a constant on shape {xs:?} (bnc's affine takes [N, C] or NCHW)"
                     ));
                 }
-                Ok(vec![Val::Dyn(
-                    self.const_arith(n, out, name, x, v, const_first)?,
-                )])
+                Ok(vec![Val::Dyn(self.const_arith(
+                    n,
+                    out,
+                    name,
+                    x,
+                    v,
+                    const_first,
+                )?)])
             }
             (Val::Grouped { .. }, _) | (_, Val::Grouped { .. }) => {
                 Err(grouped_misuse(&n.input.join("`, `")))
@@ -1840,9 +1845,7 @@ impl<'a> Importer<'a> {
             (Some(Some(l)), Some(Some(r))) => (l.clone(), r.clone()),
             _ => return Err("needs two inputs".into()),
         };
-        let scalar = |v: &Val, want: f64| {
-            matches!(v, Val::Const(c) if c.numel() == 1 && c.scalar_f64() == Some(want))
-        };
+        let scalar = |v: &Val, want: f64| matches!(v, Val::Const(c) if c.numel() == 1 && c.scalar_f64() == Some(want));
         let wrap = |v: ValueId, nhwc: bool| if nhwc { Val::Nhwc(v) } else { Val::Dyn(v) };
         // Whether `v` is `x` itself, read in the same layout.
         let same = |v: &Val, x: ValueId, nhwc: bool| match v {
@@ -1854,9 +1857,8 @@ impl<'a> Importer<'a> {
             let y = this.emit(out, Op::Activation(Activation::Gelu), vec![x], None)?;
             Ok(vec![wrap(y, nhwc)])
         };
-        let step = |x: ValueId, nhwc: bool, stage: GeluStage| {
-            Ok(vec![Val::Gelu { x, nhwc, stage }])
-        };
+        let step =
+            |x: ValueId, nhwc: bool, stage: GeluStage| Ok(vec![Val::Gelu { x, nhwc, stage }]);
         for (g, other, first) in [(&l, &r, true), (&r, &l, false)] {
             let Val::Gelu { x, nhwc, stage } = *g else {
                 continue;
@@ -1936,50 +1938,48 @@ impl<'a> Importer<'a> {
     ) -> R<ValueId> {
         let op = n.op_type();
         let ch = self.graph.shape(x)[1];
-                let (scale, shift): (Vec<f32>, Vec<f32>) = match (op, const_first) {
-                    ("Add", _) => (vec![1.0; ch], v),
-                    ("Mul", _) => (v, vec![0.0; ch]),
-                    ("Sub", false) => (vec![1.0; ch], v.iter().map(|x| -x).collect()),
-                    ("Sub", true) => (vec![-1.0; ch], v),
-                    ("Div", false) => (v.iter().map(|x| 1.0 / x).collect(), vec![0.0; ch]),
-                    _ => {
-                        return Err(
-                            "division of a constant by a runtime tensor is not supported".into(),
-                        );
-                    }
+        let (scale, shift): (Vec<f32>, Vec<f32>) = match (op, const_first) {
+            ("Add", _) => (vec![1.0; ch], v),
+            ("Mul", _) => (v, vec![0.0; ch]),
+            ("Sub", false) => (vec![1.0; ch], v.iter().map(|x| -x).collect()),
+            ("Sub", true) => (vec![-1.0; ch], v),
+            ("Div", false) => (v.iter().map(|x| 1.0 / x).collect(), vec![0.0; ch]),
+            _ => {
+                return Err("division of a constant by a runtime tensor is not supported".into());
+            }
+        };
+        // A bias added right after a conv/dense without other readers joins its bias.
+        if op != "Mul" && op != "Div" && scale.iter().all(|&s| s == 1.0) {
+            let x_name = if const_first {
+                &n.input[1]
+            } else {
+                &n.input[0]
+            };
+            if self.consumers.get(x_name).copied() == Some(1)
+                && let Some(&i) = self.producer.get(&x)
+            {
+                let node = &mut self.graph.nodes[i];
+                let target = match &mut node.op {
+                    Op::Conv2d(conv) => Some(&mut conv.bias),
+                    Op::Dense { bias, .. } => Some(bias),
+                    _ => None,
                 };
-                // A bias added right after a conv/dense without other readers joins its bias.
-                if op != "Mul" && op != "Div" && scale.iter().all(|&s| s == 1.0) {
-                    let x_name = if const_first {
-                        &n.input[1]
-                    } else {
-                        &n.input[0]
-                    };
-                    if self.consumers.get(x_name).copied() == Some(1)
-                        && let Some(&i) = self.producer.get(&x)
-                    {
-                        let node = &mut self.graph.nodes[i];
-                        let target = match &mut node.op {
-                            Op::Conv2d(conv) => Some(&mut conv.bias),
-                            Op::Dense { bias, .. } => Some(bias),
-                            _ => None,
-                        };
-                        if let (Some(has_bias), Some(prefix)) = (target, node.params.clone()) {
-                            let key = format!("{prefix}.bias");
-                            if *has_bias {
-                                let t = self.graph.params.get_mut(&key).expect("bias exists");
-                                for (b, s) in t.data.iter_mut().zip(&shift) {
-                                    *b += s;
-                                }
-                            } else {
-                                *has_bias = true;
-                                self.graph.params.insert(key, Tensor::new(vec![ch], shift));
-                            }
-                            return Ok(x);
+                if let (Some(has_bias), Some(prefix)) = (target, node.params.clone()) {
+                    let key = format!("{prefix}.bias");
+                    if *has_bias {
+                        let t = self.graph.params.get_mut(&key).expect("bias exists");
+                        for (b, s) in t.data.iter_mut().zip(&shift) {
+                            *b += s;
                         }
+                    } else {
+                        *has_bias = true;
+                        self.graph.params.insert(key, Tensor::new(vec![ch], shift));
                     }
+                    return Ok(x);
                 }
-                self.affine(out, name, x, scale, shift)
+            }
+        }
+        self.affine(out, name, x, scale, shift)
     }
 
     /// A reshape of a runtime tensor: nothing when the shape stays, a flatten when it is
