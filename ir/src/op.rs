@@ -208,7 +208,8 @@ impl Activation {
             Activation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
             Activation::HardSigmoid => (x + 3.0).clamp(0.0, 6.0) / 6.0,
             Activation::Tanh => x.tanh(),
-            Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2)),
+            // 1 + erf(x/√2) = erfc(−x/√2), without cancellation for negative x.
+            Activation::Gelu => 0.5 * x * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2),
         }
     }
 }
