@@ -319,6 +319,7 @@ pub fn eval_node(graph: &Graph, node: &Node, inputs: &[&Tensor]) -> Result<Tenso
             let bias = if c.bias { Some(param("bias")?) } else { None };
             conv_transpose2d(c, x, param("weight")?, bias, &out_shape)
         }
+        Op::LayerNorm { eps } => layer_norm(x, param("weight")?, param("bias")?, *eps),
     };
     Ok(Tensor::new(out_shape, data))
 }
@@ -727,6 +728,29 @@ fn pad(
         for (y, row) in src.chunks_exact(w).enumerate() {
             let start = (y + pads[0]) * ow + pads[1];
             dst[start..start + w].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+/// Layer normalisation over axis 1 of `[N, C]` or NCHW, in f64: at each position the mean
+/// and the biased variance of the C channels, then `(x − mean)/√(var + eps)·w[c] + b[c]`.
+fn layer_norm(x: &Tensor, weight: &[f32], bias: &[f32], eps: f64) -> Vec<f32> {
+    let (n, c, inner) = channel_layout(&x.shape);
+    let mut out = vec![0.0f32; x.data.len()];
+    for b in 0..n {
+        for i in 0..inner {
+            let at = |ch: usize| (b * c + ch) * inner + i;
+            let mean = (0..c).map(|ch| f64::from(x.data[at(ch)])).sum::<f64>() / c as f64;
+            let var = (0..c)
+                .map(|ch| (f64::from(x.data[at(ch)]) - mean).powi(2))
+                .sum::<f64>()
+                / c as f64;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for ch in 0..c {
+                let v = (f64::from(x.data[at(ch)]) - mean) * rstd;
+                out[at(ch)] = (v * f64::from(weight[ch]) + f64::from(bias[ch])) as f32;
+            }
         }
     }
     out

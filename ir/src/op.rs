@@ -206,15 +206,24 @@ impl Resize {
 pub enum Activation {
     Relu,
     Relu6,
-    LeakyRelu { alpha: f64 },
-    Clip { min: f64, max: f64 },
+    LeakyRelu {
+        alpha: f64,
+    },
+    Clip {
+        min: f64,
+        max: f64,
+    },
     Sigmoid,
     Silu,
     HardSwish,
     HardSigmoid,
     Tanh,
     Sqrt,
-    Pow { exponent: f64 },
+    Pow {
+        exponent: f64,
+    },
+    /// The exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2`.
+    Gelu,
 }
 
 impl Activation {
@@ -232,6 +241,7 @@ impl Activation {
             Activation::Tanh => OpKind::Tanh,
             Activation::Sqrt => OpKind::Sqrt,
             Activation::Pow { .. } => OpKind::Pow,
+            Activation::Gelu => OpKind::Gelu,
         }
     }
 
@@ -259,6 +269,8 @@ impl Activation {
             Activation::Tanh => x.tanh(),
             Activation::Sqrt => x.sqrt(),
             Activation::Pow { exponent } => x.powf(exponent),
+            // 1 + erf(x/√2) = erfc(−x/√2), without cancellation for negative x.
+            Activation::Gelu => 0.5 * x * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2),
         }
     }
 }
@@ -321,6 +333,12 @@ pub enum Op {
     GlobalMaxPool,
     /// Transposed 2-D convolution (weight `[in, out / groups, kh, kw]`).
     ConvTranspose2d(ConvTranspose2d),
+    /// Layer normalisation over the channel axis of `[N, C]` or NCHW: at each position,
+    /// `y[c] = (x[c] − mean) / √(var + eps) · weight[c] + bias[c]`, mean and (biased) variance
+    /// over the C channels (ONNX LayerNormalization over the last axis of the NHWC view).
+    LayerNorm {
+        eps: f64,
+    },
 }
 
 /// The largest `|exponent|` of `pow`.
@@ -427,6 +445,7 @@ impl Op {
             Op::SliceChannels { .. } => OpKind::SliceChannels,
             Op::GlobalMaxPool => OpKind::GlobalMaxPool,
             Op::ConvTranspose2d(_) => OpKind::ConvTranspose2d,
+            Op::LayerNorm { .. } => OpKind::LayerNorm,
         }
     }
 

@@ -63,6 +63,7 @@ impl Op {
                 ("groups", Int(c.groups)),
                 ("bias", Bool(c.bias)),
             ],
+            Op::LayerNorm { eps } => vec![("eps", Float(*eps))],
             Op::Affine
             | Op::Add
             | Op::Mul
@@ -215,6 +216,8 @@ impl Op {
                 groups: int("groups"),
                 bias: bool("bias"),
             }),
+            OpKind::LayerNorm => Op::LayerNorm { eps: float("eps") },
+            OpKind::Gelu => act(Activation::Gelu),
         }
     }
 }
@@ -236,7 +239,8 @@ impl Activation {
             | Activation::HardSwish
             | Activation::HardSigmoid
             | Activation::Tanh
-            | Activation::Sqrt => Vec::new(),
+            | Activation::Sqrt
+            | Activation::Gelu => Vec::new(),
         }
     }
 }

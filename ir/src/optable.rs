@@ -31,6 +31,7 @@ op_kinds! {
     GlobalMaxPool,
     Sqrt, Pow,
     ConvTranspose2d,
+    LayerNorm, Gelu,
 }
 
 /// What the table knows about one operator.
@@ -206,6 +207,9 @@ pub enum MapRule {
     Slices,
     /// No map passes (batchnorm too: canonicalize turns it into affine first).
     Blocks,
+    /// No map on its input passes, but a per-channel map on its output is absorbed by its
+    /// own per-channel weight and bias (layer_norm: `s·(w·n + b) + t = (s·w)·n + (s·b + t)`).
+    AbsorbsOutput,
 }
 
 /// [`MapRule`] for one node, with the conditions on its attributes and input shape settled
@@ -235,6 +239,8 @@ pub enum Transparency {
     },
     /// No map passes; the text says what blocks it.
     Blocks(&'static str),
+    /// A map on its output folds into its parameters; a map on its input is blocked.
+    AbsorbsOutput,
 }
 
 /// How an operator's work is counted ([`crate::Op::flops`]).
@@ -580,6 +586,24 @@ impl OpKind {
                 // (`ConvTranspose2d::shift_is_uniform`; passes/src/affine.rs checks it).
                 ..unary("conv_transpose2d", M::Absorbs, &["ConvTranspose"])
             },
+            OpKind::LayerNorm => OpInfo {
+                attrs: const { &[attr("eps", K::Float, D::Float(1e-5))] },
+                shape: ShapeRule::SameChannelwise,
+                params: const {
+                    &[
+                        param("weight", P::InChannels, ParamKind::BnWeight),
+                        param("bias", P::InChannels, ParamKind::BnBias),
+                    ]
+                },
+                // Mean, variance, normalise, scale and shift.
+                flops: Flops::PerOutput(6),
+                // Over the channels at each position: LayerNormalization over the last axis
+                // of the NHWC view of an NCHW tensor (Transpose [0, 2, 3, 1] .. [0, 3, 1, 2]),
+                // or over axis 1 of [N, C].
+                ..unary("layer_norm", M::AbsorbsOutput, &["LayerNormalization"])
+            },
+            // The exact (erf) form: x·(1 + erf(x/√2))/2. `Erf` maps only inside that pattern.
+            OpKind::Gelu => unary("gelu", M::Blocks, &["Gelu", "Erf"]),
         }
     }
 
@@ -666,6 +690,7 @@ impl crate::Op {
                 _ => Transparency::Blocks(self.name()),
             },
             MapRule::Blocks => Transparency::Blocks(self.name()),
+            MapRule::AbsorbsOutput => Transparency::AbsorbsOutput,
         }
     }
 }

@@ -421,6 +421,11 @@ pub fn is_absorber(op: &Op) -> bool {
 pub enum Absorption {
     Layer(Absorbed),
     Affine(ChannelMap),
+    /// A layer_norm's new `weight` and `bias` after absorbing a map on its output.
+    Norm {
+        weight: Tensor,
+        bias: Tensor,
+    },
 }
 
 impl Absorption {
@@ -472,11 +477,60 @@ pub fn absorb_any(
     }
 }
 
+/// The parameters of a layer_norm (`w·n + b`, per channel) after absorbing the map `after`
+/// on its output: `w' = s·w`, `b' = s·b + t`, in f64 rounded once.
+pub fn absorb_output(
+    graph: &Graph,
+    node: &Node,
+    after: &ChannelMap,
+) -> Result<Absorption, NotExact> {
+    let get = |suffix| {
+        graph
+            .param(node, suffix)
+            .expect("verified graph has layer_norm parameters")
+    };
+    let (w, b) = (get("weight"), get("bias"));
+    assert_eq!(
+        w.data.len(),
+        after.len(),
+        "output map does not match the layer"
+    );
+    let weight: Vec<f64> = w
+        .data
+        .iter()
+        .zip(&after.scale)
+        .map(|(&w, s)| s * w as f64)
+        .collect();
+    let bias: Vec<f64> = b
+        .data
+        .iter()
+        .zip(after.scale.iter().zip(&after.shift))
+        .map(|(&b, (s, t))| s * b as f64 + t)
+        .collect();
+    if !crate::conditioning::fits_f32(weight.iter().chain(&bias).copied()) {
+        return Err(NotExact::Overflow { what: "weight" });
+    }
+    let f32s = |v: &[f64]| Tensor::new(vec![v.len()], v.iter().map(|&x| x as f32).collect());
+    Ok(Absorption::Norm {
+        weight: f32s(&weight),
+        bias: f32s(&bias),
+    })
+}
+
 /// Applies an [`Absorption`] computed by [`absorb_any`] to the node it was computed for.
 pub fn apply_absorption(graph: &mut Graph, node_index: usize, absorption: Absorption) {
     match absorption {
         Absorption::Layer(absorbed) => apply_absorbed(graph, node_index, absorbed),
         Absorption::Affine(map) => replace_params(graph, node_index, Op::Affine, map.to_params()),
+        Absorption::Norm { weight, bias } => {
+            let op = graph.nodes[node_index].op.clone();
+            replace_params(
+                graph,
+                node_index,
+                op,
+                vec![("weight", weight), ("bias", bias)],
+            );
+        }
     }
 }
 

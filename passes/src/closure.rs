@@ -30,7 +30,9 @@ use std::fmt;
 
 use bnc_ir::{Graph, Node, NodeId, Op, Transparency, ValueId, shuffle_source};
 
-use crate::affine::{Absorption, ChannelMap, absorb_any, apply_absorption, is_absorber};
+use crate::affine::{
+    Absorption, ChannelMap, absorb_any, absorb_output, apply_absorption, is_absorber,
+};
 use crate::conditioning::{self, Spread};
 
 /// Which way a plan folds its target.
@@ -273,6 +275,9 @@ enum Kind {
     },
     /// Does not commute; the text says what it is.
     Blocking(String),
+    /// Absorbs a map on its output in its per-channel weight and bias, but no map on its
+    /// input passes it (layer_norm): it can be a root, never a leaf.
+    OutputAbsorber,
 }
 
 /// The closure's reading of the operator table ([`Op::transparency`]): it moves whole maps
@@ -290,7 +295,16 @@ fn kind(graph: &Graph, node: &Node) -> Kind {
         Transparency::Repeat { .. } => Kind::Blocking(format!("{} of a spatial map", op.name())),
         Transparency::Blocks(what) => Kind::Blocking(what.into()),
         Transparency::ScaleOnly | Transparency::NeedsFill => Kind::Blocking(op.name().into()),
+        Transparency::AbsorbsOutput => Kind::OutputAbsorber,
     }
+}
+
+/// Why a map on the input of an [`Kind::OutputAbsorber`] cannot pass it.
+fn output_absorber_blocks(op: &Op) -> String {
+    format!(
+        "{}: a map on its input does not pass (it normalises across channels)",
+        op.name()
+    )
 }
 
 /// What the closure knows about one value, per channel: its scale, and the shift it must
@@ -525,7 +539,7 @@ impl<'g> Engine<'g> {
                 Some(p) => {
                     let node = &graph.nodes[p];
                     match kind(graph, node) {
-                        Kind::Absorber => {}
+                        Kind::Absorber | Kind::OutputAbsorber => {}
                         Kind::Add => {
                             for (k, &input) in node.inputs.iter().enumerate() {
                                 self.request(input, if k == 0 { &known } else { &scale_only })?;
@@ -642,6 +656,10 @@ impl<'g> Engine<'g> {
                 }
                 Kind::Blocking(what) if changes => return Err(self.block(r.0, what)),
                 Kind::Blocking(_) => {}
+                Kind::OutputAbsorber if changes => {
+                    return Err(self.block(r.0, output_absorber_blocks(&node.op)));
+                }
+                Kind::OutputAbsorber => {}
             }
         }
         Ok(())
@@ -748,6 +766,26 @@ impl<'g> Engine<'g> {
             }
             let reads_y = forward && node.inputs.contains(&self.y);
             let kind = kind(graph, node);
+            if let Kind::OutputAbsorber = kind {
+                // A map on its input never passes; one on its output joins its parameters.
+                if reads_y || node.inputs.iter().any(|u| actual.contains_key(&u.0)) {
+                    return Err(self.block(i, output_absorber_blocks(&node.op)));
+                }
+                if let Some(after) = self.chosen(out) {
+                    let absorption = absorb_output(graph, node, &after)
+                        .map_err(|e| self.block(i, format!("{}: {e}", node.op.name())))?;
+                    edits.push(Edit {
+                        node: i,
+                        name: self.name(out),
+                        absorption,
+                        prologue: false,
+                        epilogue: true,
+                    });
+                    trace.insert(out.0, self.chosen_trace(out));
+                    actual.insert(out.0, after);
+                }
+                continue;
+            }
             if let Kind::Absorber = kind {
                 let u = node.inputs[0];
                 let before = if reads_y {
@@ -837,7 +875,7 @@ impl<'g> Engine<'g> {
                 _ => input_trace(node.inputs[0]),
             };
             let result = match kind {
-                Kind::Absorber => unreachable!("handled above"),
+                Kind::Absorber | Kind::OutputAbsorber => unreachable!("handled above"),
                 Kind::Add => {
                     let first = input(node.inputs[0]);
                     let mut shift = first.shift.clone();
@@ -957,6 +995,8 @@ impl<'g> Engine<'g> {
                 let own = ChannelMap::of_affine(graph, n);
                 conditioning::check(conditioning::affine_amplification(before, &own, stored))
             }
+            // Never made: a layer_norm absorbs no map on its input.
+            Absorption::Norm { .. } => Ok(()),
         };
         checked.map_err(|e| self.block(node, format!("{}: {e}", n.op.name())))
     }

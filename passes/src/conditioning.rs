@@ -194,6 +194,13 @@ pub fn through_node(
             inputs[0].mapped(&map)
         }
         Op::Affine => inputs[0].mapped(&ChannelMap::of_affine(graph, node)),
+        // Normalised values (mean 0, deviation 1 over channels) through weight and bias.
+        Op::LayerNorm { .. } => {
+            let c = out_shape[1];
+            let w = param("weight").unwrap_or_else(|| vec![1.0; c]);
+            let b = param("bias").unwrap_or_else(|| vec![0.0; c]);
+            Spread::uniform(b, w.iter().map(|v| v.abs()).collect())
+        }
         Op::Pad {
             fill: true, pads, ..
         } => {
@@ -518,7 +525,8 @@ fn op_part(op: &Op, inputs: &[&Spread], input_shapes: &[&Shape], out: &Shape) ->
         | Op::Dense { .. }
         | Op::BatchNorm { .. }
         | Op::Affine
-        | Op::ConvTranspose2d(_) => x.clone(),
+        | Op::ConvTranspose2d(_)
+        | Op::LayerNorm { .. } => x.clone(),
     }
 }
 

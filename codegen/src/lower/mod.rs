@@ -18,6 +18,7 @@ mod define;
 mod dense;
 mod direct;
 mod gemm;
+mod norm;
 mod padded;
 mod pool;
 mod resize;
@@ -30,6 +31,7 @@ pub(crate) use define::{define_kernels, define_wide};
 use dense::*;
 use direct::*;
 use gemm::*;
+use norm::*;
 use padded::*;
 use pool::*;
 use resize::*;
@@ -394,6 +396,164 @@ impl<'a, 'b> Em<'a, 'b> {
         let scale = self.b.ins().bitcast(F32X4, MemFlagsData::new(), e);
         self.b.ins().fmul(p, scale)
     }
+    /// `exp(x)` lane-wise, a degree-7 polynomial after the same range reduction as
+    /// [`Em::vexp`] (relative error about 1e-7), for `erfc`.
+    fn vexp7(&mut self, x: Value) -> Value {
+        let lo = self.vc(-87.0);
+        let hi = self.vc(88.0);
+        let x = self.b.ins().fmax(x, lo);
+        let x = self.b.ins().fmin(x, hi);
+        let log2e = self.vc(std::f32::consts::LOG2_E);
+        let t = self.b.ins().fmul(x, log2e);
+        let k = self.b.ins().nearest(t);
+        let ln2_hi = self.vc(-0.693_359_4);
+        let ln2_lo = self.vc(2.121_944_4e-4);
+        let r = self.fmadd(k, ln2_hi, x);
+        let r = self.fmadd(k, ln2_lo, r);
+        let coef = [
+            1.0 / 5040.0,
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ];
+        let p = self.horner(&coef, r);
+        let ki = self.b.ins().fcvt_to_sint_sat(I32X4, k);
+        let bias = self.b.ins().iconst(I32, 127);
+        let biasv = self.b.ins().splat(I32X4, bias);
+        let e = self.b.ins().iadd(ki, biasv);
+        let sh = self.b.ins().iconst(I32, 23);
+        let e = self.b.ins().ishl(e, sh);
+        let scale = self.b.ins().bitcast(F32X4, MemFlagsData::new(), e);
+        self.b.ins().fmul(p, scale)
+    }
+    /// `c[0]·u^(k−1) + … + c[k−1]` by Horner's rule (highest coefficient first).
+    fn horner(&mut self, coef: &[f32], u: Value) -> Value {
+        let mut p = self.vc(coef[0]);
+        for &c in &coef[1..] {
+            let cv = self.vc(c);
+            p = self.fmadd(p, u, cv);
+        }
+        p
+    }
+    /// `x·x·scale` as an unevaluated sum `hi + lo` (`scale` a power of two): `x` is split
+    /// into 12-bit halves so that every partial product is exact (Dekker), which keeps
+    /// `exp(−x²)` accurate where `x²` is large.
+    fn vsquare2(&mut self, x: Value, scale: f32) -> (Value, Value) {
+        let hi = self.b.ins().fmul(x, x);
+        let bits = self.b.ins().bitcast(I32X4, MemFlagsData::new(), x);
+        let m = self.b.ins().iconst(I32, 0xffff_f000_i64);
+        let mv = self.b.ins().splat(I32X4, m);
+        let hb = self.b.ins().band(bits, mv);
+        let xh = self.b.ins().bitcast(F32X4, MemFlagsData::new(), hb);
+        let xl = self.b.ins().fsub(x, xh);
+        let hh = self.b.ins().fmul(xh, xh);
+        let e = self.b.ins().fsub(hh, hi);
+        let two = self.vc(2.0);
+        let xh2 = self.b.ins().fmul(xh, two);
+        let m1 = self.b.ins().fmul(xh2, xl);
+        let e = self.b.ins().fadd(e, m1);
+        let ll = self.b.ins().fmul(xl, xl);
+        let lo = self.b.ins().fadd(e, ll);
+        let s = self.vc(scale);
+        (self.b.ins().fmul(hi, s), self.b.ins().fmul(lo, s))
+    }
+    /// `erfc(a)` for `a ≥ 1` (other lanes give garbage), with `a² = sq·sq·scale` computed
+    /// from `sq` (so that a caller with `a = |x|/√2` squares `x` exactly): `exp(−a²)·P(t)·t`,
+    /// `t = 1/a`, `P` a degree-8 minimax fit of `erfcx(1/t)/t` on `[1, 2.5]` or `[2.5, 10]`
+    /// (relative error below 5e-9; beyond 10, `t` is held at 0.1 and `erfc` is 0 once
+    /// `a² > 87`, where it is below f32's normal range). Relative error about 3e-7.
+    fn verfc_big(&mut self, a: Value, sq: Value, scale: f32) -> Value {
+        const NEAR: [f32; 9] = [
+            0.025_756_093,
+            -0.155_461_73,
+            0.390_623_8,
+            -0.492_193_2,
+            0.224_476_47,
+            0.218_905_67,
+            -0.361_921_22,
+            0.014_255_1,
+            0.563_142_6,
+        ];
+        const FAR: [f32; 9] = [
+            -0.751_069_8,
+            1.475_265_1,
+            -0.855_490_6,
+            -0.269_801_9,
+            0.509_768,
+            -0.014_902_993,
+            -0.280_609_16,
+            -8.081_042e-5,
+            0.564_191_46,
+        ];
+        let one = self.vc(1.0);
+        let ten = self.vc(10.0);
+        let ac = self.b.ins().fmax(a, one);
+        let ac = self.b.ins().fmin(ac, ten);
+        let t = self.b.ins().fdiv(one, ac);
+        let split = self.vc(2.5);
+        let near = self.b.ins().fcmp(FloatCC::LessThan, ac, split);
+        let near = self.mask_f(near);
+        let mut p = self.vc(0.0);
+        for (k, (&n, &f)) in NEAR.iter().zip(&FAR).enumerate() {
+            let nv = self.vc(n);
+            let fv = self.vc(f);
+            let c = self.b.ins().bitselect(near, nv, fv);
+            p = if k == 0 { c } else { self.fmadd(p, t, c) };
+        }
+        let (hi, lo) = self.vsquare2(sq, scale);
+        let nhi = self.b.ins().fneg(hi);
+        let e = self.vexp7(nhi);
+        let corr = self.b.ins().fsub(one, lo);
+        let e = self.b.ins().fmul(e, corr);
+        let limit = self.vc(87.0);
+        let zero = self.vc(0.0);
+        let e = self.vsel(FloatCC::GreaterThan, hi, limit, zero, e);
+        let r = self.b.ins().fmul(e, p);
+        self.b.ins().fmul(r, t)
+    }
+    /// `erf(z)` for `|z| < 1` (other lanes give garbage): `z·P(z²)`, `P` a degree-6 minimax
+    /// fit (relative error 1.2e-9 before rounding; about 1.5e-7 in f32).
+    fn verf_small(&mut self, z: Value) -> Value {
+        // The leading coefficient is the fit's, not 2/√π rounded (they differ by an ulp).
+        #[allow(clippy::approx_constant)]
+        const A: [f32; 7] = [
+            7.854_026_6e-5,
+            -8.010_248e-4,
+            5.188_334_7e-3,
+            -2.685_381_7e-2,
+            0.112_835_854,
+            -0.376_126_26,
+            1.128_379_1,
+        ];
+        let u = self.b.ins().fmul(z, z);
+        let p = self.horner(&A, u);
+        self.b.ins().fmul(z, p)
+    }
+    /// The exact GELU `x·(1 + erf(x/√2))/2`: `1 + erf(z)` is `1 + z·P(z²)` for `|z| < 1`,
+    /// else `erfc(|z|)` for negative `x` (no cancellation: GELU of a large negative `x` keeps
+    /// its relative accuracy) and `2 − erfc(z)` for positive `x`.
+    fn vgelu(&mut self, x: Value) -> Value {
+        let r = self.vc(std::f32::consts::FRAC_1_SQRT_2);
+        let z = self.b.ins().fmul(x, r);
+        let a = self.b.ins().fabs(z);
+        let ax = self.b.ins().fabs(x);
+        let small = self.verf_small(z);
+        let one = self.vc(1.0);
+        let small = self.b.ins().fadd(one, small);
+        let big = self.verfc_big(a, ax, 0.5);
+        let two = self.vc(2.0);
+        let upper = self.b.ins().fsub(two, big);
+        let zero = self.vc(0.0);
+        let big = self.vsel(FloatCC::LessThan, x, zero, big, upper);
+        let s = self.vsel(FloatCC::LessThan, a, one, small, big);
+        let half = self.vc(0.5);
+        let hx = self.b.ins().fmul(x, half);
+        self.b.ins().fmul(hx, s)
+    }
     fn vsigmoid(&mut self, x: Value) -> Value {
         let nx = self.b.ins().fneg(x);
         let e = self.vexp(nx);
@@ -494,6 +654,7 @@ impl<'a, 'b> Em<'a, 'b> {
                 let sixth = self.vc(1.0 / 6.0);
                 self.b.ins().fmul(t, sixth)
             }
+            Activation::Gelu => self.vgelu(x),
         }
     }
 
@@ -754,6 +915,9 @@ pub(crate) fn emit_kernel(
         } => emit_pool(&mut em, io, p, *hw, *ohw, Some(*recip)),
         KernelKind::GlobalAvgPool { .. } => emit_gap(&mut em, io),
         KernelKind::Softmax { .. } => emit_softmax(&mut em, io),
+        KernelKind::LayerNorm {
+            eps, weight, bias, ..
+        } => emit_layer_norm(&mut em, io, *eps, *weight, *bias),
         KernelKind::ChannelShuffle { groups, .. } => emit_shuffle(&mut em, io, *groups),
         KernelKind::Pad {
             pads,

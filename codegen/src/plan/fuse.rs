@@ -65,7 +65,8 @@ pub(super) fn role(op: &Op) -> Role {
         | Op::Resize(_)
         | Op::ChannelShuffle { .. }
         | Op::GlobalMaxPool
-        | Op::ConvTranspose2d(_) => Role::Anchor,
+        | Op::ConvTranspose2d(_)
+        | Op::LayerNorm { .. } => Role::Anchor,
         Op::Affine | Op::BatchNorm { .. } | Op::Activation(_) | Op::Add | Op::Mul => {
             Role::Elementwise
         }

@@ -257,6 +257,15 @@ pub(crate) enum KernelKind {
         /// Rows and columns of one phase plane: `ceil(oh / sh)`, `ceil(ow / sw)`.
         phase: [usize; 2],
     },
+    /// Layer normalisation over the channels at each position of `[N, C, S]`: one unit per
+    /// group of 4 positions (the last group of an item, if partial, lane by lane); weight
+    /// and bias at blob offsets `weight`, `bias`.
+    LayerNorm {
+        x: View,
+        eps: f32,
+        weight: usize,
+        bias: usize,
+    },
 }
 
 /// Along one axis, the output positions one kernel tap `k` of a transposed conv writes:
@@ -325,7 +334,8 @@ impl KernelKind {
             | KernelKind::Resize { x, .. }
             | KernelKind::ChannelShuffle { x, .. }
             | KernelKind::GlobalMaxPool { x }
-            | KernelKind::ConvTranspose { x, .. } => *x,
+            | KernelKind::ConvTranspose { x, .. }
+            | KernelKind::LayerNorm { x, .. } => *x,
         }
     }
 }

@@ -422,6 +422,29 @@ impl<'a> Lowering<'a> {
             Op::GlobalAvgPool => kernel(KernelKind::GlobalAvgPool { x }, x.n * x.c, 0, epi),
             Op::GlobalMaxPool => kernel(KernelKind::GlobalMaxPool { x }, x.n * x.c, 0, epi),
             Op::Softmax => kernel(KernelKind::Softmax { x }, x.n * x.s, 0, epi),
+            Op::LayerNorm { eps } => {
+                let mut blob_param = |s: &str| {
+                    graph
+                        .param(node, s)
+                        .map(|t| self.blob.push(&t.data))
+                        .ok_or_else(|| {
+                            CodegenError::Invalid(format!("`{node_name}`: missing parameter `{s}`"))
+                        })
+                };
+                let weight = blob_param("weight")?;
+                let bias = blob_param("bias")?;
+                kernel(
+                    KernelKind::LayerNorm {
+                        x,
+                        eps: *eps as f32,
+                        weight,
+                        bias,
+                    },
+                    x.n * x.s.div_ceil(4),
+                    0,
+                    epi,
+                )
+            }
             Op::ChannelShuffle { groups } => kernel(
                 KernelKind::ChannelShuffle { x, groups: *groups },
                 x.n * x.c,

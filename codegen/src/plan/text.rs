@@ -202,6 +202,7 @@ fn path_text(kind: &KernelKind) -> String {
         KernelKind::GlobalMaxPool { .. } => "global-maxpool".to_string(),
         KernelKind::Elementwise { .. } => "elementwise".to_string(),
         KernelKind::Softmax { .. } => "softmax".to_string(),
+        KernelKind::LayerNorm { eps, .. } => format!("layer-norm over channels eps {eps:e}"),
         KernelKind::Resize {
             bilinear,
             hw,

@@ -31,6 +31,41 @@ enum Val {
         groups: usize,
         transposed: bool,
     },
+    /// The NHWC view (Transpose `[0, 2, 3, 1]`) of the NCHW runtime tensor `x`. Only
+    /// operators acting on the last axis read it (LayerNormalization over it, MatMul by a
+    /// constant, per-last-axis constants, GELU and plain activations), imported as their
+    /// NCHW equivalents on `x`; Transpose `[0, 3, 1, 2]` gives `x` back.
+    Nhwc(ValueId),
+    /// A step of the exact GELU `x·(1 + erf(x/√2))/2` of the runtime tensor `x` (its NHWC
+    /// view when `nhwc`). Only the next step of the pattern may read it.
+    Gelu {
+        x: ValueId,
+        nhwc: bool,
+        stage: GeluStage,
+    },
+}
+
+impl Val {
+    /// Whether it is computed at run time (or part of a pattern on a runtime tensor).
+    fn is_runtime(&self) -> bool {
+        matches!(
+            self,
+            Val::Dyn(_) | Val::Grouped { .. } | Val::Nhwc(_) | Val::Gelu { .. }
+        )
+    }
+}
+
+/// How far a GELU pattern has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GeluStage {
+    /// `erf(x/√2)`.
+    Erf,
+    /// `1 + erf(x/√2)`.
+    OnePlus,
+    /// `x·(1 + erf(x/√2))`.
+    Times,
+    /// `(1 + erf(x/√2))/2`.
+    Half,
 }
 
 /// A node that could not be imported, and why.
@@ -208,6 +243,16 @@ impl<'a> Importer<'a> {
                         "graph output `{name}` is a 5-D channel-shuffle intermediate; bnc needs [N, C, H, W] or [N, C] outputs"
                     ));
                 }
+                Some(Val::Nhwc(_)) => {
+                    return Err(format!(
+                        "graph output `{name}` is the NHWC view (Transpose [0, 2, 3, 1]) of a tensor; bnc needs [N, C, H, W] or [N, C] outputs (transpose it back with [0, 3, 1, 2])"
+                    ));
+                }
+                Some(Val::Gelu { .. }) => {
+                    return Err(format!(
+                        "graph output `{name}` is part of a GELU pattern x·(1 + erf(x/√2))/2 that is not completed"
+                    ));
+                }
                 Some(Val::Const(_)) => {
                     return Err(format!(
                         "graph output `{name}` is a constant; bnc needs outputs computed from the inputs"
@@ -311,7 +356,8 @@ impl<'a> Importer<'a> {
                 this.env.insert(o.clone(), Val::Poison(runtime));
             }
         };
-        let known = OpKind::is_onnx_mapped(&op_type) || EVALUATED_AT_IMPORT.contains(&op_type.as_str());
+        let known =
+            OpKind::is_onnx_mapped(&op_type) || EVALUATED_AT_IMPORT.contains(&op_type.as_str());
         let mut inputs: Vec<Option<Val>> = Vec::with_capacity(n.input.len());
         let mut missing = None;
         for i in &n.input {
@@ -332,7 +378,7 @@ impl<'a> Importer<'a> {
             matches!(
                 v,
                 Some(Val::Dyn(_) | Val::Grouped { .. } | Val::Poison(true))
-            )
+            ) || v.as_ref().is_some_and(Val::is_runtime)
         });
         let fail = |this: &mut Self, reason: String| {
             this.failures.push(Failure {
@@ -377,8 +423,10 @@ impl<'a> Importer<'a> {
         }
         let all_const = inputs
             .iter()
-            .all(|v| !matches!(v, Some(Val::Dyn(_) | Val::Grouped { .. })));
-        let result = if EVALUATED_AT_IMPORT.contains(&op_type.as_str()) && (all_const || op_type == "Shape") {
+            .all(|v| !v.as_ref().is_some_and(Val::is_runtime));
+        let result = if EVALUATED_AT_IMPORT.contains(&op_type.as_str())
+            && (all_const || op_type == "Shape")
+        {
             self.fold(n, &inputs).map(|c| vec![Val::Const(c)])
         } else if OpKind::is_onnx_mapped(&op_type) {
             if all_const {
@@ -591,13 +639,15 @@ impl<'a> Importer<'a> {
                     n.input[i]
                 )),
                 Some(Some(Val::Grouped { .. })) => Err(grouped_misuse(&n.input[i])),
+                Some(Some(Val::Nhwc(_))) => Err(nhwc_misuse(&n.input[i], n.op_type())),
+                Some(Some(Val::Gelu { .. })) => Err(gelu_misuse(&n.input[i])),
                 _ => Err(format!("input {i} is missing")),
             }
         };
         let constant = |i: usize| -> R<Option<&Const>> {
             match inputs.get(i) {
                 Some(Some(Val::Const(c))) => Ok(Some(c)),
-                Some(Some(Val::Dyn(_) | Val::Grouped { .. })) => Err(format!(
+                Some(Some(v)) if v.is_runtime() => Err(format!(
                     "input {i} (`{}`) is computed at run time; bnc needs a constant (an initializer) there",
                     n.input[i]
                 )),
@@ -610,6 +660,9 @@ impl<'a> Importer<'a> {
             let x = dynamic(0)?;
             one(this.emit(out, Op::Activation(act), vec![x], None)?)
         };
+        if let Some(result) = self.map_nhwc_gelu(n, name, out, inputs) {
+            return result;
+        }
         match n.op_type() {
             "Conv" => {
                 let x = dynamic(0)?;
@@ -1101,8 +1154,11 @@ impl<'a> Importer<'a> {
                 if perm.as_ref() == Some(&identity) {
                     return one(x);
                 }
+                if rank == 4 && perm.as_deref() == Some(&[0, 2, 3, 1][..]) {
+                    return Ok(vec![Val::Nhwc(x)]);
+                }
                 Err(format!(
-                    "Transpose {perm:?} of a runtime tensor of shape {:?}; bnc transposes runtime tensors only inside a channel shuffle (Reshape [N, g, C/g, H, W] → Transpose [0, 2, 1, 3, 4] → Reshape [N, C, H, W])",
+                    "Transpose {perm:?} of a runtime tensor of shape {:?}; bnc transposes runtime tensors only inside a channel shuffle (Reshape [N, g, C/g, H, W] → Transpose [0, 2, 1, 3, 4] → Reshape [N, C, H, W]) or to an NHWC view and back (Transpose [0, 2, 3, 1] … Transpose [0, 3, 1, 2] around operators on the last axis)",
                     self.graph.shape(x)
                 ))
             }
@@ -1652,59 +1708,387 @@ impl<'a> Importer<'a> {
                         "`{op}` with a constant on shape {xs:?} (bnc's affine takes [N, C] or NCHW)"
                     ));
                 }
-                let ch = xs[1];
-                let (scale, shift): (Vec<f32>, Vec<f32>) = match (op, const_first) {
-                    ("Add", _) => (vec![1.0; ch], v),
-                    ("Mul", _) => (v, vec![0.0; ch]),
-                    ("Sub", false) => (vec![1.0; ch], v.iter().map(|x| -x).collect()),
-                    ("Sub", true) => (vec![-1.0; ch], v),
-                    ("Div", false) => (v.iter().map(|x| 1.0 / x).collect(), vec![0.0; ch]),
-                    _ => {
-                        return Err(format!(
-                            "Div of the constant `{}` by the runtime tensor `{}` is not supported: c / x is not a per-channel affine map (only x / c is)",
-                            n.input[0], n.input[1]
-                        ));
-                    }
-                };
-                // A bias added right after a conv/dense without other readers joins its bias.
-                if op != "Mul" && op != "Div" && scale.iter().all(|&s| s == 1.0) {
-                    let x_name = if const_first {
-                        &n.input[1]
-                    } else {
-                        &n.input[0]
-                    };
-                    if self.consumers.get(x_name).copied() == Some(1)
-                        && let Some(&i) = self.producer.get(&x)
-                    {
-                        let node = &mut self.graph.nodes[i];
-                        let target = match &mut node.op {
-                            Op::Conv2d(conv) => Some(&mut conv.bias),
-                            Op::ConvTranspose2d(conv) => Some(&mut conv.bias),
-                            Op::Dense { bias, .. } => Some(bias),
-                            _ => None,
-                        };
-                        if let (Some(has_bias), Some(prefix)) = (target, node.params.clone()) {
-                            let key = format!("{prefix}.bias");
-                            if *has_bias {
-                                let t = self.graph.params.get_mut(&key).expect("bias exists");
-                                for (b, s) in t.data.iter_mut().zip(&shift) {
-                                    *b += s;
-                                }
-                            } else {
-                                *has_bias = true;
-                                self.graph.params.insert(key, Tensor::new(vec![ch], shift));
-                            }
-                            return Ok(vec![Val::Dyn(x)]);
-                        }
-                    }
-                }
-                Ok(vec![Val::Dyn(self.affine(out, name, x, scale, shift)?)])
+                Ok(vec![Val::Dyn(self.const_arith(
+                    n,
+                    out,
+                    name,
+                    x,
+                    v,
+                    const_first,
+                )?)])
             }
             (Val::Grouped { .. }, _) | (_, Val::Grouped { .. }) => {
                 Err(grouped_misuse(&n.input.join("`, `")))
             }
             _ => Err("all inputs are constants".into()),
         }
+    }
+
+    /// Operators reading an NHWC view or a GELU step, and the operators whose only forms
+    /// are those (LayerNormalization, Erf, Gelu): `None` for every other node, which the
+    /// general mapping takes.
+    fn map_nhwc_gelu(
+        &mut self,
+        n: &NodeProto,
+        name: &str,
+        out: &str,
+        inputs: &[Option<Val>],
+    ) -> Option<R<Vec<Val>>> {
+        let special = inputs
+            .iter()
+            .any(|v| matches!(v, Some(Val::Nhwc(_) | Val::Gelu { .. })));
+        if !special && !matches!(n.op_type(), "Erf" | "Gelu" | "LayerNormalization") {
+            return None;
+        }
+        Some(self.map_special(n, name, out, inputs))
+    }
+
+    fn map_special(
+        &mut self,
+        n: &NodeProto,
+        name: &str,
+        out: &str,
+        inputs: &[Option<Val>],
+    ) -> R<Vec<Val>> {
+        let a = Attrs(&n.attribute);
+        let get = |i: usize| inputs.get(i).and_then(Option::as_ref);
+        let misuse = |i: usize| -> String {
+            match get(i) {
+                Some(Val::Nhwc(_)) => nhwc_misuse(&n.input[i], n.op_type()),
+                Some(Val::Gelu { .. }) => gelu_misuse(&n.input[i]),
+                Some(Val::Grouped { .. }) => grouped_misuse(&n.input[i]),
+                Some(Val::Const(_)) => format!(
+                    "input {i} (`{}`) is a constant; bnc needs a runtime tensor there",
+                    n.input[i]
+                ),
+                _ => format!("input {i} is missing"),
+            }
+        };
+        // The runtime tensor read, and whether as its NHWC view.
+        let view = |i: usize| -> R<(ValueId, bool)> {
+            match get(i) {
+                Some(Val::Dyn(x)) => Ok((*x, false)),
+                Some(Val::Nhwc(x)) => Ok((*x, true)),
+                _ => Err(misuse(i)),
+            }
+        };
+        let wrap = |v: ValueId, nhwc: bool| if nhwc { Val::Nhwc(v) } else { Val::Dyn(v) };
+        match n.op_type() {
+            "Transpose" => {
+                let perm = a.ints("perm");
+                match get(0) {
+                    Some(Val::Nhwc(x)) if perm.as_deref() == Some(&[0, 3, 1, 2][..]) => {
+                        Ok(vec![Val::Dyn(*x)])
+                    }
+                    Some(Val::Nhwc(x)) => Err(format!(
+                        "Transpose {perm:?} of the NHWC view {:?} of a tensor; bnc accepts only [0, 3, 1, 2] (back to NCHW) there",
+                        nhwc_shape(self.graph.shape(*x))
+                    )),
+                    _ => Err(misuse(0)),
+                }
+            }
+            "Identity" | "Dropout" => match get(0) {
+                Some(v @ (Val::Nhwc(_) | Val::Dyn(_))) => Ok(vec![v.clone()]),
+                _ => Err(misuse(0)),
+            },
+            "LayerNormalization" => {
+                let (x, nhwc) = view(0)?;
+                let xs = self.graph.shape(x).clone();
+                let rank = xs.len();
+                let ax = tensor::axis(a.int("axis").unwrap_or(-1), rank, false)?;
+                if !(nhwc && ax == 3 || !nhwc && rank == 2 && ax == 1) {
+                    let shown = if nhwc { nhwc_shape(&xs) } else { xs.clone() };
+                    return Err(format!(
+                        "LayerNormalization over axis {ax} of {shown:?}; bnc normalises over channels only: the last axis of the NHWC view (Transpose [0, 2, 3, 1]) of an NCHW tensor, or axis 1 of [N, C]"
+                    ));
+                }
+                let c = xs[1];
+                let vector = |i: usize, what: &str| -> R<Option<Vec<f32>>> {
+                    match get(i) {
+                        Some(Val::Const(t)) => {
+                            if t.numel() != c || t.shape.iter().filter(|&&d| d != 1).count() > 1 {
+                                return Err(format!(
+                                    "LayerNormalization {what} {:?} for {c} channels",
+                                    t.shape
+                                ));
+                            }
+                            Ok(Some(t.to_f32()))
+                        }
+                        None => Ok(None),
+                        Some(_) => Err(format!(
+                            "LayerNormalization {what} is computed at run time; bnc needs a constant there"
+                        )),
+                    }
+                };
+                let weight = vector(1, "scale")?.ok_or("LayerNormalization without scale")?;
+                let bias = vector(2, "bias")?.unwrap_or_else(|| vec![0.0; c]);
+                let eps = f64::from(a.float("epsilon").unwrap_or(1e-5));
+                let prefix = self.prefix(n.input.get(1).map(String::as_str), "weight", name);
+                let tensors = vec![
+                    ("weight", Tensor::new(vec![c], weight)),
+                    ("bias", Tensor::new(vec![c], bias)),
+                ];
+                let y = self.emit(out, Op::LayerNorm { eps }, vec![x], Some((prefix, tensors)))?;
+                Ok(vec![wrap(y, nhwc)])
+            }
+            "Gelu" => {
+                let approximate = a.string("approximate").unwrap_or_else(|| "none".into());
+                if approximate != "none" {
+                    return Err(format!(
+                        "Gelu with approximate = \"{approximate}\"; bnc's gelu is the exact (erf) form, approximate = \"none\""
+                    ));
+                }
+                let (x, nhwc) = view(0)?;
+                let y = self.emit(out, Op::Activation(Activation::Gelu), vec![x], None)?;
+                Ok(vec![wrap(y, nhwc)])
+            }
+            "Erf" => {
+                let (u, nhwc) = view(0)?;
+                match self.scaled_input(u, std::f32::consts::FRAC_1_SQRT_2) {
+                    Some(x) => Ok(vec![Val::Gelu {
+                        x,
+                        nhwc,
+                        stage: GeluStage::Erf,
+                    }]),
+                    None => Err(
+                        "Erf is imported only inside the exact GELU x·(1 + erf(x/√2))/2 (Div by √2 or Mul by 1/√2, Erf, Add 1, Mul by x and by 0.5)".into(),
+                    ),
+                }
+            }
+            "MatMul" => {
+                let (x, nhwc) = view(0)?;
+                if !nhwc {
+                    return Err(misuse(1));
+                }
+                let b = match get(1) {
+                    Some(Val::Const(b)) => b,
+                    Some(_) => {
+                        return Err(format!(
+                            "MatMul of the NHWC view of a tensor by the runtime tensor `{}`; bnc needs a constant [C, K] matrix there",
+                            n.input[1]
+                        ));
+                    }
+                    None => return Err("MatMul without a right-hand side".into()),
+                };
+                let c = self.graph.shape(x)[1];
+                if b.shape.len() != 2 || b.shape[0] != c {
+                    return Err(format!(
+                        "MatMul of the NHWC view {:?} by {:?}; bnc needs a [{c}, K] matrix",
+                        nhwc_shape(self.graph.shape(x)),
+                        b.shape
+                    ));
+                }
+                let m = b.shape[1];
+                let bv = b.to_f32();
+                let mut w = vec![0f32; m * c];
+                for o in 0..m {
+                    for i in 0..c {
+                        w[o * c + i] = bv[i * m + o];
+                    }
+                }
+                let prefix = self.prefix(n.input.get(1).map(String::as_str), "weight", name);
+                let op = Op::Conv2d(Conv2d {
+                    out_channels: m,
+                    kernel: [1, 1],
+                    stride: [1, 1],
+                    pad: [0; 4],
+                    dilation: [1, 1],
+                    groups: 1,
+                    bias: false,
+                    pad_fill: false,
+                });
+                let tensors = vec![("weight", Tensor::new(vec![m, c, 1, 1], w))];
+                let y = self.emit(out, op, vec![x], Some((prefix, tensors)))?;
+                Ok(vec![Val::Nhwc(y)])
+            }
+            "Add" | "Sub" | "Mul" | "Div" => self.arith_special(n, name, out, inputs),
+            other => {
+                // Plain activations on an NHWC view.
+                if let (Some(Val::Nhwc(x)), Some(kind)) = (get(0), OpKind::from_onnx(other))
+                    && is_plain_unary(kind)
+                    && inputs.len() == 1
+                {
+                    let op = Op::from_attrs(kind, |_| None);
+                    if matches!(op, Op::Activation(_)) {
+                        let y = self.emit(out, op, vec![*x], None)?;
+                        return Ok(vec![Val::Nhwc(y)]);
+                    }
+                }
+                let i = (0..inputs.len())
+                    .find(|&i| matches!(get(i), Some(Val::Nhwc(_) | Val::Gelu { .. })))
+                    .unwrap_or(0);
+                Err(misuse(i))
+            }
+        }
+    }
+
+    /// The input `x` of `u` when `u` is an affine computing `s·x` (every scale `s` to f32
+    /// precision, every shift 0): the `x/√2` and `0.5·x` of a GELU.
+    fn scaled_input(&self, u: ValueId, s: f32) -> Option<ValueId> {
+        let &i = self.producer.get(&u)?;
+        let node = &self.graph.nodes[i];
+        if node.op != Op::Affine {
+            return None;
+        }
+        let scale = self.graph.param(node, "scale")?;
+        let shift = self.graph.param(node, "shift")?;
+        let close = |v: f32| (v - s).abs() <= 4.0 * f32::EPSILON * s.abs();
+        (scale.data.iter().all(|&v| close(v)) && shift.data.iter().all(|&v| v == 0.0))
+            .then(|| node.inputs[0])
+    }
+
+    /// Add, Sub, Mul, Div reading an NHWC view or a GELU step.
+    fn arith_special(
+        &mut self,
+        n: &NodeProto,
+        name: &str,
+        out: &str,
+        inputs: &[Option<Val>],
+    ) -> R<Vec<Val>> {
+        let op = n.op_type();
+        let (l, r) = match (inputs.first(), inputs.get(1)) {
+            (Some(Some(l)), Some(Some(r))) => (l.clone(), r.clone()),
+            _ => return Err("needs two inputs".into()),
+        };
+        let scalar = |v: &Val, want: f64| matches!(v, Val::Const(c) if c.numel() == 1 && c.scalar_f64() == Some(want));
+        let wrap = |v: ValueId, nhwc: bool| if nhwc { Val::Nhwc(v) } else { Val::Dyn(v) };
+        // Whether `v` is `x` itself, read in the same layout.
+        let same = |v: &Val, x: ValueId, nhwc: bool| match v {
+            Val::Dyn(y) => !nhwc && *y == x,
+            Val::Nhwc(y) => nhwc && *y == x,
+            _ => false,
+        };
+        let gelu = |this: &mut Self, x: ValueId, nhwc: bool| -> R<Vec<Val>> {
+            let y = this.emit(out, Op::Activation(Activation::Gelu), vec![x], None)?;
+            Ok(vec![wrap(y, nhwc)])
+        };
+        let step =
+            |x: ValueId, nhwc: bool, stage: GeluStage| Ok(vec![Val::Gelu { x, nhwc, stage }]);
+        for (g, other, first) in [(&l, &r, true), (&r, &l, false)] {
+            let Val::Gelu { x, nhwc, stage } = *g else {
+                continue;
+            };
+            let commutes = op == "Add" || op == "Mul";
+            if !first && !commutes {
+                break;
+            }
+            match (op, stage) {
+                ("Add", GeluStage::Erf) if scalar(other, 1.0) => {
+                    return step(x, nhwc, GeluStage::OnePlus);
+                }
+                ("Mul", GeluStage::OnePlus) => {
+                    if same(other, x, nhwc) {
+                        return step(x, nhwc, GeluStage::Times);
+                    }
+                    if scalar(other, 0.5) {
+                        return step(x, nhwc, GeluStage::Half);
+                    }
+                    let half = match other {
+                        Val::Dyn(h) if !nhwc => self.scaled_input(*h, 0.5),
+                        Val::Nhwc(h) if nhwc => self.scaled_input(*h, 0.5),
+                        _ => None,
+                    };
+                    if half == Some(x) {
+                        return gelu(self, x, nhwc);
+                    }
+                }
+                ("Mul", GeluStage::Times) if scalar(other, 0.5) => return gelu(self, x, nhwc),
+                ("Div", GeluStage::Times) if scalar(other, 2.0) => return gelu(self, x, nhwc),
+                ("Mul", GeluStage::Half) if same(other, x, nhwc) => return gelu(self, x, nhwc),
+                _ => {}
+            }
+            return Err(format!(
+                "`{op}` of {}: {}",
+                if first { &n.input[0] } else { &n.input[1] },
+                gelu_misuse(if first { &n.input[0] } else { &n.input[1] })
+            ));
+        }
+        match (&l, &r) {
+            (Val::Nhwc(x), Val::Const(c)) | (Val::Const(c), Val::Nhwc(x)) => {
+                let const_first = matches!(l, Val::Const(_));
+                let shape = nhwc_shape(self.graph.shape(*x));
+                let v = per_last_axis(c, &shape).ok_or_else(|| {
+                    format!(
+                        "`{op}` of the NHWC view {shape:?} of a tensor and a constant {:?}: bnc maps only scalars or constants along the last axis there",
+                        c.shape
+                    )
+                })?;
+                let y = self.const_arith(n, out, name, *x, v, const_first)?;
+                Ok(vec![Val::Nhwc(y)])
+            }
+            (Val::Nhwc(a), Val::Nhwc(b)) => {
+                let vals = self.arith(n, out, name, &[Some(Val::Dyn(*a)), Some(Val::Dyn(*b))])?;
+                vals.into_iter()
+                    .map(|v| match v {
+                        Val::Dyn(y) => Ok(Val::Nhwc(y)),
+                        other => Ok(other),
+                    })
+                    .collect()
+            }
+            (Val::Nhwc(_), _) => Err(nhwc_misuse(&n.input[0], op)),
+            _ => Err(nhwc_misuse(&n.input[1], op)),
+        }
+    }
+
+    /// `x op v` for a per-channel constant `v` of the NCHW tensor `x`: an affine, or a bias
+    /// joining the conv/dense that computes `x` when nothing else reads it.
+    fn const_arith(
+        &mut self,
+        n: &NodeProto,
+        out: &str,
+        name: &str,
+        x: ValueId,
+        v: Vec<f32>,
+        const_first: bool,
+    ) -> R<ValueId> {
+        let op = n.op_type();
+        let ch = self.graph.shape(x)[1];
+        let (scale, shift): (Vec<f32>, Vec<f32>) = match (op, const_first) {
+            ("Add", _) => (vec![1.0; ch], v),
+            ("Mul", _) => (v, vec![0.0; ch]),
+            ("Sub", false) => (vec![1.0; ch], v.iter().map(|x| -x).collect()),
+            ("Sub", true) => (vec![-1.0; ch], v),
+            ("Div", false) => (v.iter().map(|x| 1.0 / x).collect(), vec![0.0; ch]),
+            _ => {
+                return Err(format!(
+                    "Div of the constant `{}` by the runtime tensor `{}` is not supported: c / x is not a per-channel affine map (only x / c is)",
+                    n.input[0], n.input[1]
+                ));
+            }
+        };
+        // A bias added right after a conv/dense without other readers joins its bias.
+        if op != "Mul" && op != "Div" && scale.iter().all(|&s| s == 1.0) {
+            let x_name = if const_first {
+                &n.input[1]
+            } else {
+                &n.input[0]
+            };
+            if self.consumers.get(x_name).copied() == Some(1)
+                && let Some(&i) = self.producer.get(&x)
+            {
+                let node = &mut self.graph.nodes[i];
+                let target = match &mut node.op {
+                    Op::Conv2d(conv) => Some(&mut conv.bias),
+                    Op::ConvTranspose2d(conv) => Some(&mut conv.bias),
+                    Op::Dense { bias, .. } => Some(bias),
+                    _ => None,
+                };
+                if let (Some(has_bias), Some(prefix)) = (target, node.params.clone()) {
+                    let key = format!("{prefix}.bias");
+                    if *has_bias {
+                        let t = self.graph.params.get_mut(&key).expect("bias exists");
+                        for (b, s) in t.data.iter_mut().zip(&shift) {
+                            *b += s;
+                        }
+                    } else {
+                        *has_bias = true;
+                        self.graph.params.insert(key, Tensor::new(vec![ch], shift));
+                    }
+                    return Ok(x);
+                }
+            }
+        }
+        self.affine(out, name, x, scale, shift)
     }
 
     /// A reshape of a runtime tensor: nothing when the shape stays, a flatten when it is
@@ -1740,6 +2124,43 @@ fn grouped_misuse(input: &str) -> String {
     format!(
         "`{input}` is the 5-D intermediate of a channel shuffle; bnc accepts only Reshape [N, g, C/g, H, W] → Transpose [0, 2, 1, 3, 4] → Reshape [N, C, H, W] on runtime tensors"
     )
+}
+
+/// The shape of the NHWC view of the NCHW shape `x`.
+fn nhwc_shape(x: &[usize]) -> Vec<usize> {
+    vec![x[0], x[2], x[3], x[1]]
+}
+
+/// The error for an operator reading an NHWC view in a way bnc does not map.
+fn nhwc_misuse(input: &str, op: &str) -> String {
+    format!(
+        "`{input}` is the NHWC view (Transpose [0, 2, 3, 1]) of an NCHW tensor, and bnc does not map `{op}` on it; it accepts there only LayerNormalization over the last axis, MatMul by a constant [C, K] matrix, Add/Sub/Mul/Div by constants along the last axis, GELU and plain activations, and Transpose [0, 3, 1, 2] back to NCHW"
+    )
+}
+
+/// The error for an operator reading a step of a GELU pattern.
+fn gelu_misuse(input: &str) -> String {
+    format!(
+        "`{input}` is a step of the GELU pattern x·(1 + erf(x/√2))/2, which bnc imports only whole (Div by √2, Erf, Add 1, Mul by x, Mul by 0.5, in either operand order)"
+    )
+}
+
+/// A constant that broadcasts over the NHWC `shape` and varies at most along its last axis,
+/// as one value per channel.
+fn per_last_axis(c: &Const, shape: &[usize]) -> Option<Vec<f32>> {
+    if c.shape.len() > shape.len() {
+        return None;
+    }
+    let channels = shape[shape.len() - 1];
+    let (last, rest) = match c.shape.split_last() {
+        Some((&last, rest)) => (last, rest),
+        None => (1, &[][..]),
+    };
+    if rest.iter().any(|&d| d != 1) || (last != 1 && last != channels) {
+        return None;
+    }
+    let v = c.to_f32();
+    Some(if last == 1 { vec![v[0]; channels] } else { v })
 }
 
 /// Whether `kind` is imported without looking at the ONNX node's attributes: one input, no

@@ -126,15 +126,21 @@ pub fn materialize(
                     .iter()
                     .map(|&i| canonical.shape(i))
                     .collect();
-                if !original.op.param_specs(&shapes).is_empty() {
+                if let Op::LayerNorm { .. } = original.op {
+                    // Its own parameters, unchanged (it absorbs maps only in fold-paper).
+                    let prefix = original.params.clone().expect("layer_norm has parameters");
+                    let prefix = copy_params(canonical, original, &prefix, &mut graph);
+                    (original.op.clone(), Some(prefix))
+                } else if !original.op.param_specs(&shapes).is_empty() {
                     // Operators with parameters are `Layer`, `Aff` or `Pad` e-nodes.
                     return Err(format!(
                         "`{}` ({}) lost its parameters in the e-graph",
                         canonical.value(original.output).name,
                         original.op.name()
                     ));
+                } else {
+                    (original.op.clone(), None)
                 }
-                (original.op.clone(), None)
             }
             FoldNode::Layer { node, pro, epi, .. } => {
                 let original = &canonical.nodes[*node as usize];

@@ -190,7 +190,8 @@ impl FoldGraph {
                 | Op::Resize(_)
                 | Op::ChannelShuffle { .. }
                 | Op::SliceChannels { .. }
-                | Op::GlobalMaxPool => FoldNode::Op {
+                | Op::GlobalMaxPool
+                | Op::LayerNorm { .. } => FoldNode::Op {
                     node: index as u32,
                     args: args.into_boxed_slice(),
                 },
@@ -831,6 +832,14 @@ impl FoldGraph {
                     continue;
                 };
                 let Some(trace) = p.trace else { continue };
+                // A layer_norm absorbing a map on its output is an `Op` e-node here, which
+                // cannot carry a changed epilogue: such plans are fold-paper's alone.
+                if p.edits
+                    .iter()
+                    .any(|e| matches!(graph.nodes[e.node].op, Op::LayerNorm { .. }))
+                {
+                    continue;
+                }
                 let start = match direction {
                     Direction::Backward => self.maps.get(target.map).clone(),
                     Direction::Forward => {
@@ -977,7 +986,8 @@ impl FoldGraph {
                     | Op::ChannelShuffle { .. }
                     | Op::SliceChannels { .. }
                     | Op::GlobalMaxPool
-                    | Op::ConvTranspose2d(_),
+                    | Op::ConvTranspose2d(_)
+                    | Op::LayerNorm { .. },
                     _,
                 ) => Some(FoldNode::Op {
                     node: index as u32,

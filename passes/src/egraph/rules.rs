@@ -248,7 +248,8 @@ impl FoldGraph {
                                 | Transparency::NeedsFill
                                 | Transparency::SumsInputs
                                 | Transparency::Concatenates
-                                | Transparency::Blocks(_) => {}
+                                | Transparency::Blocks(_)
+                                | Transparency::AbsorbsOutput => {}
                                 // aff(shuffle(y), m) = shuffle(aff(y, m')): input channel
                                 // i = a·(C/g) + b is output channel b·g + a, so m'[i] = m[b·g + a].
                                 Transparency::Permutes { groups } => {
@@ -413,7 +414,8 @@ impl FoldGraph {
                         | Transparency::NeedsFill
                         | Transparency::SumsInputs
                         | Transparency::Concatenates
-                        | Transparency::Blocks(_) => {}
+                        | Transparency::Blocks(_)
+                        | Transparency::AbsorbsOutput => {}
                         // shuffle(aff(z, m)) = aff(shuffle(z), m') with m'[o] = m[src(o)].
                         Transparency::Permutes { groups } => {
                             let c = self.egraph[y].data[1];
