@@ -15,6 +15,12 @@
 //!
 //! Positions no tap reaches (output padding, phases without taps) stay 0 and get the bias,
 //! as in the interpreter.
+//!
+//! Correctness first, not fast: each tap is a read-modify-write pass over a phase-split plane
+//! that can exceed L1. Measured (1 thread, shared machine) on a U-Net up-step 1x64x56x56 →
+//! 32 channels 2x2 stride 2: 26.8 ms, where a 1x1 conv2d with the same multiply-adds takes
+//! 1.0 ms on the GEMM path and onnxruntime's ConvTranspose 0.9 ms. The next step is a GEMM
+//! (`C_out·kh·kw × C_in` on the packed path) followed by a col2im scatter-add.
 
 use super::*;
 use crate::plan::ConvTTap;
