@@ -237,12 +237,13 @@ pub(crate) enum KernelKind {
     GlobalMaxPool {
         x: View,
     },
-    /// Transposed conv, one unit per output plane `(n, o)`, as a scatter: every kernel tap
-    /// `(ky, kx)` adds `w·x[ci]` (rows `iy0..iy0 + cnt`, columns `ix0..ix0 + cnt`) to one
-    /// stride phase of the output, which scratch holds phase-split (`stride[0]·stride[1]`
-    /// planes of `phase[0] × phase[1]`) so that the rows it adds to are contiguous, f32x4
-    /// along them; the planes are then interleaved into the output through the epilogue
-    /// (bias first). The blob holds the weight repacked `[out][in / groups][kh][kw]` at `w`.
+    /// Transposed conv, one unit per output plane `(n, o)`. Kernel tap `(ky, kx)` reaches
+    /// inputs `iy0..iy0 + cnt` × `ix0..ix0 + cnt` of one stride phase of the output; scratch
+    /// holds the output phase-split (`stride[0]·stride[1]` planes of `phase[0] × phase[1]`),
+    /// filled per rectangle of positions the same taps reach, accumulating in registers over
+    /// channels and taps (`lower/conv_transpose.rs`); the planes are then interleaved into
+    /// the output through the epilogue (bias first). The blob holds the weight repacked
+    /// `[out][in / groups][kh][kw]` at `w`.
     ConvTranspose {
         x: View,
         hw: [usize; 2],
