@@ -3,7 +3,8 @@
 bnc and onnxruntime.
 
 For every model of `torchvision.models.list_models(module=torchvision.models)` and of
-`torchvision.models.segmentation` (or the `--models` subset) this script:
+`torchvision.models.segmentation`, plus `unet_small` (a U-Net with ConvTranspose + BN up-steps,
+defined here: torchvision has none), or the `--models` subset, this script:
   1. counts its parameters (built on the meta device, nothing allocated) and skips it above
      `--max-params` (150 M);
   2. builds it with random weights (`weights=None`, and `weights_backbone=None` for
@@ -47,8 +48,10 @@ FAMILIES = [
     "efficientnet_v2", "efficientnet", "mobilenet_v2", "mobilenet_v3", "shufflenet_v2",
     "swin_v2", "swin", "wide_resnet", "resnext", "resnet", "regnet_x", "regnet_y", "convnext",
     "densenet", "mnasnet", "squeezenet", "vgg", "vit", "maxvit", "alexnet", "googlenet",
-    "inception", "deeplabv3", "fcn", "lraspp",
+    "inception", "deeplabv3", "fcn", "lraspp", "unet",
 ]
+# Models torchvision lacks, defined below: a U-Net (decoder with ConvTranspose + BN).
+EXTRA = ("unet_small",)
 TRANSFORMERS = ("vit", "swin", "swin_v2", "maxvit")
 INPUT_SIZE = {"inception_v3": 299}
 
@@ -60,9 +63,48 @@ def family(name):
     return name
 
 
+def unet_small(base=32, levels=4):
+    """A U-Net (Ronneberger et al. 2015) with BN after every conv and after every 2x2 stride-2
+    ConvTranspose up-step, `levels` poolings, `base` channels at the top; 21 classes."""
+    import torch
+    from torch import nn
+
+    def block(cin, cout):
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        )
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            widths = [base * 2**i for i in range(levels + 1)]
+            self.down = nn.ModuleList([block(3, widths[0])] + [block(a, b) for a, b in zip(widths, widths[1:])])
+            self.up = nn.ModuleList(
+                nn.Sequential(nn.ConvTranspose2d(b, a, 2, stride=2), nn.BatchNorm2d(a), nn.ReLU(inplace=True))
+                for a, b in zip(widths, widths[1:])
+            )
+            self.merge = nn.ModuleList(block(2 * a, a) for a in widths[:-1])
+            self.head = nn.Conv2d(widths[0], 21, 1)
+
+        def forward(self, x):
+            skips = []
+            for i, d in enumerate(self.down):
+                x = d(x if i == 0 else torch.nn.functional.max_pool2d(x, 2))
+                skips.append(x)
+            x = skips.pop()
+            for up, merge in zip(reversed(self.up), reversed(self.merge)):
+                x = merge(torch.cat([skips.pop(), up(x)], 1))
+            return self.head(x)
+
+    return UNet()
+
+
 def constructor(name, segmentation):
     import torchvision
 
+    if name == "unet_small":
+        return unet_small, {}
     if segmentation:
         return getattr(torchvision.models.segmentation, name), {"weights": None, "weights_backbone": None}
     kwargs = {"weights": None}
@@ -77,7 +119,7 @@ def list_all():
 
     cls = torchvision.models.list_models(module=torchvision.models)
     seg = torchvision.models.list_models(module=torchvision.models.segmentation)
-    return [(m, False) for m in cls] + [(m, True) for m in seg]
+    return [(m, False) for m in cls] + [(m, True) for m in seg] + [(m, True) for m in EXTRA]
 
 
 def count_params(name, segmentation):
@@ -117,7 +159,7 @@ def build(name, segmentation, seed=0):
                     m.weight.copy_(u(0.5, 1.5))
                     m.bias.copy_(u(-0.2, 0.2))
     model.eval()
-    if segmentation:
+    if segmentation and name not in EXTRA:
 
         class Out(torch.nn.Module):
             def __init__(self, inner):
