@@ -975,22 +975,30 @@ impl<'a> Importer<'a> {
                 let x = dynamic(0)?;
                 one(self.emit(out, Op::GlobalAvgPool, vec![x], None)?)
             }
-            "ReduceMean" => {
+            // The spatial mean or max: global pooling (keepdims = 0 flattens the pooled
+            // [N, C, 1, 1] to [N, C]).
+            "ReduceMean" | "ReduceMax" => {
                 let x = dynamic(0)?;
                 let xs = self.graph.shape(x).clone();
+                let op_type = n.op_type();
+                let (pool, what) = if op_type == "ReduceMean" {
+                    (Op::GlobalAvgPool, "mean")
+                } else {
+                    (Op::GlobalMaxPool, "max")
+                };
                 let axes = match constant(1)? {
                     Some(c) => Some(c.to_i64()),
                     None => a.ints("axes"),
                 };
                 let mut axes: Vec<usize> = axes
-                    .ok_or("ReduceMean over all axes is not supported")?
+                    .ok_or_else(|| format!("{op_type} over all axes is not supported"))?
                     .iter()
                     .map(|&v| tensor::axis(v, xs.len(), false))
                     .collect::<R<_>>()?;
                 axes.sort_unstable();
                 if xs.len() != 4 || axes != [2, 3] {
                     return Err(format!(
-                        "ReduceMean over axes {axes:?} of {xs:?}; bnc maps only the spatial mean (axes [2, 3] of NCHW)"
+                        "{op_type} over axes {axes:?} of {xs:?}; bnc maps only the spatial {what} (axes [2, 3] of NCHW)"
                     ));
                 }
                 let keep = a.int("keepdims").unwrap_or(1) != 0;
@@ -999,7 +1007,7 @@ impl<'a> Importer<'a> {
                 } else {
                     format!("{out}_pooled")
                 };
-                let g = self.emit(&tmp, Op::GlobalAvgPool, vec![x], None)?;
+                let g = self.emit(&tmp, pool, vec![x], None)?;
                 if keep {
                     one(g)
                 } else {
@@ -1310,38 +1318,6 @@ impl<'a> Importer<'a> {
                     ));
                 }
                 one(self.emit(out, Op::Softmax, vec![x], None)?)
-            }
-            "ReduceMax" => {
-                let x = dynamic(0)?;
-                let xs = self.graph.shape(x).clone();
-                let axes = match constant(1)? {
-                    Some(c) => Some(c.to_i64()),
-                    None => a.ints("axes"),
-                };
-                let mut axes: Vec<usize> = axes
-                    .ok_or("ReduceMax over all axes is not supported")?
-                    .iter()
-                    .map(|&v| tensor::axis(v, xs.len(), false))
-                    .collect::<R<_>>()?;
-                axes.sort_unstable();
-                if xs.len() != 4 || axes != [2, 3] {
-                    return Err(format!(
-                        "ReduceMax over axes {axes:?} of {xs:?}; bnc maps only the spatial max (axes [2, 3] of NCHW)"
-                    ));
-                }
-                // keepdims = 0 is the pooled [N, C, 1, 1] flattened to [N, C] (as ReduceMean).
-                let keep = a.int("keepdims").unwrap_or(1) != 0;
-                let tmp = if keep {
-                    out.to_string()
-                } else {
-                    format!("{out}_pooled")
-                };
-                let g = self.emit(&tmp, Op::GlobalMaxPool, vec![x], None)?;
-                if keep {
-                    one(g)
-                } else {
-                    one(self.emit(out, Op::Flatten, vec![g], None)?)
-                }
             }
             "Pow" => {
                 let e = constant(1)?.ok_or("Pow without an exponent")?;
