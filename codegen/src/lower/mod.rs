@@ -189,6 +189,18 @@ pub(crate) fn emit_ukernel(b: &mut FunctionBuilder, fma: bool) {
     b.seal_all_blocks();
 }
 
+/// exp's Taylor coefficients 1/7!, 1/6!, …, 1/1!, 1/0!, highest degree first.
+const EXP_TAYLOR: [f32; 8] = [
+    1.0 / 5040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
+
 /// Emission state for one kernel function.
 pub(crate) struct Em<'a, 'b> {
     pub b: &'a mut FunctionBuilder<'b>,
@@ -362,43 +374,17 @@ impl<'a, 'b> Em<'a, 'b> {
     /// `exp(x)` lane-wise: range reduction by ln 2 and a degree-6 polynomial (relative error
     /// about 2e-7); inputs are clamped to [-87, 88].
     fn vexp(&mut self, x: Value) -> Value {
-        let lo = self.vc(-87.0);
-        let hi = self.vc(88.0);
-        let x = self.b.ins().fmax(x, lo);
-        let x = self.b.ins().fmin(x, hi);
-        let log2e = self.vc(std::f32::consts::LOG2_E);
-        let t = self.b.ins().fmul(x, log2e);
-        let k = self.b.ins().nearest(t);
-        let ln2_hi = self.vc(-0.693_359_4);
-        let ln2_lo = self.vc(2.121_944_4e-4);
-        let r = self.fmadd(k, ln2_hi, x);
-        let r = self.fmadd(k, ln2_lo, r);
-        let coef = [
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-            1.0,
-            1.0,
-        ];
-        let mut p = self.vc(coef[0]);
-        for &c in &coef[1..] {
-            let cv = self.vc(c);
-            p = self.fmadd(p, r, cv);
-        }
-        let ki = self.b.ins().fcvt_to_sint_sat(I32X4, k);
-        let bias = self.b.ins().iconst(I32, 127);
-        let biasv = self.b.ins().splat(I32X4, bias);
-        let e = self.b.ins().iadd(ki, biasv);
-        let sh = self.b.ins().iconst(I32, 23);
-        let e = self.b.ins().ishl(e, sh);
-        let scale = self.b.ins().bitcast(F32X4, MemFlagsData::new(), e);
-        self.b.ins().fmul(p, scale)
+        self.vexp_with(x, &EXP_TAYLOR[1..])
     }
     /// `exp(x)` lane-wise, a degree-7 polynomial after the same range reduction as
     /// [`Em::vexp`] (relative error about 1e-7), for `erfc`.
     fn vexp7(&mut self, x: Value) -> Value {
+        self.vexp_with(x, &EXP_TAYLOR)
+    }
+    /// `exp(x) = 2^k·p(r)` with `k = round(x·log2 e)`, `r = x − k·ln 2` (ln 2 split in two
+    /// for exactness) and `p` the Taylor polynomial `coef` (highest degree first); `x` is
+    /// clamped to [-87, 88] so that `2^k` is a normal f32.
+    fn vexp_with(&mut self, x: Value, coef: &[f32]) -> Value {
         let lo = self.vc(-87.0);
         let hi = self.vc(88.0);
         let x = self.b.ins().fmax(x, lo);
@@ -410,17 +396,7 @@ impl<'a, 'b> Em<'a, 'b> {
         let ln2_lo = self.vc(2.121_944_4e-4);
         let r = self.fmadd(k, ln2_hi, x);
         let r = self.fmadd(k, ln2_lo, r);
-        let coef = [
-            1.0 / 5040.0,
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-            1.0,
-            1.0,
-        ];
-        let p = self.horner(&coef, r);
+        let p = self.horner(coef, r);
         let ki = self.b.ins().fcvt_to_sint_sat(I32X4, k);
         let bias = self.b.ins().iconst(I32, 127);
         let biasv = self.b.ins().splat(I32X4, bias);
