@@ -4,33 +4,17 @@
 //! `.nn` and against values computed by PyTorch (`torch.nn.functional.conv_transpose2d`, in
 //! f64); and the error cases.
 
+mod common;
+use common::onnx_import as import;
+
 use std::path::Path;
 
 use bnc_frontend::onnx::builder::{ModelBuilder, attr_int, attr_ints, attr_string};
-use bnc_frontend::onnx::{OnnxOptions, load_bytes};
 use bnc_frontend::random_normal;
 use bnc_ir::{Graph, Op, Tensor, interp};
 
 fn import_result(m: &ModelBuilder) -> Result<Graph, String> {
-    load_bytes(
-        &m.to_bytes(),
-        "test.onnx",
-        "test",
-        Path::new("."),
-        &OnnxOptions::default(),
-    )
-    .map_err(|e| e.message().to_string())
-}
-
-fn import(m: &ModelBuilder) -> Graph {
-    load_bytes(
-        &m.to_bytes(),
-        "test.onnx",
-        "test",
-        Path::new("."),
-        &OnnxOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("import failed: {}", e.render(false)))
+    common::onnx_import_result(m).map_err(|e| e.message().to_string())
 }
 
 fn reference(src: &str) -> Graph {

@@ -4,45 +4,12 @@
 //! on the NHWC view; checked against NHWC arithmetic written out here. Everything else that
 //! reads an NHWC view is an error naming the node.
 
-use std::path::Path;
+mod common;
+use common::{onnx_import as import, onnx_import_err as import_err};
 
 use bnc_frontend::onnx::builder::{ModelBuilder, attr_float, attr_int, attr_ints, attr_string};
-use bnc_frontend::onnx::{OnnxOptions, load_bytes};
 use bnc_frontend::random_normal;
 use bnc_ir::{Activation, Graph, Tensor, interp};
-
-fn import(m: &ModelBuilder) -> Graph {
-    load_bytes(
-        &m.to_bytes(),
-        "test.onnx",
-        "test",
-        Path::new("."),
-        &OnnxOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("import failed: {}", e.render(false)))
-}
-
-fn import_err(m: &ModelBuilder) -> String {
-    match load_bytes(
-        &m.to_bytes(),
-        "test.onnx",
-        "test",
-        Path::new("."),
-        &OnnxOptions::default(),
-    ) {
-        Ok(g) => panic!(
-            "expected an error, imported:\n{}",
-            bnc_ir::printer::print(&g)
-        ),
-        // The rendered report, its line wrapping undone.
-        Err(e) => e
-            .render(false)
-            .replace('│', " ")
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" "),
-    }
-}
 
 fn ops(g: &Graph) -> Vec<&'static str> {
     g.nodes.iter().map(|n| n.op.name()).collect()

@@ -4,39 +4,14 @@
 //! index arithmetic written out here; the `.nn` forms round-trip; everything else is an error
 //! naming the node.
 
+mod common;
+use common::{onnx_import as import, onnx_import_err as import_err};
+
 use std::path::Path;
 
 use bnc_frontend::onnx::builder::{ModelBuilder, attr_int, attr_ints, attr_tensor, int_tensor};
-use bnc_frontend::onnx::{OnnxOptions, load_bytes};
 use bnc_frontend::random_normal;
 use bnc_ir::{Graph, Op, Tensor, interp};
-
-fn import(m: &ModelBuilder) -> Graph {
-    load_bytes(
-        &m.to_bytes(),
-        "test.onnx",
-        "test",
-        Path::new("."),
-        &OnnxOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("import failed: {}", e.render(false)))
-}
-
-fn import_err(m: &ModelBuilder) -> String {
-    match load_bytes(
-        &m.to_bytes(),
-        "test.onnx",
-        "test",
-        Path::new("."),
-        &OnnxOptions::default(),
-    ) {
-        Ok(g) => panic!(
-            "expected an error, imported:\n{}",
-            bnc_ir::printer::print(&g)
-        ),
-        Err(e) => e.message().to_string(),
-    }
-}
 
 fn ops(g: &Graph) -> Vec<&'static str> {
     g.nodes.iter().map(|n| n.op.name()).collect()

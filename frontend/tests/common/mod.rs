@@ -123,3 +123,32 @@ pub fn write_safetensors(path: &Path, tensors: &[(&str, Entry)]) {
     let data = safetensors::serialize(views, None).expect("serialize");
     std::fs::write(path, data).expect("write safetensors");
 }
+
+/// Imports the ONNX model `m` (as `test.onnx`, external data looked up in `.`).
+pub fn onnx_import_result(
+    m: &bnc_frontend::onnx::builder::ModelBuilder,
+) -> Result<bnc_ir::Graph, Error> {
+    bnc_frontend::onnx::load_bytes(
+        &m.to_bytes(),
+        "test.onnx",
+        "test",
+        Path::new("."),
+        &bnc_frontend::onnx::OnnxOptions::default(),
+    )
+}
+
+/// Imports `m`, panicking with the rendered diagnostic if it fails.
+pub fn onnx_import(m: &bnc_frontend::onnx::builder::ModelBuilder) -> bnc_ir::Graph {
+    onnx_import_result(m).unwrap_or_else(|e| panic!("import failed: {}", e.render(false)))
+}
+
+/// The message of the error importing `m` gives; panics if it imports.
+pub fn onnx_import_err(m: &bnc_frontend::onnx::builder::ModelBuilder) -> String {
+    match onnx_import_result(m) {
+        Ok(g) => panic!(
+            "expected an error, imported:\n{}",
+            bnc_ir::printer::print(&g)
+        ),
+        Err(e) => e.message().to_string(),
+    }
+}
