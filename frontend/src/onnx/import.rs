@@ -669,28 +669,12 @@ impl<'a> Importer<'a> {
                 let w = constant(1)?.ok_or("Conv without weights")?;
                 let b = constant(2)?;
                 let xs = self.graph.shape(x).clone();
-                if xs.len() != 4 || w.shape.len() != 4 {
-                    return Err(format!(
-                        "only 2-D convolutions (4-D input and weight) are supported; input {:?}, weight {:?}",
-                        xs, w.shape
-                    ));
-                }
-                let kernel = [w.shape[2], w.shape[3]];
-                if let Some(k) = a.ints("kernel_shape")
-                    && k != [kernel[0] as i64, kernel[1] as i64]
-                {
-                    return Err(format!(
-                        "kernel_shape {k:?} disagrees with the weight shape {:?}",
-                        w.shape
-                    ));
-                }
-                let stride = a.pair("strides", 1)?;
-                let dilation = a.pair("dilations", 1)?;
-                let groups = a.int("group").unwrap_or(1);
-                let groups = usize::try_from(groups)
-                    .ok()
-                    .filter(|&g| g >= 1)
-                    .ok_or("group must be positive")?;
+                let ConvGeometry {
+                    kernel,
+                    stride,
+                    dilation,
+                    groups,
+                } = conv_geometry(&a, "convolutions", &xs, w)?;
                 if w.shape[1].checked_mul(groups) != Some(xs[1]) {
                     return Err(format!(
                         "weight {:?} with group {groups} does not fit {} input channels",
@@ -699,17 +683,7 @@ impl<'a> Importer<'a> {
                 }
                 let pad = a.pads(&[xs[2], xs[3]], kernel, stride, dilation)?;
                 let prefix = self.prefix(input_name(1), "weight", name);
-                let mut tensors = vec![("weight", Tensor::new(w.shape.clone(), w.to_f32()))];
-                if let Some(b) = b {
-                    if b.numel() != w.shape[0] {
-                        return Err(format!(
-                            "bias has {} values for {} output channels",
-                            b.numel(),
-                            w.shape[0]
-                        ));
-                    }
-                    tensors.push(("bias", Tensor::new(vec![w.shape[0]], b.to_f32())));
-                }
+                let tensors = weight_and_bias(w, b, w.shape[0])?;
                 let op = Op::Conv2d(Conv2d {
                     out_channels: w.shape[0],
                     kernel,
@@ -727,27 +701,12 @@ impl<'a> Importer<'a> {
                 let w = constant(1)?.ok_or("ConvTranspose without weights")?;
                 let b = constant(2)?;
                 let xs = self.graph.shape(x).clone();
-                if xs.len() != 4 || w.shape.len() != 4 {
-                    return Err(format!(
-                        "only 2-D transposed convolutions (4-D input and weight) are supported; input {:?}, weight {:?}",
-                        xs, w.shape
-                    ));
-                }
-                let kernel = [w.shape[2], w.shape[3]];
-                if let Some(k) = a.ints("kernel_shape")
-                    && k != [kernel[0] as i64, kernel[1] as i64]
-                {
-                    return Err(format!(
-                        "kernel_shape {k:?} disagrees with the weight shape {:?}",
-                        w.shape
-                    ));
-                }
-                let stride = a.pair("strides", 1)?;
-                let dilation = a.pair("dilations", 1)?;
-                let groups = usize::try_from(a.int("group").unwrap_or(1))
-                    .ok()
-                    .filter(|&g| g >= 1)
-                    .ok_or("group must be positive")?;
+                let ConvGeometry {
+                    kernel,
+                    stride,
+                    dilation,
+                    groups,
+                } = conv_geometry(&a, "transposed convolutions", &xs, w)?;
                 // The weight is [C_in, C_out / group, kh, kw].
                 if w.shape[0] != xs[1] || !xs[1].is_multiple_of(groups) {
                     return Err(format!(
@@ -778,16 +737,7 @@ impl<'a> Importer<'a> {
                     output_padding,
                 )?;
                 let prefix = self.prefix(input_name(1), "weight", name);
-                let mut tensors = vec![("weight", Tensor::new(w.shape.clone(), w.to_f32()))];
-                if let Some(b) = b {
-                    if b.numel() != out_channels {
-                        return Err(format!(
-                            "bias has {} values for {out_channels} output channels",
-                            b.numel()
-                        ));
-                    }
-                    tensors.push(("bias", Tensor::new(vec![out_channels], b.to_f32())));
-                }
+                let tensors = weight_and_bias(w, b, out_channels)?;
                 let op = Op::ConvTranspose2d(ConvTranspose2d {
                     out_channels,
                     kernel,
@@ -2260,6 +2210,66 @@ fn order(g: &GraphProto) -> R<Vec<&NodeProto>> {
 /// stride), where the total padding is `stride·(in − 1) + output_padding + dilation·(k − 1) +
 /// 1 − output`. The ONNX text and runtimes disagree on which side takes the odd unit of an
 /// odd total, so an odd total is refused rather than guessed.
+/// What Conv and ConvTranspose read alike: a 4-D input and weight, the kernel (the weight's
+/// last two axes, checked against `kernel_shape`), strides, dilations and a positive group.
+fn conv_geometry(a: &Attrs, what: &str, xs: &Shape, w: &Const) -> R<ConvGeometry> {
+    if xs.len() != 4 || w.shape.len() != 4 {
+        return Err(format!(
+            "only 2-D {what} (4-D input and weight) are supported; input {:?}, weight {:?}",
+            xs, w.shape
+        ));
+    }
+    let kernel = [w.shape[2], w.shape[3]];
+    if let Some(k) = a.ints("kernel_shape")
+        && k != [kernel[0] as i64, kernel[1] as i64]
+    {
+        return Err(format!(
+            "kernel_shape {k:?} disagrees with the weight shape {:?}",
+            w.shape
+        ));
+    }
+    let stride = a.pair("strides", 1)?;
+    let dilation = a.pair("dilations", 1)?;
+    let groups = usize::try_from(a.int("group").unwrap_or(1))
+        .ok()
+        .filter(|&g| g >= 1)
+        .ok_or("group must be positive")?;
+    Ok(ConvGeometry {
+        kernel,
+        stride,
+        dilation,
+        groups,
+    })
+}
+
+/// The attributes [`conv_geometry`] reads.
+struct ConvGeometry {
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    groups: usize,
+}
+
+/// A conv-like layer's parameter tensors: the weight as it is, and the bias, which must
+/// hold one value per output channel.
+fn weight_and_bias(
+    w: &Const,
+    b: Option<&Const>,
+    out_channels: usize,
+) -> R<Vec<(&'static str, Tensor)>> {
+    let mut tensors = vec![("weight", Tensor::new(w.shape.clone(), w.to_f32()))];
+    if let Some(b) = b {
+        if b.numel() != out_channels {
+            return Err(format!(
+                "bias has {} values for {out_channels} output channels",
+                b.numel()
+            ));
+        }
+        tensors.push(("bias", Tensor::new(vec![out_channels], b.to_f32())));
+    }
+    Ok(tensors)
+}
+
 fn conv_transpose_pads(
     a: &Attrs,
     input: [usize; 2],
