@@ -140,51 +140,71 @@ pub(super) fn hsum(em: &mut Em, v: Value) -> Value {
     s
 }
 
+/// The mean of each `(n, c)` plane: summed 4 lanes at a time, the lanes by `hsum`, then
+/// the tail.
 pub(super) fn emit_gap(em: &mut Em, io: &Io) {
-    let Io {
-        x,
-        out,
-        epi,
-        lo,
-        hi,
-    } = *io;
-    let s_n = x.s;
-    let c_n = x.c;
-    em.lp(lo, hi, 1, |em, u| {
-        let (n, c) = em.divmod(u, c_n);
-        let xb = em.plane(x, n, c);
-        let acc = em.b.declare_var(F32X4);
-        let z = em.vc(0.0);
-        em.b.def_var(acc, z);
-        let s4 = s_n / 4 * 4;
-        em.lpc(0, s4, 4, |em, s| {
-            let a = em.ea(xb, s);
-            let v = em.ld4(a, 0);
-            let cur = em.b.use_var(acc);
-            let nv = em.b.ins().fadd(cur, v);
-            em.b.def_var(acc, nv);
-        });
-        let accv = em.b.use_var(acc);
-        let mut sum = hsum(em, accv);
-        for s in s4..s_n {
-            let v = em.ld1(xb, (s * 4) as i32);
-            sum = em.b.ins().fadd(sum, v);
-        }
-        let d = em.fc(s_n as f32);
-        let mean = em.b.ins().fdiv(sum, d);
-        let mv = em.splat(mean);
-        let z0 = em.ic(0);
-        let y = em.epi(epi, mv, n, c, z0, false);
-        let y = em.lane0(y);
-        let ob = em.vbase(out, n);
-        let a = em.ea(ob, c);
-        em.st(y, a, 0);
-    });
+    let count = io.x.s as f32;
+    reduce_planes(
+        em,
+        io,
+        0.0,
+        |em, acc, v| em.b.ins().fadd(acc, v),
+        hsum,
+        |em, acc, v| em.b.ins().fadd(acc, v),
+        |em, sum| {
+            let d = em.fc(count);
+            em.b.ins().fdiv(sum, d)
+        },
+    );
+}
+
+/// Takes `v` over `acc` when it is greater or NaN (as `emit_pool`), so a NaN wins.
+fn take_max(em: &mut Em, acc: Value, v: Value, vector: bool) -> Value {
+    let gt = em.b.ins().fcmp(FloatCC::GreaterThan, v, acc);
+    let nan = em.b.ins().fcmp(FloatCC::Unordered, v, v);
+    let t = em.b.ins().bor(gt, nan);
+    if vector {
+        let t = em.mask_f(t);
+        em.b.ins().bitselect(t, v, acc)
+    } else {
+        em.b.ins().select(t, v, acc)
+    }
 }
 
 /// The maximum of each `(n, c)` plane: 4 lanes at a time, then across the lanes and the tail,
-/// taking a value when it is greater or NaN (as `emit_pool`), so a NaN in the plane gives NaN.
+/// so a NaN in the plane gives NaN.
 pub(super) fn emit_gmp(em: &mut Em, io: &Io) {
+    reduce_planes(
+        em,
+        io,
+        f32::NEG_INFINITY,
+        |em, acc, v| take_max(em, acc, v, true),
+        |em, acc| {
+            let mut m = em.b.ins().extractlane(acc, 0);
+            for l in 1..4u8 {
+                let e = em.b.ins().extractlane(acc, l);
+                m = take_max(em, m, e, false);
+            }
+            m
+        },
+        |em, m, v| take_max(em, m, v, false),
+        |_, m| m,
+    );
+}
+
+/// One unit per `(n, c)` plane of `x`, reduced to one value through the epilogue into
+/// `out[n, c]`: an f32x4 accumulator from `init` folds 4 lanes at a time (`vector`), its
+/// lanes become one value (`lanes`), the tail joins it one by one (`scalar`), and `finish`
+/// turns the result into the output.
+fn reduce_planes(
+    em: &mut Em,
+    io: &Io,
+    init: f32,
+    vector: impl Fn(&mut Em, Value, Value) -> Value,
+    lanes: impl Fn(&mut Em, Value) -> Value,
+    scalar: impl Fn(&mut Em, Value, Value) -> Value,
+    finish: impl Fn(&mut Em, Value) -> Value,
+) {
     let Io {
         x,
         out,
@@ -194,44 +214,30 @@ pub(super) fn emit_gmp(em: &mut Em, io: &Io) {
     } = *io;
     let s_n = x.s;
     let c_n = x.c;
-    let take = |em: &mut Em, acc: Value, v: Value, vector: bool| -> Value {
-        let gt = em.b.ins().fcmp(FloatCC::GreaterThan, v, acc);
-        let nan = em.b.ins().fcmp(FloatCC::Unordered, v, v);
-        let t = em.b.ins().bor(gt, nan);
-        if vector {
-            let t = em.mask_f(t);
-            em.b.ins().bitselect(t, v, acc)
-        } else {
-            em.b.ins().select(t, v, acc)
-        }
-    };
     em.lp(lo, hi, 1, |em, u| {
         let (n, c) = em.divmod(u, c_n);
         let xb = em.plane(x, n, c);
         let acc = em.b.declare_var(F32X4);
-        let init = em.vc(f32::NEG_INFINITY);
-        em.b.def_var(acc, init);
+        let start = em.vc(init);
+        em.b.def_var(acc, start);
         let s4 = s_n / 4 * 4;
         em.lpc(0, s4, 4, |em, s| {
             let a = em.ea(xb, s);
             let v = em.ld4(a, 0);
             let cur = em.b.use_var(acc);
-            let nv = take(em, cur, v, true);
+            let nv = vector(em, cur, v);
             em.b.def_var(acc, nv);
         });
         let accv = em.b.use_var(acc);
-        let mut m = em.b.ins().extractlane(accv, 0);
-        for l in 1..4u8 {
-            let e = em.b.ins().extractlane(accv, l);
-            m = take(em, m, e, false);
-        }
+        let mut r = lanes(em, accv);
         for s in s4..s_n {
             let v = em.ld1(xb, (s * 4) as i32);
-            m = take(em, m, v, false);
+            r = scalar(em, r, v);
         }
-        let mv = em.splat(m);
+        let r = finish(em, r);
+        let rv = em.splat(r);
         let z0 = em.ic(0);
-        let y = em.epi(epi, mv, n, c, z0, false);
+        let y = em.epi(epi, rv, n, c, z0, false);
         let y = em.lane0(y);
         let ob = em.vbase(out, n);
         let a = em.ea(ob, c);
