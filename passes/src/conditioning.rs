@@ -279,6 +279,24 @@ struct Taps {
     squares: f64,
 }
 
+impl Taps {
+    /// The sums over one kernel's weights.
+    fn of(row: &[f32]) -> Taps {
+        let mut t = Taps {
+            sum: 0.0,
+            abs_sum: 0.0,
+            squares: 0.0,
+        };
+        for &w in row {
+            let w = w as f64;
+            t.sum += w;
+            t.abs_sum += w.abs();
+            t.squares += w * w;
+        }
+        t
+    }
+}
+
 /// The taps of a conv or dense layer by output channel: `(input channel, taps)` for the input
 /// channels of its group; `None` without weights.
 fn taps_by_output(graph: &Graph, node: &Node) -> Option<Vec<Vec<(usize, Taps)>>> {
@@ -297,18 +315,7 @@ fn taps_by_output(graph: &Graph, node: &Node) -> Option<Vec<Vec<(usize, Taps)>>>
                         .map(|li| {
                             let i = group * in_per_group + li;
                             let row = &weight.data[(i * out_per_group + local) * taps..][..taps];
-                            let mut t = Taps {
-                                sum: 0.0,
-                                abs_sum: 0.0,
-                                squares: 0.0,
-                            };
-                            for &w in row {
-                                let w = w as f64;
-                                t.sum += w;
-                                t.abs_sum += w.abs();
-                                t.squares += w * w;
-                            }
-                            (i, t)
+                            (i, Taps::of(row))
                         })
                         .collect()
                 })
@@ -328,18 +335,7 @@ fn taps_by_output(graph: &Graph, node: &Node) -> Option<Vec<Vec<(usize, Taps)>>>
                 (0..in_per_group)
                     .map(|local| {
                         let row = &weight.data[(o * in_per_group + local) * taps..][..taps];
-                        let mut t = Taps {
-                            sum: 0.0,
-                            abs_sum: 0.0,
-                            squares: 0.0,
-                        };
-                        for &w in row {
-                            let w = w as f64;
-                            t.sum += w;
-                            t.abs_sum += w.abs();
-                            t.squares += w * w;
-                        }
-                        (group * in_per_group + local, t)
+                        (group * in_per_group + local, Taps::of(row))
                     })
                     .collect()
             })
