@@ -227,7 +227,7 @@ fn path_text(kind: &KernelKind) -> String {
             stride,
             ..
         } => format!(
-            "conv-transpose scatter {}x{} stride {}x{} {}x{} -> {}x{} {cin_g}->{cout_g} per group",
+            "conv-transpose phase-split {}x{} stride {}x{} {}x{} -> {}x{} {cin_g}->{cout_g} per group",
             kernel[0], kernel[1], stride[0], stride[1], hw[0], hw[1], ohw[0], ohw[1]
         ),
         KernelKind::Pad {
