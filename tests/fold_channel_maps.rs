@@ -20,7 +20,6 @@ mod common;
 
 use bnc::ir::Graph;
 use bnc::passes::FoldMode;
-use bnc::{CompileOptions, Model};
 use common::fold::*;
 
 /// A folding pipeline (`paper` or `egraph`).
@@ -37,22 +36,6 @@ fn non_uniform(g: &mut Graph, bn: &str, channels: usize) {
         set_param(g, &format!("{bn}.running_mean"), c, 0.6 - 0.1 * k);
         set_param(g, &format!("{bn}.running_var"), c, 0.3 + 0.2 * k);
     }
-}
-
-fn compiled_error(g: &Graph, mode: FoldMode, threads: usize) -> f32 {
-    let options = CompileOptions {
-        fold: mode,
-        threads,
-        ..CompileOptions::default()
-    };
-    let model = Model::from_graph(g, &options).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
-    let inputs = random_inputs(g, 3);
-    let want = bnc::ir::interp::run(g, &inputs).unwrap();
-    let got = model.run_tensors(&inputs).unwrap();
-    want.iter()
-        .zip(&got)
-        .map(|(w, o)| w.max_abs_diff(o) / w.max_abs().max(1e-6))
-        .fold(0.0, f32::max)
 }
 
 /// Both modes fold every BN of `g` away (`left` affines may stay, e.g. a map with nowhere

@@ -361,3 +361,21 @@ pub fn randomize_gammas(g: &mut Graph, bns: &[(String, usize)], rng: &mut Rng) {
         }
     }
 }
+
+/// The model `g` compiled with folding `mode` on `threads` threads, against the interpreter
+/// on `g` unfolded: the largest error relative to the largest output magnitude.
+pub fn compiled_error(g: &Graph, mode: bnc::passes::FoldMode, threads: usize) -> f32 {
+    let options = bnc::CompileOptions {
+        fold: mode,
+        threads,
+        ..bnc::CompileOptions::default()
+    };
+    let model = bnc::Model::from_graph(g, &options).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+    let inputs = random_inputs(g, 3);
+    let want = interp::run(g, &inputs).unwrap();
+    let got = model.run_tensors(&inputs).unwrap();
+    want.iter()
+        .zip(&got)
+        .map(|(w, o)| w.max_abs_diff(o) / w.max_abs().max(1e-6))
+        .fold(0.0, f32::max)
+}
