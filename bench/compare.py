@@ -47,12 +47,11 @@ MODELS = [
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def build_model(name):
-    kwargs = {"weights": None}
-    if name == "googlenet":
-        kwargs.update(aux_logits=False, init_weights=True)
-    model = getattr(torchvision.models, name)(**kwargs)
-    gen = torch.Generator().manual_seed(0)
+def randomize_batchnorms(model, seed):
+    """Gives every batch-norm random running statistics (mean in [-0.2, 0.2], variance in
+    [0.5, 1.5]) and affine parameters (gamma in [0.5, 1.5], beta in [-0.2, 0.2]), so that a
+    folding error shows in the outputs. Shared with coverage.py."""
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -61,10 +60,20 @@ def build_model(name):
                 def u(lo, hi):
                     return lo + (hi - lo) * torch.rand(c, generator=gen)
 
-                m.running_mean.copy_(u(-0.2, 0.2))
-                m.running_var.copy_(u(0.5, 1.5))
-                m.weight.copy_(u(0.5, 1.5))
-                m.bias.copy_(u(-0.2, 0.2))
+                if m.track_running_stats:
+                    m.running_mean.copy_(u(-0.2, 0.2))
+                    m.running_var.copy_(u(0.5, 1.5))
+                if m.affine:
+                    m.weight.copy_(u(0.5, 1.5))
+                    m.bias.copy_(u(-0.2, 0.2))
+
+
+def build_model(name):
+    kwargs = {"weights": None}
+    if name == "googlenet":
+        kwargs.update(aux_logits=False, init_weights=True)
+    model = getattr(torchvision.models, name)(**kwargs)
+    randomize_batchnorms(model, 0)
     return model.eval()
 
 

@@ -143,21 +143,9 @@ def build(name, segmentation, seed=0):
     torch.manual_seed(seed)
     ctor, kwargs = constructor(name, segmentation)
     model = ctor(**kwargs)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                c = m.num_features
+    from compare import randomize_batchnorms  # bench/compare.py
 
-                def u(lo, hi):
-                    return lo + (hi - lo) * torch.rand(c, generator=gen)
-
-                if m.track_running_stats:
-                    m.running_mean.copy_(u(-0.2, 0.2))
-                    m.running_var.copy_(u(0.5, 1.5))
-                if m.affine:
-                    m.weight.copy_(u(0.5, 1.5))
-                    m.bias.copy_(u(-0.2, 0.2))
+    randomize_batchnorms(model, seed)
     model.eval()
     if segmentation and name not in EXTRA:
 
