@@ -9,7 +9,7 @@ use bnc_ir::{Graph, Node, Op, Shape, ValueId};
 use super::FoldGraph;
 use super::extract::{Choice, Frozen};
 use super::lang::FoldNode;
-use crate::affine::absorb;
+use crate::affine::{Absorption, absorb, absorb_output};
 
 /// Builds the graph `choice` selects from `frozen` (the e-graph of `canonical`). Also returns
 /// the name each needed class got.
@@ -126,12 +126,7 @@ pub fn materialize(
                     .iter()
                     .map(|&i| canonical.shape(i))
                     .collect();
-                if let Op::LayerNorm { .. } = original.op {
-                    // Its own parameters, unchanged (it absorbs maps only in fold-paper).
-                    let prefix = original.params.clone().expect("layer_norm has parameters");
-                    let prefix = copy_params(canonical, original, &prefix, &mut graph);
-                    (original.op.clone(), Some(prefix))
-                } else if !original.op.param_specs(&shapes).is_empty() {
+                if !original.op.param_specs(&shapes).is_empty() {
                     // Operators with parameters are `Layer`, `Aff` or `Pad` e-nodes.
                     return Err(format!(
                         "`{}` ({}) lost its parameters in the e-graph",
@@ -152,13 +147,34 @@ pub fn materialize(
                 } else {
                     let before = (!pro_map.is_identity()).then(|| fg.maps.value(*pro));
                     let after = (!epi_map.is_identity()).then(|| fg.maps.value(*epi));
-                    let absorbed = absorb(canonical, original, before, after).map_err(|e| {
+                    let not_exact = |e| {
                         format!(
                             "folding into `{}` is not exact: {e}",
                             canonical.value(original.output).name
                         )
-                    })?;
-                    let (op, tensors) = absorbed.into_op_and_params(&original.op);
+                    };
+                    let (op, tensors) = match (&original.op, before, after) {
+                        (Op::LayerNorm { .. }, None, Some(after)) => {
+                            match absorb_output(canonical, original, after).map_err(not_exact)? {
+                                Absorption::Norm { weight, bias } => (
+                                    original.op.clone(),
+                                    vec![("weight", weight), ("bias", bias)],
+                                ),
+                                other => {
+                                    return Err(format!("layer_norm absorbed as {other:?}"));
+                                }
+                            }
+                        }
+                        (Op::LayerNorm { .. }, ..) => {
+                            return Err(format!(
+                                "a map on the input of layer_norm `{}` reached materialize",
+                                canonical.value(original.output).name
+                            ));
+                        }
+                        _ => absorb(canonical, original, before, after)
+                            .map_err(not_exact)?
+                            .into_op_and_params(&original.op),
+                    };
                     let base = original.params.clone().unwrap_or_else(|| name.clone());
                     (op, Some(graph.add_params(&base, tensors)))
                 }

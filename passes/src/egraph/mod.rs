@@ -118,7 +118,12 @@ impl FoldGraph {
         for (index, node) in graph.nodes.iter().enumerate() {
             let args: Vec<Id> = node.inputs.iter().map(|&v| fg.value_class[v.0]).collect();
             let enode = match &node.op {
-                Op::Conv2d(_) | Op::Dense { .. } | Op::ConvTranspose2d(_) => {
+                // A layer_norm is a layer whose prologue stays the identity: a map on its
+                // output joins its weight and bias, one on its input never passes it.
+                Op::Conv2d(_)
+                | Op::Dense { .. }
+                | Op::ConvTranspose2d(_)
+                | Op::LayerNorm { .. } => {
                     let cin = graph.shape(node.inputs[0])[1];
                     let cout = graph.shape(node.output)[1];
                     FoldNode::Layer {
@@ -190,8 +195,7 @@ impl FoldGraph {
                 | Op::Resize(_)
                 | Op::ChannelShuffle { .. }
                 | Op::SliceChannels { .. }
-                | Op::GlobalMaxPool
-                | Op::LayerNorm { .. } => FoldNode::Op {
+                | Op::GlobalMaxPool => FoldNode::Op {
                     node: index as u32,
                     args: args.into_boxed_slice(),
                 },
@@ -832,14 +836,6 @@ impl FoldGraph {
                     continue;
                 };
                 let Some(trace) = p.trace else { continue };
-                // A layer_norm absorbing a map on its output is an `Op` e-node here, which
-                // cannot carry a changed epilogue: such plans are fold-paper's alone.
-                if p.edits
-                    .iter()
-                    .any(|e| matches!(graph.nodes[e.node].op, Op::LayerNorm { .. }))
-                {
-                    continue;
-                }
                 let start = match direction {
                     Direction::Backward => self.maps.get(target.map).clone(),
                     Direction::Forward => {
@@ -921,7 +917,10 @@ impl FoldGraph {
             let redo = |fg: &FoldGraph| changed.get(&out).map(|&m| fg.maps.get(m).clone());
             let rebuilt = match (&node.op, &self.original[index]) {
                 (
-                    Op::Conv2d(_) | Op::Dense { .. } | Op::ConvTranspose2d(_),
+                    Op::Conv2d(_)
+                    | Op::Dense { .. }
+                    | Op::ConvTranspose2d(_)
+                    | Op::LayerNorm { .. },
                     Some(FoldNode::Layer {
                         node: n, pro, epi, ..
                     }),

@@ -136,8 +136,14 @@ impl FoldGraph {
             FoldNode::Layer { node, pro, epi, .. } => {
                 let node = &graph.nodes[*node as usize];
                 let x = inputs[0].mapped(self.maps.value(*pro));
-                conditioning::through_layer(graph, node, &x, shapes[0])
-                    .mapped(self.maps.value(*epi))
+                let y = match node.op {
+                    // Normalised values: whatever its input, through its own weight and bias.
+                    Op::LayerNorm { .. } => {
+                        conditioning::through_node(graph, node, &[&x], &shapes, out_shape)
+                    }
+                    _ => conditioning::through_layer(graph, node, &x, shapes[0]),
+                };
+                y.mapped(self.maps.value(*epi))
             }
         }
     }
