@@ -9,12 +9,10 @@
 //! rules) with the interpreter, and compiled (1 and 2 threads) against the interpreter on
 //! the unfolded model.
 //!
-//! Not caught here: mutations of the e-graph's own `shuffle-in`/`shuffle-out`/`slice-in`/
-//! `slice-out` rules (identity permutation, wrong offset; tried). In these models, and in a
-//! BN → shuffle/slice → maxpool → conv model with negative γ that was tried too, the e-graph
-//! extracts the closure's seed plan or keeps the BN, so those rules' results are never
-//! extracted; a wrong rule that was extracted would fail `fold-egraph`'s own debug check
-//! (the folded graph against the original on a fixed input).
+//! In those models the e-graph extracts the closure's seed plan. The e-graph's own
+//! `shuffle-in`/`shuffle-out`/`slice-in`/`slice-out` rules decide only where the closure
+//! stops: at a relu, whose positive scales the e-graph moves (`relu-scale-in`/`-out`) and the
+//! closure does not. The `*_through_relu` tests below are such models.
 
 mod common;
 
@@ -186,4 +184,131 @@ fn resize_then_padded_conv() {
         non_uniform(&mut g, "b", 6);
         check_folds(&g, 0);
     }
+}
+
+/// Gives every channel of BN `bn` its own positive γ, β, mean and variance: a relu passes
+/// the whole scale, so the e-graph moves it and leaves a shift-only map.
+fn positive_non_uniform(g: &mut Graph, bn: &str, channels: usize) {
+    non_uniform(g, bn, channels);
+    for c in 0..channels {
+        set_param(g, &format!("{bn}.weight"), c, 0.4 + 0.3 * c as f32);
+    }
+}
+
+/// The closure stops at the relu and keeps the BN; the e-graph moves its scale through the
+/// relu and the channel operator into `conv` and keeps the shift (`Fate::Partial`). Both
+/// compute what `g` does, interpreted and compiled.
+fn check_scale_moves_into(g: &Graph, conv: &str) {
+    let (f, ctx) = paper(g);
+    assert!(
+        matches!(fate(&ctx, "b"), bnc::passes::Fate::Kept { .. }),
+        "paper: {:?}",
+        fate(&ctx, "b")
+    );
+    assert!(relative_error(g, &f, 1) <= REL_TOLERANCE);
+    let (e, ctx) = egraph(g);
+    // The rules reach a fixpoint (a wrong `slice-in`/`slice-out` pair makes new maps forever).
+    let stop = &ctx.report.saturation.as_ref().expect("egraph stats").stop;
+    assert_eq!(stop, "saturated", "egraph");
+    match fate(&ctx, "b") {
+        bnc::passes::Fate::Partial { scale_into, .. } => {
+            assert_eq!(scale_into, &[conv.to_string()], "egraph")
+        }
+        other => panic!("egraph: {other:?}\n{}", bnc::ir::printer::print(&e)),
+    }
+    assert_eq!(affines(&e), 1, "egraph: the shift stays");
+    for seed in [1, 2] {
+        let err = relative_error(g, &e, seed);
+        assert!(
+            err <= REL_TOLERANCE,
+            "egraph: folded output differs by {err}"
+        );
+    }
+    for threads in [1, 2] {
+        let err = compiled_error(g, FoldMode::Egraph, threads);
+        assert!(err <= 1e-5, "egraph, {threads} thread(s): error {err}");
+    }
+}
+
+/// conv → channel_shuffle → relu → BN: the e-graph's `relu-scale-in` then `shuffle-in`
+/// (input channel `i = a·(C/g) + b` takes output channel `b·g + a`'s scale) into the conv.
+///
+/// Catches: `shuffle-in` gathering the map unpermuted (passes/src/egraph/rules.rs,
+/// `gather(c, |i| i)`): `fold-egraph`'s debug check fails (off by 1.20 where max |y| is
+/// 5.66), here and in `shuffle_out_through_relu`.
+#[test]
+fn shuffle_in_through_relu() {
+    let mut g = load(
+        "model m { weights random(seed = 56)
+           input x: f32[1, 4, 6, 6]
+           c = conv2d(x, out = 12, kernel = 3, pad = 1)
+           s = channel_shuffle(c, groups = 4)
+           r = relu(s)
+           b = batchnorm(r)
+           output b }",
+    );
+    positive_non_uniform(&mut g, "b", 12);
+    check_scale_moves_into(&g, "c");
+}
+
+/// BN → relu → channel_shuffle → 1x1 conv: `relu-scale-out` then `shuffle-out` (output
+/// channel `o` carries input channel `shuffle_source(o)`'s scale) into the conv.
+///
+/// Catches: `shuffle-out` without the permutation (`gather(c, |o| o)`): the debug check fails
+/// (off by 1.82 where max |y| is 5.23).
+#[test]
+fn shuffle_out_through_relu() {
+    let mut g = load(
+        "model m { weights random(seed = 57)
+           input x: f32[1, 12, 6, 6]
+           b = batchnorm(x)
+           r = relu(b)
+           s = channel_shuffle(r, groups = 4)
+           c = conv2d(s, out = 5, kernel = 1)
+           output c }",
+    );
+    positive_non_uniform(&mut g, "b", 12);
+    check_scale_moves_into(&g, "c");
+}
+
+/// conv → slice 3..9 → relu → BN: `relu-scale-in` then `slice-in` (`id ⧺ m ⧺ id`) into conv
+/// channels 3..9.
+///
+/// Catches: `slice-in` placing the map at channel 0 (`identity(0)` before it), and
+/// `slice-out` slicing from channel 0: the debug check fails (off by 0.91 where max |y| is
+/// 2.34). Either mutation alone also makes the pair generate new maps without end: before the
+/// node budget grew with the model (`egraph::Limits`), this test then ran for minutes.
+#[test]
+fn slice_in_through_relu() {
+    let mut g = load(
+        "model m { weights random(seed = 58)
+           input x: f32[1, 3, 6, 6]
+           c = conv2d(x, out = 12, kernel = 3, pad = 1)
+           m = slice_channels(c, start = 3, end = 9)
+           r = relu(m)
+           b = batchnorm(r)
+           output b }",
+    );
+    positive_non_uniform(&mut g, "b", 6);
+    check_scale_moves_into(&g, "c");
+}
+
+/// BN → relu → slice 3..9 → 3x3 conv: `relu-scale-out` then `slice-out` (the map's channels
+/// 3..9) into the conv.
+///
+/// Catches: `slice-out` slicing from channel 0, and `slice-in` placing the map at channel 0:
+/// the debug check fails (off by 2.54 where max |y| is 5.22).
+#[test]
+fn slice_out_through_relu() {
+    let mut g = load(
+        "model m { weights random(seed = 59)
+           input x: f32[1, 12, 6, 6]
+           b = batchnorm(x)
+           r = relu(b)
+           m = slice_channels(r, start = 3, end = 9)
+           c = conv2d(m, out = 5, kernel = 3)
+           output c }",
+    );
+    positive_non_uniform(&mut g, "b", 12);
+    check_scale_moves_into(&g, "c");
 }

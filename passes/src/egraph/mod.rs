@@ -30,21 +30,43 @@ use lang::{FoldEGraph, FoldNode, Shapes};
 use rules::{Equality, Expr, RULES};
 
 /// Bounds on saturation, in e-graph terms only, so that the result never depends on the
-/// machine's speed. The rules reach a fixpoint well within them (a few iterations, a few
-/// e-nodes per source node); a limit hit is reported in [`SaturationStats::stop`]. Even then
-/// the result is exact: extraction only ever uses equalities that were proven.
+/// machine's speed. The rules reach a fixpoint well within them: densenet201 saturates in 6
+/// iterations at 17 e-nodes per source node, the fuzz corpus's models in at most 32
+/// iterations and 9,975 e-nodes (250 per node on a 40-node model). A limit hit is reported
+/// in [`SaturationStats::stop`]; even then the result is exact: extraction only ever uses
+/// equalities that were proven.
+///
+/// The node budget grows with the model and is checked within an iteration, so that rules
+/// that keep making new maps stop before extraction (superlinear in the e-graph) takes
+/// minutes: with a wrong `slice-out`, a 5-node model's e-graph grew from 1,036 to 14,278
+/// e-nodes in one iteration and the next did not end.
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub iterations: usize,
-    pub nodes: usize,
+    /// E-nodes per node of the source graph.
+    pub nodes_per_node: usize,
+    /// The budget of a small model, and the most any model gets.
+    pub min_nodes: usize,
+    pub max_nodes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             iterations: 200,
-            nodes: 200_000,
+            nodes_per_node: 64,
+            min_nodes: 16_000,
+            max_nodes: 200_000,
         }
+    }
+}
+
+impl Limits {
+    /// The e-node budget for a graph of `nodes` nodes.
+    pub fn nodes_for(&self, nodes: usize) -> usize {
+        nodes
+            .saturating_mul(self.nodes_per_node)
+            .clamp(self.min_nodes, self.max_nodes)
     }
 }
 
@@ -257,13 +279,19 @@ impl FoldGraph {
     }
 
     /// Adds the equalities; returns how many merged two classes, per rule.
+    /// Adds the equalities while the e-graph has fewer than `budget` e-nodes; returns how
+    /// many merged two classes.
     pub fn apply(
         &mut self,
         equalities: &[Equality],
+        budget: usize,
         firings: &mut BTreeMap<String, usize>,
     ) -> usize {
         let mut merged = 0;
         for eq in equalities {
+            if self.egraph.total_size() >= budget {
+                break;
+            }
             let id = self.add_expr(&eq.expr);
             if self.egraph.union(eq.class, id) {
                 merged += 1;
@@ -277,6 +305,7 @@ impl FoldGraph {
     /// Runs the local rules to a fixpoint or a limit.
     pub fn saturate(&mut self, limits: &Limits, stats: &mut SaturationStats) {
         let start = Instant::now();
+        let budget = limits.nodes_for(self.original.len());
         for rule in RULES {
             stats.firings.entry(rule.to_string()).or_default();
         }
@@ -286,14 +315,14 @@ impl FoldGraph {
                 stats.stop = format!("iteration limit ({})", limits.iterations);
                 break;
             }
-            if self.egraph.total_size() >= limits.nodes {
-                stats.stop = format!("node limit ({})", limits.nodes);
+            if self.egraph.total_size() >= budget {
+                stats.stop = format!("node limit ({budget})");
                 break;
             }
             stats.iterations += 1;
             let equalities = self.local_equalities();
             let mut firings = std::mem::take(&mut stats.firings);
-            let merged = self.apply(&equalities, &mut firings);
+            let merged = self.apply(&equalities, budget, &mut firings);
             stats.firings = firings;
             if merged == 0 {
                 break;
