@@ -276,8 +276,8 @@ fn shuffle_out_through_relu() {
 ///
 /// Catches: `slice-in` placing the map at channel 0 (`identity(0)` before it), and
 /// `slice-out` slicing from channel 0: the debug check fails (off by 0.91 where max |y| is
-/// 2.34). Either mutation alone also makes the pair generate new maps without end: before the
-/// node budget grew with the model (`egraph::Limits`), this test then ran for minutes.
+/// 2.34), after about 4 minutes: either mutation makes the pair generate new maps without end,
+/// until the e-node budget (`egraph::Limits`) stops saturation and asserts below fail.
 #[test]
 fn slice_in_through_relu() {
     let mut g = load(
