@@ -45,26 +45,9 @@ pub(super) struct ConvT<'a> {
 /// The phase positions `0..n` of phase `ph` split into runs that one set of taps reaches:
 /// `(start, end, taps)`, runs no tap reaches left out.
 fn segments(taps: &[ConvTTap], ph: usize, n: usize) -> Vec<(usize, usize, Vec<usize>)> {
-    let live: Vec<usize> = (0..taps.len())
-        .filter(|&t| taps[t].count > 0 && taps[t].phase == ph)
-        .collect();
-    let mut cuts = vec![0, n];
-    for &t in &live {
-        cuts.push(taps[t].q0.min(n));
-        cuts.push((taps[t].q0 + taps[t].count).min(n));
-    }
-    cuts.sort_unstable();
-    cuts.dedup();
-    cuts.windows(2)
-        .filter_map(|c| {
-            let set: Vec<usize> = live
-                .iter()
-                .copied()
-                .filter(|&t| taps[t].q0 <= c[0] && c[1] <= taps[t].q0 + taps[t].count)
-                .collect();
-            (!set.is_empty()).then(|| (c[0], c[1], set))
-        })
-        .collect()
+    let mut r = runs(taps, ph, n);
+    r.retain(|s| !s.2.is_empty());
+    r
 }
 
 pub(super) fn emit_conv_transpose(em: &mut Em, io: &Io, k: &ConvT) {
