@@ -1,4 +1,7 @@
-//! Transposed convolution (`KernelKind::ConvTranspose`): units are output planes `(n, o)`.
+//! Transposed convolution, phase-split (`KernelKind::ConvTranspose`): units are output
+//! planes `(n, o)`. Only groups of fewer than 4 input channels (depthwise decoders) and
+//! `cols` past i32 offsets run here; the others run as a packed GEMM plus a col2im pass
+//! (`plan/conv_transpose.rs`, `lower/col2im.rs`).
 //!
 //! A transposed conv scatters: input `(iy, ix)` of channel `ci` adds `W[ci, o, ky, kx]·x` to
 //! output `(iy·sh + ky·dh − pad_top, ix·sw + kx·dw − pad_left)`. For one tap `(ky, kx)` the
@@ -21,9 +24,8 @@
 //!
 //! The first version scattered tap by tap, a read-modify-write pass over a phase plane per
 //! tap and channel: 26.8 ms (1 thread) on a U-Net up-step 1x64x56x56 → 32 channels 2x2
-//! stride 2, where a 1x1 conv2d with the same multiply-adds takes 1.0 ms on the GEMM path
-//! and onnxruntime's ConvTranspose 0.9 ms. A GEMM (`C_out·kh·kw × C_in` on the packed path)
-//! followed by a col2im scatter-add would reuse the packed microkernel.
+//! stride 2; this gather took 13.4 ms, the GEMM + col2im path (see BENCHMARKS.md) far less:
+//! every output plane here rereads the whole input, outside the packed microkernels.
 
 use super::*;
 use crate::plan::ConvTTap;

@@ -6,6 +6,12 @@
 //! shared workspace region. `KernelKind::Col2Im` then sums, for every output position, the
 //! `cols` entries of the taps landing on it and stores through the epilogue.
 //!
+//! Summation order per output: the GEMM's over the group's input channels (in order, in
+//! reduction chunks each accumulated onto the last), then the taps in `(ky, kx)` order,
+//! then the bias (first epilogue step). The phase-split kernel sums over `(ci, ky, kx)`
+//! instead, so the paths round differently; both are checked against the f64 interpreter.
+//! Every output is computed whole by one unit of each kernel, so threads do not change it.
+//!
 //! The phase-split kernel (`KernelKind::ConvTranspose`) stays for groups of fewer than
 //! [`GEMM_MIN_CIN`] input channels (depthwise decoders: a reduction that short leaves the
 //! GEMM nothing to amortise its packing on) and for `cols` too large for i32 offsets.
@@ -16,7 +22,7 @@ use super::select::Lowering;
 use super::{ALIGN, ConvGeom, ConvTTap, Epi, Kernel, KernelKind, View};
 
 /// Input channels per group from which a transposed conv runs as GEMM + col2im.
-pub(crate) const GEMM_MIN_CIN: usize = 4;
+const GEMM_MIN_CIN: usize = 4;
 
 impl Lowering<'_> {
     /// The kernels of a transposed conv with input `x` (`[N, C_in, H, W]`, `hw`) and output

@@ -239,7 +239,9 @@ pub(crate) enum KernelKind {
     GlobalMaxPool {
         x: View,
     },
-    /// Transposed conv, one unit per output plane `(n, o)`. Kernel tap `(ky, kx)` reaches
+    /// Transposed conv, phase-split (groups of fewer than `GEMM_MIN_CIN` input channels;
+    /// the others run as a `Gemm` into `cols` and a [`KernelKind::Col2Im`]), one unit per
+    /// output plane `(n, o)`. Kernel tap `(ky, kx)` reaches
     /// inputs `iy0..iy0 + cnt` × `ix0..ix0 + cnt` of one stride phase of the output; scratch
     /// holds the output phase-split (`stride[0]·stride[1]` planes of `phase[0] × phase[1]`),
     /// filled per rectangle of positions the same taps reach, accumulating in registers over
