@@ -686,3 +686,112 @@ fn conv_transpose_epilogue() {
         "input x: f32[1, 16, 14, 14]\n u = conv_transpose2d(x, out = 8, kernel = 2, stride = 2)\n b = batchnorm(u)\n y = relu(b)\n output y",
     );
 }
+
+/// `check_body`, and the plan runs the transposed conv on the path named `path` (a
+/// substring of its plan line: `"col2im depth-to-space"`, `"col2im"`, `"phase-split"`).
+fn check_conv_transpose(body: &str, path: &str) {
+    check_body(body);
+    let g = common::model(body);
+    for threads in [1, 2] {
+        let plan = bnc_codegen::plan_text(&g, &common::options(threads)).unwrap();
+        assert!(
+            plan.contains(&format!("conv-transpose {path} ")),
+            "expected `{path}` at {threads} threads:\n{plan}"
+        );
+    }
+}
+
+/// GEMM + col2im where no two taps overlap (stride = kernel, no padding): a depth-to-space
+/// copy, on odd sizes, a batch of 2, stride 2 (vector interleave), 3 and [1, 4] (lane by
+/// lane), grouped.
+#[test]
+fn conv_transpose_gemm_depth_to_space() {
+    check_conv_transpose(
+        "input x: f32[2, 16, 7, 9]\n y = conv_transpose2d(x, out = 5, kernel = 2, stride = 2)\n output y",
+        "col2im depth-to-space",
+    );
+    check_conv_transpose(
+        "input x: f32[1, 6, 5, 3]\n y = conv_transpose2d(x, out = 4, kernel = 3, stride = 3, bias = false)\n output y",
+        "col2im depth-to-space",
+    );
+    check_conv_transpose(
+        "input x: f32[1, 8, 4, 5]\n y = conv_transpose2d(x, out = 6, kernel = [1, 4], stride = [1, 4], groups = 2)\n output y",
+        "col2im depth-to-space",
+    );
+    // Stride larger than the kernel: phases no tap reaches get the bias alone.
+    check_conv_transpose(
+        "input x: f32[1, 4, 3, 5]\n y = conv_transpose2d(x, out = 3, kernel = 2, stride = 3, output_padding = 2)\n output y",
+        "col2im depth-to-space",
+    );
+}
+
+/// GEMM + col2im where taps overlap and sum: FCN's 4x4 stride 2 pad 1, 3x3 stride 1 (nine
+/// taps on interior outputs), 3x3 stride 2 pad 1 output_padding 1, odd sizes.
+#[test]
+fn conv_transpose_gemm_overlapping_taps() {
+    check_conv_transpose(
+        "input x: f32[1, 12, 9, 11]\n y = conv_transpose2d(x, out = 7, kernel = 4, stride = 2, pad = 1)\n output y",
+        "col2im",
+    );
+    check_conv_transpose(
+        "input x: f32[1, 5, 6, 7]\n y = conv_transpose2d(x, out = 3, kernel = 3)\n output y",
+        "col2im",
+    );
+    check_conv_transpose(
+        "input x: f32[2, 9, 5, 13]\n y = conv_transpose2d(x, out = 10, kernel = 3, stride = 2, pad = 1, output_padding = 1)\n output y",
+        "col2im",
+    );
+}
+
+/// GEMM + col2im with groups, dilation, asymmetric crops and output padding, stride 1 with
+/// a full crop, and stride [1, 3].
+#[test]
+fn conv_transpose_gemm_groups_crops() {
+    check_conv_transpose(
+        "input x: f32[1, 8, 6, 7]\n y = conv_transpose2d(x, out = 6, kernel = 3, stride = 2, pad = 1, groups = 2)\n output y",
+        "col2im",
+    );
+    check_conv_transpose(
+        "input x: f32[1, 12, 5, 7]\n y = conv_transpose2d(x, out = 9, kernel = [3, 2], stride = [1, 3], groups = 3, bias = false)\n output y",
+        "col2im",
+    );
+    check_conv_transpose(
+        "input x: f32[1, 4, 6, 5]\n y = conv_transpose2d(x, out = 5, kernel = 3, dilation = 2, stride = 2, pad = [1, 0, 3, 2], output_padding = [1, 0])\n output y",
+        "col2im",
+    );
+    check_conv_transpose(
+        "input x: f32[1, 6, 9, 8]\n y = conv_transpose2d(x, out = 7, kernel = 3, pad = 2)\n output y",
+        "col2im",
+    );
+    check_conv_transpose(
+        "input x: f32[1, 4, 1, 1]\n y = conv_transpose2d(x, out = 2, kernel = 3, stride = 2, pad = [0, 1, 1, 0])\n output y",
+        "col2im",
+    );
+}
+
+/// Shapes that take several GEMM m-tiles and pixel blocks and split across threads (the
+/// `cols` of 100x100 is 40 000 floats per row), with a fused epilogue and a residual add;
+/// fewer than 4 input channels per group keep the phase-split kernel.
+#[test]
+fn conv_transpose_gemm_large_and_fallback() {
+    check_conv_transpose(
+        "input x: f32[1, 96, 20, 30]\n y = conv_transpose2d(x, out = 40, kernel = 3, stride = 2, pad = 1, output_padding = 1)\n output y",
+        "col2im",
+    );
+    check_conv_transpose(
+        "input x: f32[1, 32, 100, 100]\n u = conv_transpose2d(x, out = 19, kernel = 2, stride = 2)\n b = batchnorm(u)\n y = relu(b)\n output y",
+        "col2im depth-to-space",
+    );
+    check_conv_transpose(
+        "input x: f32[1, 24, 14, 14]\n input r: f32[1, 8, 28, 28]\n u = conv_transpose2d(x, out = 8, kernel = 4, stride = 2, pad = 1)\n y = add(u, r)\n output y",
+        "col2im",
+    );
+    check_conv_transpose(
+        "input x: f32[1, 8, 10, 10]\n y = conv_transpose2d(x, out = 8, kernel = 4, stride = 2, pad = 1, groups = 8)\n output y",
+        "phase-split",
+    );
+    check_conv_transpose(
+        "input x: f32[1, 6, 5, 7]\n y = conv_transpose2d(x, out = 9, kernel = [3, 2], stride = [1, 3], groups = 3)\n output y",
+        "phase-split",
+    );
+}

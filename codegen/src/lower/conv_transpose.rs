@@ -1,4 +1,7 @@
-//! Transposed convolution (`KernelKind::ConvTranspose`): units are output planes `(n, o)`.
+//! Transposed convolution, phase-split (`KernelKind::ConvTranspose`): units are output
+//! planes `(n, o)`. Only groups of fewer than 4 input channels (depthwise decoders) and
+//! `cols` past i32 offsets run here; the others run as a packed GEMM plus a col2im pass
+//! (`plan/conv_transpose.rs`, `lower/col2im.rs`).
 //!
 //! A transposed conv scatters: input `(iy, ix)` of channel `ci` adds `W[ci, o, ky, kx]·x` to
 //! output `(iy·sh + ky·dh − pad_top, ix·sw + kx·dw − pad_left)`. For one tap `(ky, kx)` the
@@ -21,9 +24,8 @@
 //!
 //! The first version scattered tap by tap, a read-modify-write pass over a phase plane per
 //! tap and channel: 26.8 ms (1 thread) on a U-Net up-step 1x64x56x56 → 32 channels 2x2
-//! stride 2, where a 1x1 conv2d with the same multiply-adds takes 1.0 ms on the GEMM path
-//! and onnxruntime's ConvTranspose 0.9 ms. A GEMM (`C_out·kh·kw × C_in` on the packed path)
-//! followed by a col2im scatter-add would reuse the packed microkernel.
+//! stride 2; this gather took 13.4 ms, the GEMM + col2im path (see BENCHMARKS.md) far less:
+//! every output plane here rereads the whole input, outside the packed microkernels.
 
 use super::*;
 use crate::plan::ConvTTap;
@@ -45,26 +47,9 @@ pub(super) struct ConvT<'a> {
 /// The phase positions `0..n` of phase `ph` split into runs that one set of taps reaches:
 /// `(start, end, taps)`, runs no tap reaches left out.
 fn segments(taps: &[ConvTTap], ph: usize, n: usize) -> Vec<(usize, usize, Vec<usize>)> {
-    let live: Vec<usize> = (0..taps.len())
-        .filter(|&t| taps[t].count > 0 && taps[t].phase == ph)
-        .collect();
-    let mut cuts = vec![0, n];
-    for &t in &live {
-        cuts.push(taps[t].q0.min(n));
-        cuts.push((taps[t].q0 + taps[t].count).min(n));
-    }
-    cuts.sort_unstable();
-    cuts.dedup();
-    cuts.windows(2)
-        .filter_map(|c| {
-            let set: Vec<usize> = live
-                .iter()
-                .copied()
-                .filter(|&t| taps[t].q0 <= c[0] && c[1] <= taps[t].q0 + taps[t].count)
-                .collect();
-            (!set.is_empty()).then(|| (c[0], c[1], set))
-        })
-        .collect()
+    let mut r = runs(taps, ph, n);
+    r.retain(|s| !s.2.is_empty());
+    r
 }
 
 pub(super) fn emit_conv_transpose(em: &mut Em, io: &Io, k: &ConvT) {

@@ -13,6 +13,7 @@
 //! the ISA layer (`isa/x64/asm.rs`), which write straight into the output (row stride = pixels) and apply the
 //! fusable epilogue prefix themselves; Cranelift code applies the rest in place.
 
+mod col2im;
 mod conv_transpose;
 mod define;
 mod dense;
@@ -25,6 +26,7 @@ mod resize;
 mod rows;
 mod shuffle;
 
+use col2im::*;
 use conv_transpose::*;
 pub use define::Texts;
 pub(crate) use define::{define_kernels, define_wide};
@@ -912,6 +914,24 @@ pub(crate) fn emit_kernel(
             ..
         } => emit_resize(&mut em, io, *bilinear, *hw, *ohw, *rows, *cols),
         KernelKind::GlobalMaxPool { .. } => emit_gmp(&mut em, io),
+        KernelKind::Col2Im {
+            hw,
+            ohw,
+            kernel,
+            stride,
+            taps,
+            ..
+        } => emit_col2im(
+            &mut em,
+            io,
+            &Col2Im {
+                hw: *hw,
+                ohw: *ohw,
+                kernel: *kernel,
+                stride: *stride,
+                taps,
+            },
+        ),
         KernelKind::ConvTranspose {
             hw,
             ohw,

@@ -7,6 +7,7 @@
 //! the product of the axes after the channel axis. A value written in place into a concat has
 //! the concat's batch stride, so every kernel reads and writes through views.
 
+mod conv_transpose;
 mod epilogue;
 mod fuse;
 mod memory;
@@ -20,6 +21,7 @@ use crate::error::CodegenError;
 use crate::target::TargetCaps;
 use crate::ukernel::Vector;
 
+pub(crate) use conv_transpose::{col2im_is_copy, col2im_row_floats};
 pub(crate) use epilogue::{Slot, fuse_prefix};
 pub(crate) use pack::*;
 pub(crate) use select::{TapMaskPlan, interior_tiles};
@@ -237,7 +239,9 @@ pub(crate) enum KernelKind {
     GlobalMaxPool {
         x: View,
     },
-    /// Transposed conv, one unit per output plane `(n, o)`. Kernel tap `(ky, kx)` reaches
+    /// Transposed conv, phase-split (groups of fewer than `GEMM_MIN_CIN` input channels;
+    /// the others run as a `Gemm` into `cols` and a [`KernelKind::Col2Im`]), one unit per
+    /// output plane `(n, o)`. Kernel tap `(ky, kx)` reaches
     /// inputs `iy0..iy0 + cnt` × `ix0..ix0 + cnt` of one stride phase of the output; scratch
     /// holds the output phase-split (`stride[0]·stride[1]` planes of `phase[0] × phase[1]`),
     /// filled per rectangle of positions the same taps reach, accumulating in registers over
@@ -257,6 +261,21 @@ pub(crate) enum KernelKind {
         taps: [Vec<ConvTTap>; 2],
         /// Rows and columns of one phase plane: `ceil(oh / sh)`, `ceil(ow / sw)`.
         phase: [usize; 2],
+    },
+    /// The second half of a transposed conv run as a GEMM (`plan/conv_transpose.rs`): `x`
+    /// holds per batch item `cols`, `[C_out·kh·kw][H·W]` (row `o·kh·kw + ky·kw + kx`), and
+    /// each output `(o, oy, ox)` is the sum, in `(ky, kx)` order, of the `cols` entries of
+    /// the taps landing on it (none: 0), stored through the epilogue (bias first). One unit
+    /// per output plane `(n, o)`; when no two taps of an axis share a stride phase (stride
+    /// = kernel, no padding: U-Net's 2x2 stride 2) it is a depth-to-space copy.
+    Col2Im {
+        x: View,
+        hw: [usize; 2],
+        ohw: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        /// Per axis, per kernel tap: where its contributions land ([`ConvTTap`]).
+        taps: [Vec<ConvTTap>; 2],
     },
     /// Layer normalisation over the channels at each position of `[N, C, S]`: one unit per
     /// group of 4 positions (the last group of an item, if partial, lane by lane); weight
@@ -336,6 +355,7 @@ impl KernelKind {
             | KernelKind::ChannelShuffle { x, .. }
             | KernelKind::GlobalMaxPool { x }
             | KernelKind::ConvTranspose { x, .. }
+            | KernelKind::Col2Im { x, .. }
             | KernelKind::LayerNorm { x, .. } => *x,
         }
     }

@@ -6,7 +6,7 @@ use bnc_ir::{Graph, Op, ValueId};
 
 use super::fuse::Group;
 use super::{
-    ALIGN, Blob, CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, ConvTTap, Epi, Kernel, KernelKind, MR, NR,
+    ALIGN, Blob, CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR,
     PlanOptions, View, align, avgpool_recips, balanced_tiles, depthwise_qw, fuse_prefix,
     gemm_blocking, pack_weights_balanced, pack_weights_chanvec, pack_weights_padded, pool_q,
     unsupported,
@@ -19,9 +19,9 @@ use crate::ukernel::Vector;
 /// The workspace region after the buffers, shared by every kernel that needs a temporary
 /// tensor between two of its kernels (the padded input of a direct conv): kernels run one
 /// at a time, so each may use all of it.
-struct Shared {
-    offset: usize,
-    floats: usize,
+pub(super) struct Shared {
+    pub(super) offset: usize,
+    pub(super) floats: usize,
 }
 
 /// Chooses and builds the kernels of one plan: what every lowering shares.
@@ -34,7 +34,7 @@ pub(super) struct Lowering<'a> {
     pub blob: Blob,
     /// Floats of the planned buffers; the shared region follows them.
     buffers: usize,
-    shared: Shared,
+    pub(super) shared: Shared,
 }
 
 /// How a conv reads its input in place (see `KernelKind::DirectConv`).
@@ -204,8 +204,7 @@ impl<'a> Lowering<'a> {
         mut epi: Vec<Epi>,
         name: String,
     ) -> Result<Vec<Kernel>, CodegenError> {
-        let (graph, threads, caches) = (self.graph, self.threads, &self.caps.caches);
-        let wide = self.caps.wide;
+        let (graph, threads) = (self.graph, self.threads);
         // Errors name the node as the model does: by its output value.
         let node_name = format!("%{}", graph.value(node.output).name);
         let param = |s: &str| {
@@ -276,57 +275,7 @@ impl<'a> Lowering<'a> {
                     fill,
                 };
                 let weight = param("weight")?;
-                let taps = c.kernel[0] * c.kernel[1];
-                if let Some((v, d)) = self.direct(&geom, &epi) {
-                    return Ok(self.lower_direct(v, &geom, d, weight, x, out, epi, name));
-                } else if geom.cin_g() == 1 && geom.groups > 1 && taps <= 64 {
-                    let w = self.blob.push(weight);
-                    let qw = depthwise_qw(&geom);
-                    let ph = geom.h + geom.pad[0] + geom.pad[2];
-                    let scratch = geom.stride[1] * ph * qw + 8;
-                    kernel(
-                        KernelKind::Depthwise { x, g: geom, w },
-                        x.n * os[1],
-                        scratch,
-                        epi,
-                    )
-                } else {
-                    let k = geom.kdim();
-                    let cout_g = geom.cout_g();
-                    let (mr, nr) = match wide {
-                        Some(isa) => (isa.mr(), isa.nr()),
-                        None => (MR, NR),
-                    };
-                    let mtiles = cout_g.div_ceil(mr);
-                    let p = geom.pixels();
-                    let b = gemm_blocking(k, p, mr, nr, caches);
-                    let pblocks = p.div_ceil(b.nb);
-                    let base = x.n * geom.groups * pblocks;
-                    let mchunks = if threads > 1 && base < 4 * threads {
-                        mtiles.min((4 * threads).div_ceil(base))
-                    } else {
-                        1
-                    };
-                    let wpack = self.blob.push(&match wide {
-                        None => pack_weights_padded(weight, geom.groups, cout_g, k, mr),
-                        Some(_) => pack_weights_balanced(weight, geom.groups, cout_g, k, mr),
-                    });
-                    let scratch = b.nb * k + if wide.is_some() { ALIGN } else { MR * NR };
-                    kernel(
-                        KernelKind::Gemm {
-                            x,
-                            g: geom,
-                            wpack,
-                            nb: b.nb,
-                            mchunks,
-                            wide,
-                            kc: if wide.is_some() { b.kc } else { k },
-                        },
-                        base * mchunks,
-                        scratch,
-                        epi,
-                    )
-                }
+                return Ok(self.lower_conv(&geom, weight, x, out, epi, name));
             }
             Op::Dense { bias, .. } => {
                 if *bias {
@@ -484,52 +433,9 @@ impl<'a> Lowering<'a> {
                         },
                     );
                 }
-                let (hw, ohw) = ([xs[2], xs[3]], [os[2], os[3]]);
-                let (cin_g, cout_g) = (xs[1] / c.groups, os[1] / c.groups);
-                let taps = c.kernel[0] * c.kernel[1];
-                // [C_in, C_out/g, kh, kw] -> [C_out][C_in/g][kh][kw].
                 let weight = param("weight")?;
-                let mut packed = Vec::with_capacity(weight.len());
-                for o in 0..os[1] {
-                    let (g, ol) = (o / cout_g, o % cout_g);
-                    for cil in 0..cin_g {
-                        let ci = g * cin_g + cil;
-                        let at = (ci * cout_g + ol) * taps;
-                        packed.extend_from_slice(&weight[at..at + taps]);
-                    }
-                }
-                let w = self.blob.push(&packed);
-                let axis = |a: usize| {
-                    ConvTTap::axis(
-                        hw[a],
-                        ohw[a],
-                        c.kernel[a],
-                        c.stride[a],
-                        c.dilation[a],
-                        c.pad[a],
-                    )
-                };
-                let phase = [ohw[0].div_ceil(c.stride[0]), ohw[1].div_ceil(c.stride[1])];
-                let planes = c.stride[0] * c.stride[1] * phase[0] * phase[1];
-                kernel(
-                    KernelKind::ConvTranspose {
-                        x,
-                        hw,
-                        ohw,
-                        cin_g,
-                        cout_g,
-                        w,
-                        kernel: c.kernel,
-                        stride: c.stride,
-                        taps: [axis(0), axis(1)],
-                        phase,
-                    },
-                    x.n * os[1],
-                    // The phase planes and one interleaved output row, each with a vector
-                    // of slack.
-                    planes + 4 + ohw[1] + 4,
-                    epi,
-                )
+                let hw = [[xs[2], xs[3]], [os[2], os[3]]];
+                return Ok(self.lower_conv_transpose(c, weight, x, hw, out, epi, name));
             }
             Op::Resize(r) => {
                 let (hw, ohw) = ([xs[2], xs[3]], [os[2], os[3]]);
@@ -579,6 +485,80 @@ impl<'a> Lowering<'a> {
                 )));
             }
         }])
+    }
+
+    /// The kernels of a conv: read in place when the target can, else the depthwise
+    /// kernel for one input channel per group, else an im2col GEMM on packed panels.
+    pub(super) fn lower_conv(
+        &mut self,
+        geom: &ConvGeom,
+        weight: &[f32],
+        x: View,
+        out: View,
+        epi: Vec<Epi>,
+        name: String,
+    ) -> Vec<Kernel> {
+        let (threads, caches, wide) = (self.threads, &self.caps.caches, self.caps.wide);
+        if let Some((v, d)) = self.direct(geom, &epi) {
+            return self.lower_direct(v, geom, d, weight, x, out, epi, name);
+        }
+        let geom = geom.clone();
+        let kernel = |kind, units, scratch| Kernel {
+            name,
+            sources: Vec::new(),
+            kind,
+            out,
+            epi,
+            units,
+            scratch,
+        };
+        let taps = geom.kernel[0] * geom.kernel[1];
+        if geom.cin_g() == 1 && geom.groups > 1 && taps <= 64 {
+            let w = self.blob.push(weight);
+            let qw = depthwise_qw(&geom);
+            let ph = geom.h + geom.pad[0] + geom.pad[2];
+            let scratch = geom.stride[1] * ph * qw + 8;
+            let units = x.n * geom.cout;
+            return vec![kernel(
+                KernelKind::Depthwise { x, g: geom, w },
+                units,
+                scratch,
+            )];
+        }
+        let k = geom.kdim();
+        let cout_g = geom.cout_g();
+        let (mr, nr) = match wide {
+            Some(isa) => (isa.mr(), isa.nr()),
+            None => (MR, NR),
+        };
+        let mtiles = cout_g.div_ceil(mr);
+        let p = geom.pixels();
+        let b = gemm_blocking(k, p, mr, nr, caches);
+        let pblocks = p.div_ceil(b.nb);
+        let base = x.n * geom.groups * pblocks;
+        let mchunks = if threads > 1 && base < 4 * threads {
+            mtiles.min((4 * threads).div_ceil(base))
+        } else {
+            1
+        };
+        let wpack = self.blob.push(&match wide {
+            None => pack_weights_padded(weight, geom.groups, cout_g, k, mr),
+            Some(_) => pack_weights_balanced(weight, geom.groups, cout_g, k, mr),
+        });
+        let scratch = b.nb * k + if wide.is_some() { ALIGN } else { MR * NR };
+        vec![kernel(
+            KernelKind::Gemm {
+                x,
+                g: geom,
+                wpack,
+                nb: b.nb,
+                mchunks,
+                wide,
+                kc: if wide.is_some() { b.kc } else { k },
+            },
+            base * mchunks,
+            scratch,
+        )]
     }
 
     /// How the in-place family reads `geom`, if it does.

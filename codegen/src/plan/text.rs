@@ -230,6 +230,29 @@ fn path_text(kind: &KernelKind) -> String {
             "conv-transpose phase-split {}x{} stride {}x{} {}x{} -> {}x{} {cin_g}->{cout_g} per group",
             kernel[0], kernel[1], stride[0], stride[1], hw[0], hw[1], ohw[0], ohw[1]
         ),
+        KernelKind::Col2Im {
+            hw,
+            ohw,
+            kernel,
+            stride,
+            taps,
+            ..
+        } => format!(
+            "conv-transpose col2im{} {}x{} stride {}x{} {}x{} -> {}x{}",
+            if super::col2im_is_copy(taps) {
+                " depth-to-space"
+            } else {
+                ""
+            },
+            kernel[0],
+            kernel[1],
+            stride[0],
+            stride[1],
+            hw[0],
+            hw[1],
+            ohw[0],
+            ohw[1]
+        ),
         KernelKind::Pad {
             pads, value, fill, ..
         } => match fill {
