@@ -928,7 +928,14 @@ impl Builder {
     fn conv_transpose(&mut self, src: usize, uniform: bool) -> usize {
         let (c, (h, w)) = (self.values[src].c, self.values[src].hw.expect("a map"));
         let (groups, out) = match self.rng.below(10) {
-            0 | 1 => (c, if c <= 4 && self.rng.chance(0.5) { 2 * c } else { c }),
+            0 | 1 => (
+                c,
+                if c <= 4 && self.rng.chance(0.5) {
+                    2 * c
+                } else {
+                    c
+                },
+            ),
             2 => {
                 let divisors: Vec<usize> = (2..c).filter(|&g| c.is_multiple_of(g)).collect();
                 if divisors.is_empty() {
@@ -955,19 +962,19 @@ impl Builder {
         if uniform {
             let k = 1 + self.rng.below(3);
             let d = if self.rng.chance(0.2) { 2 } else { 1 };
-            for a in 0..2 {
+            for (a, &len) in lens.iter().enumerate() {
                 let (mut k, d) = if a == 1 && !square {
                     (1 + self.rng.below(3), 1 + usize::from(self.rng.chance(0.2)))
                 } else {
                     (k, d)
                 };
                 // The output is `len − span − extra crops`: keep it at least 1.
-                while k > 1 && d * (k - 1) >= lens[a] {
+                while k > 1 && d * (k - 1) >= len {
                     k -= 1;
                 }
                 let span = d * (k - 1);
                 let op = usize::from(d > 1 && self.rng.chance(0.4));
-                let room = lens[a] - span - 1;
+                let room = len - span - 1;
                 let lead = self.rng.below(room.min(1) + 1);
                 let trail = self.rng.below((room - lead).min(1) + 1);
                 t.kernel[a] = k;
@@ -978,7 +985,7 @@ impl Builder {
             }
         } else {
             let variant = self.rng.below(6);
-            for a in 0..2 {
+            for (a, &len) in lens.iter().enumerate() {
                 let v = if a == 1 && !square {
                     self.rng.below(6)
                 } else {
@@ -1012,7 +1019,7 @@ impl Builder {
                 t.pad[a + 2] = p[1];
                 t.output_padding[a] = op;
                 t.dilation[a] = d;
-                if t.out_len(a, lens[a]).is_none() {
+                if t.out_len(a, len).is_none() {
                     // Cropped away: no crop.
                     t.pad[a] = 0;
                     t.pad[a + 2] = 0;
