@@ -2,7 +2,9 @@
 //! biased toward the places where folding a batch-norm is hard: BNs after add, concat,
 //! activations, pools and pads, on the graph input, before padded convs, in chains, on shared
 //! values and with shared parameters; depthwise, grouped, strided and dilated convs;
-//! squeeze-excite, pre-activation residual and dense-net blocks; flatten into dense.
+//! squeeze-excite, pre-activation residual and dense-net blocks; flatten into dense;
+//! ShuffleNet's channel operators; BNs around conv_transpose2d (uniform-shift and phased
+//! geometries), layer_norm, gelu (and ConvNeXt blocks), global_maxpool, sqrt and pow.
 //!
 //! A model is emitted as `.nn` text with `weights random(seed = ..)`; [`Generated::build`]
 //! loads it and then overwrites the BN parameters with extreme per-channel values (γ negative,
@@ -10,6 +12,7 @@
 
 use std::fmt::Write;
 
+use bnc::ir::ConvTranspose2d;
 use bnc::ir::op::window_out;
 use bnc::ir::{Graph, Tensor};
 
@@ -81,6 +84,10 @@ struct ConvKey {
     bias: bool,
 }
 
+/// The parameter shape of a transposed conv: input channels, output channels, output
+/// channels per group, kernel, bias.
+type ConvtKey = (usize, usize, usize, (usize, usize), bool);
+
 struct Builder {
     rng: Rng,
     seed: u64,
@@ -90,6 +97,9 @@ struct Builder {
     bns: Vec<BnParams>,
     bn_nodes: usize,
     convs: Vec<(ConvKey, String)>,
+    /// Transposed convs by parameter shape (input channels, output channels, output channels
+    /// per group, kernel, bias), for sharing `params`.
+    convts: Vec<(ConvtKey, String)>,
     counter: usize,
 }
 
@@ -104,6 +114,7 @@ impl Builder {
             bns: Vec::new(),
             bn_nodes: 0,
             convs: Vec::new(),
+            convts: Vec::new(),
             counter: 0,
         }
     }
@@ -792,6 +803,7 @@ impl Builder {
             outputs.push(self.values[y].name.clone());
         }
         self.channel_motif(&mut outputs);
+        self.recent_op_motifs(&mut outputs);
         let _ = writeln!(self.text, "  output {}", outputs.join(", "));
     }
 
@@ -851,6 +863,474 @@ impl Builder {
             }
         }
         self.rng = main;
+    }
+    /// Sometimes, one to three motifs of the operators added after the generator's first
+    /// version, with BNs in their hard places: conv_transpose2d (BN before it, whose shift
+    /// folds only into a uniform-shift geometry, and after it), layer_norm (a BN after it
+    /// folds into its weight and bias, one before it must stay), gelu (blocks), a ConvNeXt
+    /// block, global_maxpool (a negative γ must not pass it), sqrt and pow (on positive or
+    /// squared inputs). Drawn from a random stream of its own and placed after
+    /// `channel_motif`, so the models of earlier seeds keep their text up to here. Values no
+    /// one reads become outputs.
+    fn recent_op_motifs(&mut self, outputs: &mut Vec<String>) {
+        let main = std::mem::replace(&mut self.rng, Rng::new(self.seed ^ 0x0E77_0B5A_7000_0002));
+        let first = self.values.len();
+        let count = [0, 1, 1, 2, 2, 3][self.rng.below(6)];
+        for _ in 0..count {
+            match self.rng.below(12) {
+                0..=2 => self.conv_transpose_motif(),
+                3 | 4 => self.layer_norm_motif(),
+                5 => self.convnext_block(),
+                6 | 7 => self.gelu_motif(),
+                8 | 9 => self.global_maxpool_motif(),
+                _ => self.sqrt_pow_motif(),
+            }
+        }
+        for i in first..self.values.len() {
+            if self.values[i].reads == 0 {
+                outputs.push(self.values[i].name.clone());
+            }
+        }
+        self.rng = main;
+    }
+
+    /// A map of at most 10×10 (the input is one), so that transposed convs stay small.
+    fn small_map(&mut self) -> usize {
+        self.pick_where(|v| v.hw.is_some_and(|(h, w)| h <= 10 && w <= 10))
+            .unwrap_or(0)
+    }
+
+    /// `op(src, attrs)` of the same shape as `src` (`attrs` empty or starting with `, `).
+    fn unary(&mut self, stem: &str, op: &str, attrs: &str, src: usize) -> usize {
+        let (c, hw) = (self.values[src].c, self.values[src].hw);
+        let expr = format!("{op}({}{attrs})", self.name(src));
+        self.bind(stem, expr, &[src], c, hw)
+    }
+
+    fn gelu(&mut self, src: usize) -> usize {
+        self.unary("gelu", "gelu", "", src)
+    }
+
+    /// `layer_norm` with a random eps (never 0: one channel, or equal channels, have
+    /// variance 0).
+    fn layer_norm(&mut self, src: usize) -> usize {
+        let eps = ["", ", eps = 1e-6", ", eps = 0.001", ", eps = 0.1"][self.rng.below(4)];
+        let (c, hw) = (self.values[src].c, self.values[src].hw);
+        let expr = format!("layer_norm({}{eps})", self.name(src));
+        self.bind("ln", expr, &[src], c, hw)
+    }
+
+    /// A transposed conv of `src`. `uniform`: stride 1 and a crop of at least the kernel's
+    /// span on each side (plus the output padding on the trailing side), so that every
+    /// output position receives every tap and a BN's shift before it can become a bias;
+    /// otherwise a phased or bordered geometry (stride 2 or 3, padding, output padding,
+    /// dilation, or stride 1 without the full crop), where the shift must not fold.
+    fn conv_transpose(&mut self, src: usize, uniform: bool) -> usize {
+        let (c, (h, w)) = (self.values[src].c, self.values[src].hw.expect("a map"));
+        let (groups, out) = match self.rng.below(10) {
+            0 | 1 => (
+                c,
+                if c <= 4 && self.rng.chance(0.5) {
+                    2 * c
+                } else {
+                    c
+                },
+            ),
+            2 => {
+                let divisors: Vec<usize> = (2..c).filter(|&g| c.is_multiple_of(g)).collect();
+                if divisors.is_empty() {
+                    (1, 1 + self.rng.below(8))
+                } else {
+                    let g = divisors[self.rng.below(divisors.len())];
+                    (g, g * (1 + self.rng.below((8 / g).max(1))))
+                }
+            }
+            _ => (1, 1 + self.rng.below(8)),
+        };
+        let square = self.rng.chance(0.75);
+        let mut t = ConvTranspose2d {
+            out_channels: out,
+            kernel: [1, 1],
+            stride: [1, 1],
+            pad: [0; 4],
+            output_padding: [0, 0],
+            dilation: [1, 1],
+            groups,
+            bias: self.rng.chance(0.6),
+        };
+        let lens = [h, w];
+        if uniform {
+            let k = 1 + self.rng.below(3);
+            let d = if self.rng.chance(0.2) { 2 } else { 1 };
+            for (a, &len) in lens.iter().enumerate() {
+                let (mut k, d) = if a == 1 && !square {
+                    (1 + self.rng.below(3), 1 + usize::from(self.rng.chance(0.2)))
+                } else {
+                    (k, d)
+                };
+                // The output is `len − span − extra crops`: keep it at least 1.
+                while k > 1 && d * (k - 1) >= len {
+                    k -= 1;
+                }
+                let span = d * (k - 1);
+                let op = usize::from(d > 1 && self.rng.chance(0.4));
+                let room = len - span - 1;
+                let lead = self.rng.below(room.min(1) + 1);
+                let trail = self.rng.below((room - lead).min(1) + 1);
+                t.kernel[a] = k;
+                t.dilation[a] = if k > 1 { d } else { 1 };
+                t.output_padding[a] = if k > 1 { op } else { 0 };
+                t.pad[a] = span + lead;
+                t.pad[a + 2] = span + t.output_padding[a] + trail;
+            }
+        } else {
+            let variant = self.rng.below(6);
+            for (a, &len) in lens.iter().enumerate() {
+                let v = if a == 1 && !square {
+                    self.rng.below(6)
+                } else {
+                    variant
+                };
+                let (k, s, p, op, d) = match v {
+                    // U-Net: each output phase receives one tap.
+                    0 => (2, 2, [0, 0], 0, 1),
+                    // DCGAN/FCN: 4×4 stride 2 pad 1.
+                    1 => (4, 2, [1, 1], 0, 1),
+                    // 3×3 stride 2 pad 1 output_padding 1.
+                    2 => (3, 2, [1, 1], 1, 1),
+                    // Stride 1 without the full crop: the borders receive fewer taps.
+                    3 => {
+                        let p = self.rng.below(2);
+                        (3, 1, [p, self.rng.below(3)], 0, 1)
+                    }
+                    // Anything.
+                    _ => {
+                        let k = 1 + self.rng.below(4);
+                        let s = 2 + self.rng.below(2);
+                        let d = if self.rng.chance(0.25) { 2 } else { 1 };
+                        let span = d * (k - 1);
+                        let p = [self.rng.below(span + 2), self.rng.below(span + 2)];
+                        (k, s, p, self.rng.below(s.max(d)), d)
+                    }
+                };
+                t.kernel[a] = k;
+                t.stride[a] = s;
+                t.pad[a] = p[0];
+                t.pad[a + 2] = p[1];
+                t.output_padding[a] = op;
+                t.dilation[a] = d;
+                if t.out_len(a, len).is_none() {
+                    // Cropped away: no crop.
+                    t.pad[a] = 0;
+                    t.pad[a + 2] = 0;
+                }
+            }
+        }
+        let (oh, ow) = (
+            t.out_len(0, h).expect("the output is not empty"),
+            t.out_len(1, w).expect("the output is not empty"),
+        );
+        let pair = |p: [usize; 2]| {
+            if p[0] == p[1] {
+                p[0].to_string()
+            } else {
+                format!("[{}, {}]", p[0], p[1])
+            }
+        };
+        let mut attrs = format!("out = {out}, kernel = {}", pair(t.kernel));
+        if t.stride != [1, 1] {
+            let _ = write!(attrs, ", stride = {}", pair(t.stride));
+        }
+        if t.pad != [0; 4] {
+            if t.pad.iter().all(|&p| p == t.pad[0]) {
+                let _ = write!(attrs, ", pad = {}", t.pad[0]);
+            } else {
+                let _ = write!(
+                    attrs,
+                    ", pad = [{}, {}, {}, {}]",
+                    t.pad[0], t.pad[1], t.pad[2], t.pad[3]
+                );
+            }
+        }
+        if t.output_padding != [0, 0] {
+            let _ = write!(attrs, ", output_padding = {}", pair(t.output_padding));
+        }
+        if t.dilation != [1, 1] {
+            let _ = write!(attrs, ", dilation = {}", pair(t.dilation));
+        }
+        if groups != 1 {
+            let _ = write!(attrs, ", groups = {groups}");
+        }
+        if !t.bias {
+            attrs += ", bias = false";
+        }
+        let key = (c, out, out / groups, (t.kernel[0], t.kernel[1]), t.bias);
+        let shared: Vec<String> = self
+            .convts
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, p)| p.clone())
+            .collect();
+        if !shared.is_empty() && self.rng.chance(0.4) {
+            let p = &shared[self.rng.below(shared.len())];
+            let _ = write!(attrs, ", params = \"{p}\"");
+        }
+        let expr = format!("conv_transpose2d({}, {attrs})", self.name(src));
+        let v = self.bind("convt", expr, &[src], out, Some((oh, ow)));
+        if !attrs.contains("params =") {
+            self.convts.push((key, self.values[v].name.clone()));
+        }
+        v
+    }
+
+    /// (conv ->) (activation ->) BN -> conv_transpose2d -> BN (-> BN) -> reader, sometimes
+    /// with a second transposed conv (of the other geometry) reading the same BN.
+    fn conv_transpose_motif(&mut self) {
+        let mut v = self.small_map();
+        if self.rng.chance(0.4) {
+            v = self.random_conv(v, None);
+        }
+        if self.rng.chance(0.3) {
+            // Blocks the BN's backward fold: it can only go forward, into the transposed conv.
+            v = self.activation(v);
+        }
+        if self.rng.chance(0.75) {
+            v = self.batchnorm(v);
+        }
+        let uniform = self.rng.chance(0.5);
+        let t = self.conv_transpose(v, uniform);
+        if self.rng.chance(0.25) {
+            let other = self.conv_transpose(v, !uniform);
+            if self.rng.chance(0.5) {
+                self.batchnorm(other);
+            }
+        }
+        let mut y = t;
+        if self.rng.chance(0.75) {
+            y = self.batchnorm(y);
+            if self.rng.chance(0.15) {
+                y = self.batchnorm(y);
+            }
+        }
+        match self.rng.below(5) {
+            0 => {
+                self.activation(y);
+            }
+            1 => {
+                self.random_conv(y, None);
+            }
+            2 if self.values[y].hw.is_some_and(|(h, w)| h <= 10 && w <= 10) => {
+                // A BN between two transposed convs.
+                let b = self.batchnorm(y);
+                let u = self.rng.chance(0.5);
+                self.conv_transpose(b, u);
+            }
+            _ => {}
+        }
+    }
+
+    /// (conv or dense ->) (BN ->) layer_norm -> (BN) -> reader. A BN after folds into the
+    /// layer_norm's weight and bias (not when the layer_norm has another reader); a BN
+    /// before must stay (it changes the channels' mean and variance).
+    fn layer_norm_motif(&mut self) {
+        let mut v = self.pick_any();
+        if self.rng.chance(0.4) {
+            v = if self.values[v].hw.is_some() {
+                self.random_conv(v, None)
+            } else {
+                let out = 1 + self.rng.below(8);
+                let expr = format!("dense({}, out = {out})", self.name(v));
+                self.bind("fc", expr, &[v], out, None)
+            };
+        }
+        if self.rng.chance(0.5) {
+            v = self.batchnorm(v);
+        }
+        let n = self.layer_norm(v);
+        if self.rng.chance(0.25) {
+            // Another reader of the layer_norm.
+            self.activation(n);
+        }
+        let mut y = n;
+        if self.rng.chance(0.7) {
+            y = self.batchnorm(y);
+        }
+        match self.rng.below(4) {
+            0 => {
+                self.gelu(y);
+            }
+            1 if self.values[y].hw.is_some() => {
+                let out = 1 + self.rng.below(8);
+                self.conv(y, out, (1, 1), (1, 1), [0; 4], 1, 1, true);
+            }
+            2 => {
+                self.activation(y);
+            }
+            _ => {}
+        }
+    }
+
+    /// ConvNeXt: depthwise conv -> layer_norm -> 1×1 conv -> gelu -> 1×1 conv, added to the
+    /// block input; BNs after the depthwise conv, the layer_norm, the expansion and the gelu.
+    fn convnext_block(&mut self) {
+        let x = self.small_map();
+        let (c, (h, w)) = (self.values[x].c, self.values[x].hw.unwrap());
+        let k = if h >= 7 && w >= 7 && self.rng.chance(0.5) {
+            7
+        } else {
+            3
+        };
+        let mut v = self.conv(x, c, (k, k), (1, 1), [k / 2; 4], 1, c, true);
+        if self.rng.chance(0.3) {
+            v = self.batchnorm(v);
+        }
+        v = self.layer_norm(v);
+        if self.rng.chance(0.4) {
+            v = self.batchnorm(v);
+        }
+        let wide = (2 * c).min(MAX_CONCAT_CHANNELS);
+        let bias = self.rng.chance(0.7);
+        v = self.conv(v, wide, (1, 1), (1, 1), [0; 4], 1, 1, bias);
+        if self.rng.chance(0.4) {
+            v = self.batchnorm(v);
+        }
+        v = self.gelu(v);
+        if self.rng.chance(0.4) {
+            v = self.batchnorm(v);
+        }
+        v = self.conv(v, c, (1, 1), (1, 1), [0; 4], 1, 1, true);
+        if self.rng.chance(0.3) {
+            v = self.batchnorm(v);
+        }
+        let expr = format!("add({}, {})", self.name(x), self.name(v));
+        let hw = self.values[x].hw;
+        self.bind("add", expr, &[x, v], c, hw);
+    }
+
+    /// (conv ->) BN -> gelu -> BN -> reader: gelu blocks both BNs, the first can fold back
+    /// into the conv and the second forward into a conv after it.
+    fn gelu_motif(&mut self) {
+        let mut v = self.pick_any();
+        if self.values[v].hw.is_some() && self.rng.chance(0.5) {
+            v = self.random_conv(v, None);
+        }
+        if self.rng.chance(0.8) {
+            v = self.batchnorm(v);
+        }
+        let g = self.gelu(v);
+        let mut y = g;
+        if self.rng.chance(0.7) {
+            y = self.batchnorm(y);
+        }
+        if self.values[y].hw.is_some() && self.rng.chance(0.5) {
+            let padded = self.rng.chance(0.5);
+            self.random_conv(y, Some(padded));
+        }
+    }
+
+    /// (activation, pad or pool ->) BN -> global_maxpool (-> BN) -> 1×1 conv, flatten ->
+    /// dense, or a max-squeeze gate. The extreme parameters give most BNs a negative γ on
+    /// some channel, which turns the max into a min: those channels must not pass the pool.
+    fn global_maxpool_motif(&mut self) {
+        let mut v = self.pick_map();
+        match self.rng.below(5) {
+            0 => v = self.activation(v),
+            1 => v = self.pad(v),
+            2 => v = self.pool(v),
+            3 => v = self.random_conv(v, None),
+            _ => {}
+        }
+        if self.rng.chance(0.85) {
+            v = self.batchnorm(v);
+        }
+        let src = v;
+        let c = self.values[v].c;
+        let expr = format!("global_maxpool({})", self.name(v));
+        let mut g = self.bind("gmp", expr, &[v], c, Some((1, 1)));
+        if self.rng.chance(0.4) {
+            g = self.batchnorm(g);
+        }
+        match self.rng.below(4) {
+            0 => {
+                let out = 1 + self.rng.below(8);
+                let bias = self.rng.chance(0.5);
+                self.conv(g, out, (1, 1), (1, 1), [0; 4], 1, 1, bias);
+            }
+            1 => {
+                let f = self.bind("flat", format!("flatten({})", self.name(g)), &[g], c, None);
+                let out = 1 + self.rng.below(8);
+                let expr = format!("dense({}, out = {out})", self.name(f));
+                self.bind("fc", expr, &[f], out, None);
+            }
+            2 => {
+                // Squeeze-excite with a max: src · sigmoid(conv(gmp(src))).
+                let e = self.conv(g, c, (1, 1), (1, 1), [0; 4], 1, 1, true);
+                let gate = self.unary("a", "sigmoid", "", e);
+                let hw = self.values[src].hw;
+                let expr = format!("mul({}, {})", self.name(src), self.name(gate));
+                self.bind("se", expr, &[src, gate], c, hw);
+            }
+            _ => {}
+        }
+    }
+
+    /// (conv of the input ->) (BN ->) a positive or squared value -> sqrt or pow (-> BN) ->
+    /// reader. sqrt and pow block; their inputs are kept where they are defined and not
+    /// near a pole (a BN's output squared, clipped to [0.5, 4], or raised to an odd power),
+    /// and the input's magnitude is bounded (no BN chains before: x⁴ of an extreme BN's
+    /// output would overflow f32).
+    fn sqrt_pow_motif(&mut self) {
+        let mut v = 0;
+        if self.rng.chance(0.6) {
+            v = self.random_conv(v, None);
+        }
+        if self.rng.chance(0.75) {
+            v = self.batchnorm(v);
+        }
+        let s = self.name(v).to_string();
+        let f = match self.rng.below(4) {
+            0 | 1 => {
+                // A square (a BN right before pow or mul), then maybe a root or power of it.
+                let sq = if self.rng.chance(0.5) {
+                    self.unary("sq", "pow", ", exponent = 2", v)
+                } else {
+                    let (c, hw) = (self.values[v].c, self.values[v].hw);
+                    self.bind("sq", format!("mul({s}, {s})"), &[v, v], c, hw)
+                };
+                match self.rng.below(4) {
+                    0 | 1 => self.unary("rt", "sqrt", "", sq),
+                    2 => {
+                        let e = ["0.5", "1", "1.5"][self.rng.below(3)];
+                        self.unary("pw", "pow", &format!(", exponent = {e}"), sq)
+                    }
+                    _ => sq,
+                }
+            }
+            2 => {
+                let cl = self.unary("cl", "clip", ", min = 0.5, max = 4", v);
+                if self.rng.chance(0.3) {
+                    self.unary("rt", "sqrt", "", cl)
+                } else {
+                    let e = ["0.5", "1.5", "2", "3", "8", "-0.5", "-1", "-2", "-8", "0"]
+                        [self.rng.below(10)];
+                    self.unary("pw", "pow", &format!(", exponent = {e}"), cl)
+                }
+            }
+            _ => self.unary("pw", "pow", ", exponent = 3", v),
+        };
+        let mut y = f;
+        if self.rng.chance(0.6) {
+            y = self.batchnorm(y);
+        }
+        match self.rng.below(3) {
+            0 => {
+                self.random_conv(y, None);
+            }
+            1 => {
+                self.activation(y);
+            }
+            _ => {}
+        }
     }
 }
 
