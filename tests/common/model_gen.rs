@@ -597,14 +597,7 @@ impl Builder {
             kernel,
             bias,
         };
-        let shared: Vec<String> = self
-            .convs
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, p)| p.clone())
-            .collect();
-        if !shared.is_empty() && self.rng.chance(0.3) {
-            let p = &shared[self.rng.below(shared.len())];
+        if let Some(p) = shared_params(&mut self.rng, &self.convs, &key, 0.3) {
             let _ = write!(attrs, ", params = \"{p}\"");
         }
         let expr = format!("conv2d({}, {attrs})", self.name(src));
@@ -1065,14 +1058,7 @@ impl Builder {
             attrs += ", bias = false";
         }
         let key = (c, out, out / groups, (t.kernel[0], t.kernel[1]), t.bias);
-        let shared: Vec<String> = self
-            .convts
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, p)| p.clone())
-            .collect();
-        if !shared.is_empty() && self.rng.chance(0.4) {
-            let p = &shared[self.rng.below(shared.len())];
+        if let Some(p) = shared_params(&mut self.rng, &self.convts, &key, 0.4) {
             let _ = write!(attrs, ", params = \"{p}\"");
         }
         let expr = format!("conv_transpose2d({}, {attrs})", self.name(src));
@@ -1332,6 +1318,25 @@ impl Builder {
             _ => {}
         }
     }
+}
+
+/// With probability `chance`, when layers of the same `key` exist, the params of one of them
+/// (drawn in that order, so the models of existing seeds stay as they are).
+fn shared_params<K: PartialEq>(
+    rng: &mut Rng,
+    layers: &[(K, String)],
+    key: &K,
+    chance: f64,
+) -> Option<String> {
+    let shared: Vec<&String> = layers
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, p)| p)
+        .collect();
+    if shared.is_empty() || !rng.chance(chance) {
+        return None;
+    }
+    Some(shared[rng.below(shared.len())].clone())
 }
 
 /// Overwrites the parameters of `bn` with per-channel values mixing the hard cases, and
