@@ -23,9 +23,9 @@
 //! as in the interpreter.
 //!
 //! The first version scattered tap by tap, a read-modify-write pass over a phase plane per
-//! tap and channel: 26.8 ms (1 thread) on a U-Net up-step 1x64x56x56 → 32 channels 2x2
-//! stride 2; this gather took 13.4 ms, the GEMM + col2im path (see BENCHMARKS.md) far less:
-//! every output plane here rereads the whole input, outside the packed microkernels.
+//! tap and channel. This gather took 13.4 ms (1 thread) on a U-Net up-step 1x64x56x56 → 32
+//! channels 2x2 stride 2, the GEMM + col2im path 1.7 ms (BENCHMARKS.md, same command): every
+//! output plane here rereads the whole input, outside the packed microkernels.
 
 use super::*;
 use crate::plan::ConvTTap;
