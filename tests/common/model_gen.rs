@@ -562,25 +562,12 @@ impl Builder {
                 fit((1, 1), stride, [0; 4], 1).unwrap(),
             ),
         };
-        let mut attrs = format!("out = {out}, ");
-        if kernel.0 == kernel.1 {
-            let _ = write!(attrs, "kernel = {}", kernel.0);
-        } else {
-            let _ = write!(attrs, "kernel = [{}, {}]", kernel.0, kernel.1);
-        }
+        let mut attrs = format!("out = {out}, kernel = {}", list_attr(&[kernel.0, kernel.1]));
         if stride != (1, 1) {
             let _ = write!(attrs, ", stride = {}", stride.0);
         }
         if pad != [0; 4] {
-            if pad.iter().all(|&p| p == pad[0]) {
-                let _ = write!(attrs, ", pad = {}", pad[0]);
-            } else {
-                let _ = write!(
-                    attrs,
-                    ", pad = [{}, {}, {}, {}]",
-                    pad[0], pad[1], pad[2], pad[3]
-                );
-            }
+            let _ = write!(attrs, ", pad = {}", list_attr(&pad));
         }
         if dilation != 1 {
             let _ = write!(attrs, ", dilation = {dilation}");
@@ -1023,33 +1010,18 @@ impl Builder {
             t.out_len(0, h).expect("the output is not empty"),
             t.out_len(1, w).expect("the output is not empty"),
         );
-        let pair = |p: [usize; 2]| {
-            if p[0] == p[1] {
-                p[0].to_string()
-            } else {
-                format!("[{}, {}]", p[0], p[1])
-            }
-        };
-        let mut attrs = format!("out = {out}, kernel = {}", pair(t.kernel));
+        let mut attrs = format!("out = {out}, kernel = {}", list_attr(&t.kernel));
         if t.stride != [1, 1] {
-            let _ = write!(attrs, ", stride = {}", pair(t.stride));
+            let _ = write!(attrs, ", stride = {}", list_attr(&t.stride));
         }
         if t.pad != [0; 4] {
-            if t.pad.iter().all(|&p| p == t.pad[0]) {
-                let _ = write!(attrs, ", pad = {}", t.pad[0]);
-            } else {
-                let _ = write!(
-                    attrs,
-                    ", pad = [{}, {}, {}, {}]",
-                    t.pad[0], t.pad[1], t.pad[2], t.pad[3]
-                );
-            }
+            let _ = write!(attrs, ", pad = {}", list_attr(&t.pad));
         }
         if t.output_padding != [0, 0] {
-            let _ = write!(attrs, ", output_padding = {}", pair(t.output_padding));
+            let _ = write!(attrs, ", output_padding = {}", list_attr(&t.output_padding));
         }
         if t.dilation != [1, 1] {
-            let _ = write!(attrs, ", dilation = {}", pair(t.dilation));
+            let _ = write!(attrs, ", dilation = {}", list_attr(&t.dilation));
         }
         if groups != 1 {
             let _ = write!(attrs, ", groups = {groups}");
@@ -1317,6 +1289,16 @@ impl Builder {
             }
             _ => {}
         }
+    }
+}
+
+/// An attribute list as the language takes it: `v` when every entry is `v`, else `[a, b, ..]`.
+fn list_attr(values: &[usize]) -> String {
+    if values.iter().all(|&v| v == values[0]) {
+        values[0].to_string()
+    } else {
+        let items: Vec<String> = values.iter().map(usize::to_string).collect();
+        format!("[{}]", items.join(", "))
     }
 }
 
