@@ -690,8 +690,10 @@ fn fuzz(seeds: impl IntoIterator<Item = u64>) {
 /// they stay fixed): 200, the border of a forward fold into a conv padded by 2; 919, three
 /// BNs in a row that needed more than 30 saturation iterations; 1062 and 2715, a BN partly
 /// folded into two maps, counted as two BNs left; 2053, a pad fill of 1.7e38 summed by a
-/// pool into inf; 4273, a pad fill cancelling the bias at a conv's corner (border budget).
-const REGRESSION_SEEDS: &[u64] = &[200, 919, 1062, 2053, 2715, 4273];
+/// pool into inf; 4273, a pad fill cancelling the bias at a conv's corner (border budget);
+/// 1052, the generator's concat room underflowing past 16 channels (a panic in debug builds,
+/// a wrapped count in release).
+const REGRESSION_SEEDS: &[u64] = &[200, 919, 1052, 1062, 2053, 2715, 4273];
 
 #[test]
 fn fold_fuzz_corpus() {

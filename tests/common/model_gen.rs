@@ -391,7 +391,7 @@ impl Builder {
         let mut parts = vec![src];
         let mut c = self.values[src].c;
         for _ in 0..1 + self.rng.below(2) {
-            let room = MAX_CONCAT_CHANNELS - c;
+            let room = MAX_CONCAT_CHANNELS.saturating_sub(c);
             let Some(o) = self.pick_where(|v| v.hw == hw && v.c <= room) else {
                 break;
             };
