@@ -429,6 +429,17 @@ pub enum Absorption {
 }
 
 impl Absorption {
+    /// The operator `op` of the absorbing node becomes, and its new parameters.
+    pub fn into_op_and_params(self, op: &Op) -> (Op, Vec<(&'static str, Tensor)>) {
+        match self {
+            Absorption::Layer(absorbed) => absorbed.into_op_and_params(op),
+            Absorption::Affine(map) => (Op::Affine, map.to_params()),
+            Absorption::Norm { weight, bias } => {
+                (op.clone(), vec![("weight", weight), ("bias", bias)])
+            }
+        }
+    }
+
     /// Whether a conv now pads with a per-channel fill.
     pub fn has_pad_fill(&self) -> bool {
         matches!(self, Absorption::Layer(a) if a.pad_fill.is_some())
@@ -519,19 +530,8 @@ pub fn absorb_output(
 
 /// Applies an [`Absorption`] computed by [`absorb_any`] to the node it was computed for.
 pub fn apply_absorption(graph: &mut Graph, node_index: usize, absorption: Absorption) {
-    match absorption {
-        Absorption::Layer(absorbed) => apply_absorbed(graph, node_index, absorbed),
-        Absorption::Affine(map) => replace_params(graph, node_index, Op::Affine, map.to_params()),
-        Absorption::Norm { weight, bias } => {
-            let op = graph.nodes[node_index].op.clone();
-            replace_params(
-                graph,
-                node_index,
-                op,
-                vec![("weight", weight), ("bias", bias)],
-            );
-        }
-    }
+    let (op, params) = absorption.into_op_and_params(&graph.nodes[node_index].op);
+    replace_params(graph, node_index, op, params);
 }
 
 /// Gives `node` a new operator and parameters, keeping its prefix when no other node reads it.

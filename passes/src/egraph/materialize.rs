@@ -153,17 +153,10 @@ pub fn materialize(
                             canonical.value(original.output).name
                         )
                     };
-                    let (op, tensors) = match (&original.op, before, after) {
+                    let absorbed = match (&original.op, before, after) {
+                        // Only its epilogue changes: no rule moves a map into its prologue.
                         (Op::LayerNorm { .. }, None, Some(after)) => {
-                            match absorb_output(canonical, original, after).map_err(not_exact)? {
-                                Absorption::Norm { weight, bias } => (
-                                    original.op.clone(),
-                                    vec![("weight", weight), ("bias", bias)],
-                                ),
-                                other => {
-                                    return Err(format!("layer_norm absorbed as {other:?}"));
-                                }
-                            }
+                            absorb_output(canonical, original, after)
                         }
                         (Op::LayerNorm { .. }, ..) => {
                             return Err(format!(
@@ -171,10 +164,11 @@ pub fn materialize(
                                 canonical.value(original.output).name
                             ));
                         }
-                        _ => absorb(canonical, original, before, after)
-                            .map_err(not_exact)?
-                            .into_op_and_params(&original.op),
+                        _ => absorb(canonical, original, before, after).map(Absorption::Layer),
                     };
+                    let (op, tensors) = absorbed
+                        .map_err(not_exact)?
+                        .into_op_and_params(&original.op);
                     let base = original.params.clone().unwrap_or_else(|| name.clone());
                     (op, Some(graph.add_params(&base, tensors)))
                 }
