@@ -795,3 +795,98 @@ fn conv_transpose_gemm_large_and_fallback() {
         "phase-split",
     );
 }
+
+/// `check_body`, and at 1 and 2 threads the plan runs the upsample inside the conv's
+/// transposed-conv kernels (`fused`: no resize kernel, a col2im) or as its own kernel.
+fn check_upsample_conv(body: &str, fused: bool) {
+    check_body(body);
+    let g = common::model(body);
+    for threads in [1, 2] {
+        let plan = bnc_codegen::plan_text(&g, &common::options(threads)).unwrap();
+        let resize = plan.contains("resize nearest");
+        let col2im = plan.contains("conv-transpose col2im");
+        assert_eq!(
+            (resize, col2im),
+            (!fused, fused),
+            "expected the upsample {} at {threads} threads:\n{plan}",
+            if fused { "fused" } else { "on its own" }
+        );
+    }
+}
+
+/// A nearest upsample by whole factors feeding a stride-1 conv runs as one transposed conv
+/// on the small input: YOLO's 2x upsample then 3x3 conv with its BN and activation fused,
+/// PyTorch's two nearest exports (asymmetric floor, and half_pixel rounding, which index
+/// alike at whole factors), factors [2, 3] with a [3, 1] kernel, dilation with asymmetric
+/// pads (the bottom one wider than the kernel reaches: rows of bias alone), groups, a batch
+/// of 2, and an upsample given by size.
+#[test]
+fn upsample_conv_fused_as_conv_transpose() {
+    check_upsample_conv(
+        "input x: f32[1, 64, 20, 20]\n u = resize(x, scale = 2)\n c = conv2d(u, out = 32, kernel = 3, pad = 1)\n b = batchnorm(c)\n y = silu(b)\n output y",
+        true,
+    );
+    check_upsample_conv(
+        "input x: f32[1, 8, 7, 9]\n u = resize(x, scale = 2, coordinates = \"half_pixel\", nearest_mode = \"round_prefer_floor\")\n y = conv2d(u, out = 5, kernel = 3, pad = 1)\n output y",
+        true,
+    );
+    check_upsample_conv(
+        "input x: f32[2, 6, 5, 4]\n u = resize(x, scale = [2, 3])\n y = conv2d(u, out = 7, kernel = [3, 1], pad = [1, 0, 1, 0], bias = false)\n output y",
+        true,
+    );
+    check_upsample_conv(
+        "input x: f32[1, 5, 6, 7]\n u = resize(x, size = [18, 21])\n y = conv2d(u, out = 4, kernel = 3, dilation = 2, pad = [4, 0, 6, 3])\n output y",
+        true,
+    );
+    check_upsample_conv(
+        "input x: f32[1, 8, 5, 5]\n u = resize(x, scale = 3)\n y = conv2d(u, out = 6, kernel = 2, groups = 2)\n output y",
+        true,
+    );
+}
+
+/// Where the rewrite would be wrong or would not pay, the upsample keeps its own kernel:
+/// rounding that is not `j div s` (asymmetric ceil), a per-channel pad fill (the upsampled
+/// image's border is not the transposed conv's empty edge), a stride-2 conv, a 1x1 conv
+/// (as many multiply-adds either way), a depthwise conv (the phase-split path), bilinear,
+/// and an upsample something else also reads.
+#[test]
+fn upsample_conv_kept_apart() {
+    for (body, why) in [
+        (
+            "input x: f32[1, 6, 5, 6]\n u = resize(x, scale = 2, nearest_mode = \"ceil\")\n y = conv2d(u, out = 4, kernel = 3, pad = 1)\n output y",
+            "ceil rounding",
+        ),
+        (
+            "input x: f32[1, 6, 5, 6]\n u = resize(x, scale = 2)\n y = conv2d(u, out = 4, kernel = 3, pad = 1, pad_fill = true)\n output y",
+            "pad fill",
+        ),
+        (
+            "input x: f32[1, 6, 5, 6]\n u = resize(x, scale = 2)\n y = conv2d(u, out = 4, kernel = 3, pad = 1, stride = 2)\n output y",
+            "stride 2",
+        ),
+        (
+            "input x: f32[1, 6, 5, 6]\n u = resize(x, scale = 2)\n y = conv2d(u, out = 4, kernel = 1)\n output y",
+            "1x1",
+        ),
+        (
+            "input x: f32[1, 6, 5, 6]\n u = resize(x, scale = 2)\n y = conv2d(u, out = 6, kernel = 3, pad = 1, groups = 6)\n output y",
+            "depthwise",
+        ),
+        (
+            "input x: f32[1, 6, 5, 6]\n u = resize(x, mode = \"bilinear\", scale = 2)\n y = conv2d(u, out = 4, kernel = 3, pad = 1)\n output y",
+            "bilinear",
+        ),
+        (
+            "input x: f32[1, 6, 5, 6]\n u = resize(x, scale = 2)\n c = conv2d(u, out = 6, kernel = 3, pad = 1)\n y = add(c, u)\n output y",
+            "two readers",
+        ),
+    ] {
+        eprintln!("{why}");
+        if why == "bilinear" {
+            // No "resize nearest" line to look for: the output check is the point.
+            check_body(body);
+            continue;
+        }
+        check_upsample_conv(body, false);
+    }
+}

@@ -43,3 +43,178 @@ fn slice_channels_are_views() {
          output p, e, a, g",
     );
 }
+
+/// Default options with `threads`, convs as packed GEMMs (on targets that read convs in
+/// place, pointwise convs read their input themselves and never through a shuffle).
+fn packed(threads: usize) -> bnc_codegen::Options {
+    bnc_codegen::Options {
+        direct_conv: false,
+        ..common::options(threads)
+    }
+}
+
+/// `check_body`; compiled with [`packed`] at 1 and 2 threads against the interpreter; and
+/// that plan has `gathers` copies read through a shuffle's permutation and `shuffles`
+/// kernels of the shuffle named `shuffled`. Returns the 1-thread plan.
+fn check_gathers(body: &str, gathers: usize, shuffles: usize) -> String {
+    check_body(body);
+    let g = common::model(body);
+    let ins = common::inputs(&g, 2);
+    let want = bnc_ir::interp::run(&g, &ins).unwrap();
+    let mut plans = Vec::new();
+    for threads in [1, 2] {
+        let got = common::run_compiled(&bnc_codegen::compile(&g, &packed(threads)).unwrap(), &ins);
+        for (w, o) in want.iter().zip(&got) {
+            let err = w.max_abs_diff(o) / w.max_abs().max(1.0);
+            assert!(
+                err <= common::TOL,
+                "packed, {threads} threads: relative error {err}"
+            );
+        }
+        let plan = bnc_codegen::plan_text(&g, &packed(threads)).unwrap();
+        let count = |prefix: &str| {
+            plan.lines()
+                .filter(|l| l.starts_with("  #") && l.contains(prefix))
+                .count()
+        };
+        assert_eq!(
+            (count(" gather_"), count("_shuffled ")),
+            (gathers, shuffles),
+            "at {threads} threads:\n{plan}"
+        );
+        plans.push(plan);
+    }
+    plans.swap_remove(0)
+}
+
+/// Two ShuffleNet units in a row: the second copies the first half of the first one's
+/// shuffle into its concat, read from the shuffle's input through the permutation, and
+/// the shuffle computes only the half its conv reads (from channel 58 on). Odd group
+/// sizes (groups 3 of 15 channels, halves that cut a group), batch 2.
+#[test]
+fn shuffle_slices_copied_through_the_permutation() {
+    for (n, c, groups, cut) in [(1, 116, 2, 58), (2, 15, 3, 7)] {
+        check_gathers(
+            &format!(
+                "input x: f32[{n}, {c}, 9, 7]
+                 c0 = conv2d(x, out = {c}, kernel = 1)
+                 shuffled = channel_shuffle(c0, groups = {groups})
+                 a = slice_channels(shuffled, start = 0, end = {cut})
+                 b = slice_channels(shuffled, start = {cut}, end = {c})
+                 c1 = conv2d(b, out = {rest}, kernel = 3, pad = 1)
+                 r1 = relu(c1)
+                 cat = concat(a, r1)
+                 y = channel_shuffle(cat, groups = {groups})
+                 output y",
+                rest = c - cut
+            ),
+            1,
+            1,
+        );
+    }
+    let narrowed = "input x: f32[1, 116, 9, 7]
+         shuffled = channel_shuffle(x, groups = 2)
+         a = slice_channels(shuffled, start = 0, end = 58)
+         b = slice_channels(shuffled, start = 58, end = 116)
+         c1 = conv2d(b, out = 58, kernel = 3, pad = 1)
+         cat = concat(a, c1)
+         output cat";
+    let plan = check_gathers(narrowed, 1, 1);
+    assert!(
+        plan.contains("channel-shuffle groups 2 from channel 58"),
+        "{plan}"
+    );
+}
+
+/// Pointwise convs (packed GEMMs) read a shuffle's channels through the permutation
+/// (`through-shuffle`): ShuffleNet's units then have no shuffle kernel at all. Also a
+/// grouped 1x1 conv on a slice that cuts the shuffle's groups (a table per conv group),
+/// batch 2, and a shuffle read whole by a 1x1 conv and by a pool (computed for the pool).
+#[test]
+fn pointwise_convs_read_shuffles_through_the_permutation() {
+    for (n, c, groups, cut, conv_groups) in [(1, 116, 2, 58, 1), (2, 15, 3, 7, 2)] {
+        let plan = check_gathers(
+            &format!(
+                "input x: f32[{n}, {c}, 9, 7]
+                 c0 = conv2d(x, out = {c}, kernel = 1)
+                 shuffled = channel_shuffle(c0, groups = {groups})
+                 a = slice_channels(shuffled, start = 0, end = {cut})
+                 b = slice_channels(shuffled, start = {cut}, end = {c})
+                 c1 = conv2d(b, out = {out}, kernel = 1, groups = {conv_groups})
+                 r1 = relu(c1)
+                 cat = concat(a, r1)
+                 y = channel_shuffle(cat, groups = {groups})
+                 output y",
+                out = c - cut
+            ),
+            1,
+            0,
+        );
+        assert!(plan.contains(" through-shuffle"), "{plan}");
+    }
+    let plan = check_gathers(
+        "input x: f32[2, 12, 6, 6]
+         shuffled = channel_shuffle(x, groups = 3)
+         c = conv2d(shuffled, out = 5, kernel = 1)
+         p = maxpool(shuffled, kernel = 2)
+         output c, p",
+        0,
+        1,
+    );
+    assert!(plan.contains("1x1 12->5 6x6 through-shuffle"), "{plan}");
+}
+
+/// A shuffle read only by copies (a concat and an output slice) computes nothing itself;
+/// one that is also an output, or read whole, is computed whole; a fused epilogue keeps
+/// the copies reading its output.
+#[test]
+fn shuffle_read_only_by_copies_is_not_computed() {
+    check_gathers(
+        "input x: f32[2, 12, 5, 6]
+         c0 = conv2d(x, out = 12, kernel = 1)
+         shuffled = channel_shuffle(c0, groups = 4)
+         a = slice_channels(shuffled, start = 2, end = 9)
+         b = slice_channels(shuffled, start = 5, end = 12)
+         cat = concat(a, x)
+         output cat, b",
+        2,
+        0,
+    );
+    check_gathers(
+        "input x: f32[1, 12, 5, 6]
+         c0 = conv2d(x, out = 12, kernel = 1)
+         shuffled = channel_shuffle(c0, groups = 4)
+         a = slice_channels(shuffled, start = 2, end = 9)
+         cat = concat(a, x)
+         output cat, shuffled",
+        1,
+        1,
+    );
+    check_gathers(
+        "input x: f32[1, 12, 5, 6]
+         c0 = conv2d(x, out = 12, kernel = 1)
+         shuffled = channel_shuffle(c0, groups = 4)
+         r = relu(shuffled)
+         a = slice_channels(r, start = 2, end = 9)
+         cat = concat(a, x)
+         output cat",
+        0,
+        1,
+    );
+    // Two kernels read two ranges: the shuffle computes the span of both.
+    let two = "input x: f32[1, 12, 5, 6]
+         c0 = conv2d(x, out = 12, kernel = 1)
+         shuffled = channel_shuffle(c0, groups = 4)
+         a = slice_channels(shuffled, start = 7, end = 10)
+         b = slice_channels(shuffled, start = 2, end = 5)
+         p = maxpool(a, kernel = 2)
+         q = conv2d(b, out = 3, kernel = 3)
+         output p, q";
+    let plan = check_gathers(two, 0, 1);
+    let at = plan.find("from channel 2\n").expect("a narrowed shuffle");
+    let views = plan[at..].lines().nth(1).unwrap();
+    assert!(
+        views.contains(" 1x12x30 out ") && views.contains(" 1x8x30"),
+        "{plan}"
+    );
+}

@@ -59,8 +59,27 @@ pub(super) fn emit_gemm(
         let npanels = em.b.ins().udiv_imm_u(npr, nr as i64);
         let nsub = em.mul_i(npanels, gpp as i64);
         let xb = em.vbase(x, n);
-        let gofs = em.mul_i(gi, (cin_g * h * w) as i64);
+        // With a channel table the group's rows are found through it (`ConvGeom::chan`).
+        let gofs = match g.chan {
+            None => em.mul_i(gi, (cin_g * h * w) as i64),
+            Some(_) => em.ic(0),
+        };
         let xb = em.ea(xb, gofs);
+        let chan = g.chan.map(|t| {
+            let t = em.wptr(t);
+            let o = em.mul_i(gi, (cin_g * 4) as i64);
+            em.b.ins().iadd(t, o)
+        });
+        // Byte offset of input row `ci` of the group from the group's first pixel.
+        let row = move |em: &mut Em, ci: Value| -> Value {
+            let Some(t) = chan else {
+                return em.mul_i(ci, (h * w * 4) as i64);
+            };
+            let a = em.ea(t, ci);
+            let c = em.b.ins().load(I32, ro(), a, 0);
+            let c = em.b.ins().uextend(I64, c);
+            em.mul_i(c, (h * w * 4) as i64)
+        };
         let scratch = if wide.is_some() {
             // 64-byte aligned panels (the scratch slot has 16 floats of slack).
             let a = em.add_i(em.scratch, 63);
@@ -95,7 +114,7 @@ pub(super) fn emit_gemm(
                     full,
                     |em| {
                         em.lpc(0, k, 1, |em, ci| {
-                            let o = em.mul_i(ci, (h * w * 4) as i64);
+                            let o = row(em, ci);
                             let a = em.b.ins().iadd(xp, o);
                             let v = em.ld4(a, 0);
                             let o2 = em.mul_i(ci, (nr * 4) as i64);
@@ -106,7 +125,7 @@ pub(super) fn emit_gemm(
                     |em| {
                         let zero = em.fc(0.0);
                         em.lpc(0, k, 1, |em, ci| {
-                            let o = em.mul_i(ci, (h * w * 4) as i64);
+                            let o = row(em, ci);
                             let a = em.b.ins().iadd(xp, o);
                             let o2 = em.mul_i(ci, (nr * 4) as i64);
                             let d = em.b.ins().iadd(panel, o2);
@@ -124,6 +143,7 @@ pub(super) fn emit_gemm(
                 );
             });
         } else {
+            debug_assert!(g.chan.is_none(), "channel tables are for pointwise GEMMs");
             let z = em.ic(0);
             let [sh, sw] = g.stride;
             let [dh, dw] = g.dilation;

@@ -896,7 +896,9 @@ pub(crate) fn emit_kernel(
         KernelKind::LayerNorm {
             eps, weight, bias, ..
         } => emit_layer_norm(&mut em, io, *eps, *weight, *bias),
-        KernelKind::ChannelShuffle { groups, .. } => emit_shuffle(&mut em, io, *groups),
+        KernelKind::ChannelShuffle { groups, first, .. } => {
+            emit_shuffle(&mut em, io, *groups, *first)
+        }
         KernelKind::Pad {
             pads,
             value,

@@ -52,12 +52,8 @@ impl Lowering<'_> {
             )
         };
         let tap_axes = [axis(0), axis(1)];
-        // The col2im addresses a unit's taps by i32 offsets from its first `cols` plane.
         let plane = hw[0] * hw[1];
-        let offsets_fit = cout
-            .checked_mul(taps * plane * 4)
-            .is_some_and(|b| b <= i32::MAX as usize);
-        if cin_g >= GEMM_MIN_CIN && offsets_fit {
+        if gemm_path(cin_g, cout, taps, plane) {
             let rows = cout * taps;
             // [C_in, C_out/g, kh, kw] -> per group `[(o, ky, kx)][C_in/g]`.
             let mut packed = Vec::with_capacity(weight.len());
@@ -84,6 +80,7 @@ impl Lowering<'_> {
                 pad: [0; 4],
                 groups: c.groups,
                 fill: None,
+                chan: None,
             };
             let cols = View {
                 storage: 0,
@@ -161,6 +158,17 @@ impl Lowering<'_> {
             scratch: planes + 4 + ohw[1] + 4,
         }]
     }
+}
+
+/// Whether a transposed conv with `cin_g` input channels per group, `cout` outputs,
+/// `taps` kernel taps and `plane` input pixels runs as GEMM + col2im (else phase-split).
+pub(super) fn gemm_path(cin_g: usize, cout: usize, taps: usize, plane: usize) -> bool {
+    // The col2im addresses a unit's taps by i32 offsets from its first `cols` plane.
+    let offsets_fit = cout
+        .checked_mul(taps)
+        .and_then(|n| n.checked_mul(plane * 4))
+        .is_some_and(|b| b <= i32::MAX as usize);
+    cin_g >= GEMM_MIN_CIN && offsets_fit
 }
 
 /// Floats of one col2im scratch row of `n` values: whole 8-float pairs of vectors plus a

@@ -5,6 +5,7 @@
 use bnc_ir::{Activation, Graph, Op, ValueId};
 
 use super::numel;
+use super::upsample_conv::upsample_conv;
 use crate::error::CodegenError;
 
 /// The elementwise part of a fused group, before views are known.
@@ -18,13 +19,66 @@ pub(super) enum EpiDesc {
 
 pub(super) struct Group {
     pub anchor: usize,
-    /// The anchor and the nodes fused after it.
+    /// An operator the anchor conv reads through (it reads that operator's input).
+    pub pre: Option<Pre>,
+    /// The anchor (after `pre`, if any) and the nodes fused after it.
     pub nodes: Vec<usize>,
+    /// For a channel shuffle: computes only output channels `[lo, hi)`, the rest being
+    /// read through the permutation by `Step::Gather`s (`gather.rs`).
+    pub channels: Option<(usize, usize)>,
     /// For an elementwise anchor: the value loaded.
     pub load: Option<ValueId>,
     pub epi: Vec<EpiDesc>,
     pub out: ValueId,
     pub last: usize,
+}
+
+/// What a conv computes inside its own kernels before it.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Pre {
+    /// A nearest upsample (`upsample_conv.rs`), run as one transposed conv with it: the
+    /// upsampled tensor is never stored.
+    Upsample(usize),
+    /// Channels `first..` of channel shuffle node `node`'s output (the conv's input, or the
+    /// channel slice of it the conv reads), read by a pointwise GEMM's packing from the
+    /// shuffle's input through the permutation (`ConvGeom::chan`). The shuffle itself
+    /// computes only what other readers need (`gather.rs`).
+    Shuffle { node: usize, first: usize },
+}
+
+impl Group {
+    /// The values the anchor's kernels read (besides epilogue operands).
+    pub fn inputs<'g>(&self, graph: &'g Graph) -> &'g [ValueId] {
+        let node = match self.pre {
+            Some(Pre::Upsample(n) | Pre::Shuffle { node: n, .. }) => n,
+            None => self.anchor,
+        };
+        &graph.nodes[node].inputs
+    }
+
+    /// Every value the group's kernels read: the anchor's inputs, then those of the nodes
+    /// fused after it (including the values passed along the chain).
+    pub fn reads(&self, graph: &Graph) -> Vec<ValueId> {
+        let mut reads = self.inputs(graph).to_vec();
+        for &n in self.nodes.iter().skip_while(|&&n| n != self.anchor).skip(1) {
+            reads.extend(&graph.nodes[n].inputs);
+        }
+        reads
+    }
+}
+
+/// The shuffle node and first channel a pointwise conv reading `v` reads through, when `v`
+/// is a channel shuffle's output or a channel slice of one.
+fn shuffle_read(graph: &Graph, producer: &[Option<usize>], v: ValueId) -> Option<Pre> {
+    let mut node = producer[v.0]?;
+    let mut first = 0;
+    if let Op::SliceChannels { start, .. } = graph.nodes[node].op {
+        first = start;
+        node = producer[graph.nodes[node].inputs[0].0]?;
+    }
+    let shuffle = &graph.nodes[node];
+    (matches!(shuffle.op, Op::ChannelShuffle { .. }) && graph.shape(shuffle.output).len() == 4)
+        .then_some(Pre::Shuffle { node, first })
 }
 
 /// One step of the schedule before views are resolved.
@@ -35,6 +89,17 @@ pub(super) enum Step {
         src: ValueId,
         dst: ValueId,
         /// Element offset into `dst`'s location (channel offset times S).
+        dst_off: usize,
+    },
+    /// Copy channels `first..first + count` of `channel_shuffle(x, groups)` (the value
+    /// `src`) into a region, read from `x` through the permutation (`gather.rs`).
+    Gather {
+        src: ValueId,
+        x: ValueId,
+        groups: usize,
+        first: usize,
+        count: usize,
+        dst: ValueId,
         dst_off: usize,
     },
 }
@@ -122,7 +187,13 @@ pub(super) fn affine_params(
 /// The fused groups of `graph`, in node order. `fuse_affine: false` keeps every
 /// affine/batchnorm out of other kernels' epilogues (it becomes its own elementwise kernel;
 /// for measuring what fusing it saves).
-pub(super) fn fuse(graph: &Graph, fuse_affine: bool) -> Result<Vec<Group>, CodegenError> {
+/// `gemm_pointwise`: pointwise convs run as packed GEMMs (not read in place), so they may
+/// read a channel shuffle through its permutation.
+pub(super) fn fuse(
+    graph: &Graph,
+    fuse_affine: bool,
+    gemm_pointwise: bool,
+) -> Result<Vec<Group>, CodegenError> {
     let nv = graph.values.len();
     let nn = graph.nodes.len();
     let shape = |v: ValueId| graph.shape(v);
@@ -144,6 +215,36 @@ pub(super) fn fuse(graph: &Graph, fuse_affine: bool) -> Result<Vec<Group>, Codeg
 
     // ---- Fusion: anchors and their epilogues --------------------------------------------
     let mut taken = vec![false; nn];
+    // Nearest upsamples read by one conv alone, computed by that conv's kernels.
+    let mut pre: Vec<Option<Pre>> = vec![None; nn];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        if matches!(n.op, Op::Resize(_))
+            && readers[n.output.0] == 1
+            && !is_output[n.output.0]
+            && let Some(j) = reader_node[n.output.0]
+            && upsample_conv(graph, i, j).is_some()
+        {
+            pre[j] = Some(Pre::Upsample(i));
+            taken[i] = true;
+        }
+    }
+    // Pointwise GEMM convs reading a channel shuffle (or a slice of one) read it through
+    // its permutation. The shuffle stays a group: `gather.rs` narrows or drops it.
+    if gemm_pointwise {
+        let mut producer = vec![None; nv];
+        for (i, n) in graph.nodes.iter().enumerate() {
+            producer[n.output.0] = Some(i);
+        }
+        for (j, n) in graph.nodes.iter().enumerate() {
+            if let Op::Conv2d(c) = &n.op {
+                let pointwise = c.kernel == [1, 1] && c.stride == [1, 1] && c.pad == [0; 4];
+                let depthwise = c.groups > 1 && c.groups == graph.shape(n.inputs[0])[1];
+                if pointwise && !depthwise && pre[j].is_none() {
+                    pre[j] = shuffle_read(graph, &producer, n.inputs[0]);
+                }
+            }
+        }
+    }
     let mut groups: Vec<Group> = Vec::new();
     for i in 0..nn {
         let node = &graph.nodes[i];
@@ -185,7 +286,11 @@ pub(super) fn fuse(graph: &Graph, fuse_affine: bool) -> Result<Vec<Group>, Codeg
             };
             epi.push(desc);
         }
-        let mut nodes = vec![i];
+        let upsample = match pre[i] {
+            Some(Pre::Upsample(r)) => Some(r),
+            _ => None,
+        };
+        let mut nodes: Vec<usize> = upsample.into_iter().chain([i]).collect();
         // Extend the chain while the current value has exactly one reader, an elementwise
         // node producing the same shape.
         let mut cur = node.output;
@@ -225,7 +330,9 @@ pub(super) fn fuse(graph: &Graph, fuse_affine: bool) -> Result<Vec<Group>, Codeg
         }
         groups.push(Group {
             anchor: i,
+            pre: pre[i],
             nodes,
+            channels: None,
             load,
             epi,
             out: cur,

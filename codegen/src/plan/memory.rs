@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use bnc_ir::{Graph, Op, Shape, ValueId};
 
 use super::fuse::{EpiDesc, Group, Step, is_alias};
+use super::gather::gather_shuffle_copies;
 use super::{Placement, View, align, ncs, numel};
 use crate::error::CodegenError;
 
@@ -29,7 +30,7 @@ pub(super) struct Layout<'g> {
 }
 
 /// The root `v` is a view of, and its offset there.
-fn resolve(alias: &[Option<(ValueId, usize)>], v: ValueId) -> (ValueId, usize) {
+pub(super) fn resolve(alias: &[Option<(ValueId, usize)>], v: ValueId) -> (ValueId, usize) {
     let (mut cur, mut off) = (v, 0);
     let mut guard = 0;
     while let Some((next, o)) = alias[cur.0] {
@@ -260,6 +261,7 @@ pub(super) fn place(
         }
     }
     alias.resize(total_values, None);
+    gather_shuffle_copies(graph, &alias, &out_values, &mut steps);
 
     // ---- Liveness and workspace layout -------------------------------------------------
     let step_values = |s: &Step| -> Vec<ValueId> {
@@ -267,7 +269,7 @@ pub(super) fn place(
             Step::Group(g) => {
                 let mut v = Vec::new();
                 if g.load.is_none() {
-                    v.extend(graph.nodes[g.anchor].inputs.iter().copied());
+                    v.extend(g.inputs(graph).iter().copied());
                 } else {
                     v.extend(g.load);
                 }
@@ -281,6 +283,7 @@ pub(super) fn place(
                 v
             }
             Step::Copy { src, dst, .. } => vec![*src, *dst],
+            Step::Gather { x, dst, .. } => vec![*x, *dst],
         }
     };
     let mut interval: Vec<Option<(usize, usize)>> = vec![None; total_values];

@@ -10,10 +10,12 @@
 mod conv_transpose;
 mod epilogue;
 mod fuse;
+mod gather;
 mod memory;
 mod pack;
 mod select;
 mod text;
+mod upsample_conv;
 
 use bnc_ir::{Activation, Graph, Pool2d, Shape};
 
@@ -78,6 +80,10 @@ pub(crate) struct ConvGeom {
     pub groups: usize,
     /// Blob offset of the per-input-channel pad fill, if any.
     pub fill: Option<usize>,
+    /// Blob offset of a table of `cin` u32s: input channel `i` is channel `table[i]` of
+    /// the kernel's `x` (a channel shuffle read through its permutation; pointwise GEMMs
+    /// only, see `fuse::Pre::Shuffle`).
+    pub chan: Option<usize>,
 }
 
 impl ConvGeom {
@@ -207,9 +213,12 @@ pub(crate) enum KernelKind {
     },
     /// Channel shuffle: output plane `(n, o)` is input plane `(n, src(o))`,
     /// `src(o) = (o mod groups)·(C/groups) + o div groups`; one unit per output plane.
+    /// Output channel `o` is channel `first + o` of the shuffle of `x` (all of `x`'s
+    /// channels; the output view may hold a range of them).
     ChannelShuffle {
         x: View,
         groups: usize,
+        first: usize,
     },
     Pad {
         x: View,
@@ -484,7 +493,10 @@ pub(crate) fn plan(
         )));
     }
     let shape = |v: bnc_ir::ValueId| graph.shape(v);
-    let groups = fuse::fuse(graph, opts.fuse_affine)?;
+    // Pointwise convs run as packed GEMMs (which can read a shuffle through its
+    // permutation) unless the target reads them in place.
+    let gemm_pointwise = caps.in_place().filter(|_| opts.direct).is_none();
+    let groups = fuse::fuse(graph, opts.fuse_affine, gemm_pointwise)?;
     let (steps, layout) = memory::place(graph, groups)?;
 
     // ---- Kernels: the path of each step ------------------------------------------------
@@ -505,6 +517,33 @@ pub(crate) fn plan(
                     sources: vec![layout.value_name(*src)],
                     kind: KernelKind::Elementwise { x },
                     units: x.n * x.c,
+                    out,
+                    epi: Vec::new(),
+                    scratch: 0,
+                });
+            }
+            Step::Gather {
+                src,
+                x,
+                groups,
+                first,
+                count,
+                dst,
+                dst_off,
+            } => {
+                let x = layout.view(*x);
+                let mut out = layout.view(*dst);
+                out.offset += dst_off;
+                out.c = *count;
+                kernels.push(Kernel {
+                    name: format!("gather_{}", kernels.len()),
+                    sources: vec![layout.value_name(*src)],
+                    kind: KernelKind::ChannelShuffle {
+                        x,
+                        groups: *groups,
+                        first: *first,
+                    },
+                    units: x.n * count,
                     out,
                     epi: Vec::new(),
                     scratch: 0,

@@ -2,9 +2,10 @@
 //! channel-vectorised, depthwise, row kernels, Cranelift loops) from its shapes and the
 //! target's [`TargetCaps`], with the weights packed for it.
 
-use bnc_ir::{Graph, Op, ValueId};
+use bnc_ir::{Graph, Op, ValueId, shuffle_source};
 
-use super::fuse::Group;
+use super::fuse::{Group, Pre};
+use super::upsample_conv::{upsample_conv, upsample_conv_weight};
 use super::{
     ALIGN, Blob, CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR,
     PlanOptions, View, align, avgpool_recips, balanced_tiles, depthwise_qw, fuse_prefix,
@@ -227,8 +228,8 @@ impl<'a> Lowering<'a> {
                 scratch: 0,
             }]);
         }
-        let x = view(node.inputs[0]);
-        let xs = graph.shape(node.inputs[0]);
+        let x = view(g.inputs(graph)[0]);
+        let xs = graph.shape(g.inputs(graph)[0]);
         let os = graph.shape(node.output);
         let kernel = |kind, units, scratch, epi| Kernel {
             name: name.clone(),
@@ -255,10 +256,34 @@ impl<'a> Lowering<'a> {
                         },
                     );
                 }
+                if let Some(Pre::Upsample(up)) = g.pre {
+                    let ct = upsample_conv(graph, up, g.anchor).ok_or_else(|| {
+                        CodegenError::Invalid(format!(
+                            "`{node_name}`: fused with an upsample it cannot be fused with"
+                        ))
+                    })?;
+                    let weight = upsample_conv_weight(c, param("weight")?, &ct);
+                    let hw = [[xs[2], xs[3]], [os[2], os[3]]];
+                    return Ok(self.lower_conv_transpose(&ct, &weight, x, hw, out, epi, name));
+                }
                 let fill = if c.pad_fill && c.pad != [0; 4] {
                     Some(self.blob.push(param("pad_fill")?))
                 } else {
                     None
+                };
+                // Its own input's shape: `x` may be the shuffle it reads through.
+                let xs = graph.shape(node.inputs[0]);
+                let chan = match g.pre {
+                    Some(Pre::Shuffle { node: sh, first }) => {
+                        let Op::ChannelShuffle { groups } = graph.nodes[sh].op else {
+                            unreachable!("`Pre::Shuffle` names a channel shuffle")
+                        };
+                        let table: Vec<f32> = (first..first + xs[1])
+                            .map(|j| f32::from_bits(shuffle_source(x.c, groups, j) as u32))
+                            .collect();
+                        Some(self.blob.push(&table))
+                    }
+                    _ => None,
                 };
                 let geom = ConvGeom {
                     cin: xs[1],
@@ -273,6 +298,7 @@ impl<'a> Lowering<'a> {
                     pad: c.pad,
                     groups: c.groups,
                     fill,
+                    chan,
                 };
                 let weight = param("weight")?;
                 return Ok(self.lower_conv(&geom, weight, x, out, epi, name));
@@ -304,6 +330,7 @@ impl<'a> Lowering<'a> {
                     pad: [0; 4],
                     groups: 1,
                     fill: None,
+                    chan: None,
                 };
                 if chanvec_pixels(&geom, threads).is_some()
                     && let Some((v, d)) = self.direct(&geom, &epi)
@@ -394,12 +421,27 @@ impl<'a> Lowering<'a> {
                     epi,
                 )
             }
-            Op::ChannelShuffle { groups } => kernel(
-                KernelKind::ChannelShuffle { x, groups: *groups },
-                x.n * x.c,
-                0,
-                epi,
-            ),
+            Op::ChannelShuffle { groups } => {
+                let (lo, hi) = g.channels.unwrap_or((0, x.c));
+                let out = View {
+                    offset: out.offset + lo * out.s,
+                    c: hi - lo,
+                    ..out
+                };
+                Kernel {
+                    out,
+                    ..kernel(
+                        KernelKind::ChannelShuffle {
+                            x,
+                            groups: *groups,
+                            first: lo,
+                        },
+                        x.n * (hi - lo),
+                        0,
+                        epi,
+                    )
+                }
+            }
             Op::Pad { pads, value, fill } => kernel(
                 KernelKind::Pad {
                     x,
@@ -500,6 +542,7 @@ impl<'a> Lowering<'a> {
     ) -> Vec<Kernel> {
         let (threads, caches, wide) = (self.threads, &self.caps.caches, self.caps.wide);
         if let Some((v, d)) = self.direct(geom, &epi) {
+            debug_assert!(geom.chan.is_none(), "direct convs read channels in order");
             return self.lower_direct(v, geom, d, weight, x, out, epi, name);
         }
         let geom = geom.clone();

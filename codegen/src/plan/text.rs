@@ -217,7 +217,10 @@ fn path_text(kind: &KernelKind) -> String {
             ohw[0],
             ohw[1]
         ),
-        KernelKind::ChannelShuffle { groups, .. } => format!("channel-shuffle groups {groups}"),
+        KernelKind::ChannelShuffle { groups, first, .. } => match first {
+            0 => format!("channel-shuffle groups {groups}"),
+            _ => format!("channel-shuffle groups {groups} from channel {first}"),
+        },
         KernelKind::ConvTranspose {
             hw,
             ohw,
@@ -281,6 +284,9 @@ fn geom_text(g: &ConvGeom) -> String {
     }
     if g.fill.is_some() {
         let _ = write!(s, " fill");
+    }
+    if g.chan.is_some() {
+        let _ = write!(s, " through-shuffle");
     }
     s
 }
