@@ -784,6 +784,7 @@ impl Builder {
         }
         self.channel_motif(&mut outputs);
         self.recent_op_motifs(&mut outputs);
+        self.upsample_motif(&mut outputs);
         let _ = writeln!(self.text, "  output {}", outputs.join(", "));
     }
 
@@ -864,6 +865,76 @@ impl Builder {
                 6 | 7 => self.gelu_motif(),
                 8 | 9 => self.global_maxpool_motif(),
                 _ => self.sqrt_pow_motif(),
+            }
+        }
+        for i in first..self.values.len() {
+            if self.values[i].reads == 0 {
+                outputs.push(self.values[i].name.clone());
+            }
+        }
+        self.rng = main;
+    }
+
+    /// Sometimes, a resize feeding a conv (BNs before, between and after): nearest by whole
+    /// factors with the roundings PyTorch exports (compiled as one transposed conv on the
+    /// small input when the conv has at least 4 input channels per group and is stride 1),
+    /// and the forms that must stay apart: ceil rounding, bilinear, a pad fill from a BN
+    /// folded forward into the conv, a second reader. Its own random stream, after the
+    /// other motifs, so earlier seeds keep their models up to here.
+    fn upsample_motif(&mut self, outputs: &mut Vec<String>) {
+        let main = std::mem::replace(&mut self.rng, Rng::new(self.seed ^ 0x0095_A3B1_E000_0003));
+        let first = self.values.len();
+        if self.rng.chance(0.3) {
+            let mut v = self.small_map();
+            if self.values[v].c < 4 || self.rng.chance(0.3) {
+                let c = 4 + self.rng.below(5);
+                let bias = self.rng.chance(0.5);
+                v = self.conv(v, c, (1, 1), (1, 1), [0; 4], 1, 1, bias);
+            }
+            if self.rng.chance(0.5) {
+                v = self.batchnorm(v);
+            }
+            let factors = [[2, 2], [3, 3], [2, 3], [1, 2]][self.rng.below(4)];
+            let (mode, rounding) = match self.rng.below(6) {
+                0 => ("bilinear", "coordinates = \"half_pixel\""),
+                1 => ("nearest", "nearest_mode = \"ceil\""),
+                2 => (
+                    "nearest",
+                    "coordinates = \"half_pixel\", nearest_mode = \"round_prefer_floor\"",
+                ),
+                _ => ("nearest", "coordinates = \"asymmetric\""),
+            };
+            let (c, (h, w)) = (self.values[v].c, self.values[v].hw.expect("a map"));
+            let expr = format!(
+                "resize({}, mode = \"{mode}\", scale = {}, {rounding})",
+                self.name(v),
+                list_attr(&factors)
+            );
+            let hw = (h * factors[0], w * factors[1]);
+            let mut u = self.bind("up", expr, &[v], c, Some(hw));
+            if self.rng.chance(0.4) {
+                // A BN between: it folds back through the upsample, or forward into the conv
+                // (its shift then becomes a pad fill, which keeps the two kernels apart).
+                u = self.batchnorm(u);
+            }
+            let (kernel, pad, dilation) = match self.rng.below(4) {
+                0 => ((3, 3), [1; 4], 1),
+                1 => ((2, 2), [1, 0, 0, 1], 1),
+                2 => ((3, 1), [2, 0, 1, 0], 2),
+                _ => ((3, 3), [0; 4], 1),
+            };
+            let groups = if c % 2 == 0 && self.rng.chance(0.2) {
+                2
+            } else {
+                1
+            };
+            let out = groups * (1 + self.rng.below(4));
+            let y = self.conv(u, out, kernel, (1, 1), pad, dilation, groups, true);
+            if self.rng.chance(0.6) {
+                self.batchnorm(y);
+            }
+            if self.rng.chance(0.15) {
+                self.activation(u);
             }
         }
         for i in first..self.values.len() {
