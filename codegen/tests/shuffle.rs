@@ -88,9 +88,10 @@ fn check_gathers(body: &str, gathers: usize, shuffles: usize) -> String {
 }
 
 /// Two ShuffleNet units in a row: the second copies the first half of the first one's
-/// shuffle into its concat, read from the shuffle's input through the permutation, and
-/// the shuffle computes only the half its conv reads (from channel 58 on). Odd group
-/// sizes (groups 3 of 15 channels, halves that cut a group), batch 2.
+/// shuffle into its concat, read from the shuffle's input through the permutation, and its
+/// 3x3 conv reads the other half through the permutation too: no shuffle kernel. Odd group
+/// sizes (groups 3 of 15 channels, halves that cut a group), batch 2. A half read by a pool
+/// is computed by the shuffle, from channel 58 on.
 #[test]
 fn shuffle_slices_copied_through_the_permutation() {
     for (n, c, groups, cut) in [(1, 116, 2, 58), (2, 15, 3, 7)] {
@@ -109,15 +110,15 @@ fn shuffle_slices_copied_through_the_permutation() {
                 rest = c - cut
             ),
             1,
-            1,
+            0,
         );
     }
     let narrowed = "input x: f32[1, 116, 9, 7]
          shuffled = channel_shuffle(x, groups = 2)
          a = slice_channels(shuffled, start = 0, end = 58)
          b = slice_channels(shuffled, start = 58, end = 116)
-         c1 = conv2d(b, out = 58, kernel = 3, pad = 1)
-         cat = concat(a, c1)
+         p = maxpool(b, kernel = 2, stride = 1, pad = [0, 0, 1, 1])
+         cat = concat(a, p)
          output cat";
     let plan = check_gathers(narrowed, 1, 1);
     assert!(
@@ -126,12 +127,14 @@ fn shuffle_slices_copied_through_the_permutation() {
     );
 }
 
-/// Pointwise convs (packed GEMMs) read a shuffle's channels through the permutation
-/// (`through-shuffle`): ShuffleNet's units then have no shuffle kernel at all. Also a
-/// grouped 1x1 conv on a slice that cuts the shuffle's groups (a table per conv group),
-/// batch 2, and a shuffle read whole by a 1x1 conv and by a pool (computed for the pool).
+/// Convs read a shuffle's channels through the permutation (`through-shuffle`) where they
+/// run as packed GEMMs or depthwise kernels: ShuffleNet's units then have no shuffle kernel
+/// at all. A grouped 1x1 conv on a slice that cuts the shuffle's groups (a table per conv
+/// group), a depthwise 3x3 with a channel multiplier, 3x3 convs with a per-channel pad fill
+/// (the fill follows the conv's own channels), batch 2, and a shuffle read whole by a conv
+/// and by a pool (computed for the pool).
 #[test]
-fn pointwise_convs_read_shuffles_through_the_permutation() {
+fn convs_read_shuffles_through_the_permutation() {
     for (n, c, groups, cut, conv_groups) in [(1, 116, 2, 58, 1), (2, 15, 3, 7, 2)] {
         let plan = check_gathers(
             &format!(
@@ -152,6 +155,18 @@ fn pointwise_convs_read_shuffles_through_the_permutation() {
         );
         assert!(plan.contains(" through-shuffle"), "{plan}");
     }
+    let plan = check_gathers(
+        "input x: f32[2, 12, 6, 6]
+         shuffled = channel_shuffle(x, groups = 3)
+         a = slice_channels(shuffled, start = 2, end = 10)
+         dw = conv2d(a, out = 16, kernel = 3, pad = 1, groups = 8, pad_fill = true)
+         b = slice_channels(shuffled, start = 1, end = 12)
+         c3 = conv2d(b, out = 4, kernel = 3, stride = 2, pad = 1, pad_fill = true)
+         output dw, c3",
+        0,
+        0,
+    );
+    assert_eq!(plan.matches(" through-shuffle").count(), 2, "{plan}");
     let plan = check_gathers(
         "input x: f32[2, 12, 6, 6]
          shuffled = channel_shuffle(x, groups = 3)
@@ -201,14 +216,15 @@ fn shuffle_read_only_by_copies_is_not_computed() {
         0,
         1,
     );
-    // Two kernels read two ranges: the shuffle computes the span of both.
+    // Two kernels (a pool and an elementwise one) read two ranges: the shuffle computes the
+    // span of both.
     let two = "input x: f32[1, 12, 5, 6]
          c0 = conv2d(x, out = 12, kernel = 1)
          shuffled = channel_shuffle(c0, groups = 4)
          a = slice_channels(shuffled, start = 7, end = 10)
          b = slice_channels(shuffled, start = 2, end = 5)
          p = maxpool(a, kernel = 2)
-         q = conv2d(b, out = 3, kernel = 3)
+         q = relu(b)
          output p, q";
     let plan = check_gathers(two, 0, 1);
     let at = plan.find("from channel 2\n").expect("a narrowed shuffle");

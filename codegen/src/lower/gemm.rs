@@ -59,7 +59,8 @@ pub(super) fn emit_gemm(
         let npanels = em.b.ins().udiv_imm_u(npr, nr as i64);
         let nsub = em.mul_i(npanels, gpp as i64);
         let xb = em.vbase(x, n);
-        // With a channel table the group's rows are found through it (`ConvGeom::chan`).
+        // With a channel table the group's input channels are found through it
+        // (`ConvGeom::chan`).
         let gofs = match g.chan {
             None => em.mul_i(gi, (cin_g * h * w) as i64),
             Some(_) => em.ic(0),
@@ -70,7 +71,7 @@ pub(super) fn emit_gemm(
             let o = em.mul_i(gi, (cin_g * 4) as i64);
             em.b.ins().iadd(t, o)
         });
-        // Byte offset of input row `ci` of the group from the group's first pixel.
+        // Byte offset of the group's input channel `ci` from its channel 0.
         let row = move |em: &mut Em, ci: Value| -> Value {
             let Some(t) = chan else {
                 return em.mul_i(ci, (h * w * 4) as i64);
@@ -143,7 +144,6 @@ pub(super) fn emit_gemm(
                 );
             });
         } else {
-            debug_assert!(g.chan.is_none(), "channel tables are for pointwise GEMMs");
             let z = em.ic(0);
             let [sh, sw] = g.stride;
             let [dh, dw] = g.dilation;
@@ -190,7 +190,7 @@ pub(super) fn emit_gemm(
                         let o = em.b.ins().iadd(ro_, ix0);
                         let base = em.ea(xb, o);
                         em.lpc(0, cin_g, 1, |em, ci| {
-                            let cho = em.mul_i(ci, (h * w * 4) as i64);
+                            let cho = row(em, ci);
                             let chb = em.b.ins().iadd(base, cho);
                             let dk = em.mul_i(ci, (kh * kw * nr * 4) as i64);
                             let dci = em.b.ins().iadd(panel, dk);
@@ -243,8 +243,8 @@ pub(super) fn emit_gemm(
                                     }
                                     None => em.fc(0.0),
                                 };
-                                let cho = em.mul_i(ci, (h * w) as i64);
-                                let chb = em.ea(xb, cho);
+                                let cho = row(em, ci);
+                                let chb = em.b.ins().iadd(xb, cho);
                                 let dk = em.mul_i(ci, (kh * kw * nr * 4) as i64);
                                 let dci = em.b.ins().iadd(dst0, dk);
                                 for ky in 0..kh {

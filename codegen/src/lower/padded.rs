@@ -134,7 +134,17 @@ pub(super) fn emit_depthwise(em: &mut Em, io: &Io, g: &ConvGeom, wofs: usize) {
             em.b.ins().udiv_imm_u(co, mult as i64)
         };
         let xb = em.vbase(x, n);
-        let cho = em.mul_i(ci, (h * w) as i64);
+        // The input channel, through the conv's channel table if it has one.
+        let src = match g.chan {
+            Some(t) => {
+                let t = em.wptr(t);
+                let a = em.ea(t, ci);
+                let c = em.b.ins().load(I32, ro(), a, 0);
+                em.b.ins().uextend(I64, c)
+            }
+            None => ci,
+        };
+        let cho = em.mul_i(src, (h * w) as i64);
         let xb = em.ea(xb, cho);
         let fillv = if padded {
             Some(match g.fill {

@@ -40,9 +40,9 @@ pub(super) enum Pre {
     /// upsampled tensor is never stored.
     Upsample(usize),
     /// Channels `first..` of channel shuffle node `node`'s output (the conv's input, or the
-    /// channel slice of it the conv reads), read by a pointwise GEMM's packing from the
-    /// shuffle's input through the permutation (`ConvGeom::chan`). The shuffle itself
-    /// computes only what other readers need (`gather.rs`).
+    /// channel slice of it the conv reads), read by the GEMM's packing or the depthwise
+    /// kernel from the shuffle's input through the permutation (`ConvGeom::chan`). The
+    /// shuffle itself computes only what other readers need (`gather.rs`).
     Shuffle { node: usize, first: usize },
 }
 
@@ -67,7 +67,7 @@ impl Group {
     }
 }
 
-/// The shuffle node and first channel a pointwise conv reading `v` reads through, when `v`
+/// The shuffle node and first channel a conv reading `v` reads through, when `v`
 /// is a channel shuffle's output or a channel slice of one.
 fn shuffle_read(graph: &Graph, producer: &[Option<usize>], v: ValueId) -> Option<Pre> {
     let mut node = producer[v.0]?;
@@ -187,12 +187,13 @@ pub(super) fn affine_params(
 /// The fused groups of `graph`, in node order. `fuse_affine: false` keeps every
 /// affine/batchnorm out of other kernels' epilogues (it becomes its own elementwise kernel;
 /// for measuring what fusing it saves).
-/// `gemm_pointwise`: pointwise convs run as packed GEMMs (not read in place), so they may
-/// read a channel shuffle through its permutation.
+/// `chan_tables`: convs run as packed GEMMs or depthwise kernels (none is read in place),
+/// which find their input channels through a table, so they may read a channel shuffle
+/// through its permutation.
 pub(super) fn fuse(
     graph: &Graph,
     fuse_affine: bool,
-    gemm_pointwise: bool,
+    chan_tables: bool,
 ) -> Result<Vec<Group>, CodegenError> {
     let nv = graph.values.len();
     let nn = graph.nodes.len();
@@ -228,20 +229,16 @@ pub(super) fn fuse(
             taken[i] = true;
         }
     }
-    // Pointwise GEMM convs reading a channel shuffle (or a slice of one) read it through
-    // its permutation. The shuffle stays a group: `gather.rs` narrows or drops it.
-    if gemm_pointwise {
+    // Convs reading a channel shuffle (or a slice of one) read it through its permutation.
+    // The shuffle stays a group: `gather.rs` narrows or drops it.
+    if chan_tables {
         let mut producer = vec![None; nv];
         for (i, n) in graph.nodes.iter().enumerate() {
             producer[n.output.0] = Some(i);
         }
         for (j, n) in graph.nodes.iter().enumerate() {
-            if let Op::Conv2d(c) = &n.op {
-                let pointwise = c.kernel == [1, 1] && c.stride == [1, 1] && c.pad == [0; 4];
-                let depthwise = c.groups > 1 && c.groups == graph.shape(n.inputs[0])[1];
-                if pointwise && !depthwise && pre[j].is_none() {
-                    pre[j] = shuffle_read(graph, &producer, n.inputs[0]);
-                }
+            if matches!(n.op, Op::Conv2d(_)) && pre[j].is_none() {
+                pre[j] = shuffle_read(graph, &producer, n.inputs[0]);
             }
         }
     }

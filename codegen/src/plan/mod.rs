@@ -81,8 +81,8 @@ pub(crate) struct ConvGeom {
     /// Blob offset of the per-input-channel pad fill, if any.
     pub fill: Option<usize>,
     /// Blob offset of a table of `cin` u32s: input channel `i` is channel `table[i]` of
-    /// the kernel's `x` (a channel shuffle read through its permutation; pointwise GEMMs
-    /// only, see `fuse::Pre::Shuffle`).
+    /// the kernel's `x` (a channel shuffle read through its permutation, see
+    /// `fuse::Pre::Shuffle`; GEMM and depthwise kernels only).
     pub chan: Option<usize>,
 }
 
@@ -493,10 +493,10 @@ pub(crate) fn plan(
         )));
     }
     let shape = |v: bnc_ir::ValueId| graph.shape(v);
-    // Pointwise convs run as packed GEMMs (which can read a shuffle through its
-    // permutation) unless the target reads them in place.
-    let gemm_pointwise = caps.in_place().filter(|_| opts.direct).is_none();
-    let groups = fuse::fuse(graph, opts.fuse_affine, gemm_pointwise)?;
+    // Unless the target reads convs in place, every conv runs as a packed GEMM or a
+    // depthwise kernel, both of which can read a shuffle through its permutation.
+    let chan_tables = caps.in_place().filter(|_| opts.direct).is_none();
+    let groups = fuse::fuse(graph, opts.fuse_affine, chan_tables)?;
     let (steps, layout) = memory::place(graph, groups)?;
 
     // ---- Kernels: the path of each step ------------------------------------------------
