@@ -87,6 +87,25 @@ fn check_gathers(body: &str, gathers: usize, shuffles: usize) -> String {
     plans.swap_remove(0)
 }
 
+/// A shuffle of a 1x1 conv of `x` (`[n, c, 9, 7]`), then a ShuffleNet unit on it: the
+/// first `cut` channels copied into its concat, the others through `conv2d(.., conv)`
+/// and a relu, and the concat shuffled.
+fn unit_pair(n: usize, c: usize, groups: usize, cut: usize, conv: &str) -> String {
+    format!(
+        "input x: f32[{n}, {c}, 9, 7]
+         c0 = conv2d(x, out = {c}, kernel = 1)
+         shuffled = channel_shuffle(c0, groups = {groups})
+         a = slice_channels(shuffled, start = 0, end = {cut})
+         b = slice_channels(shuffled, start = {cut}, end = {c})
+         c1 = conv2d(b, out = {rest}, {conv})
+         r1 = relu(c1)
+         cat = concat(a, r1)
+         y = channel_shuffle(cat, groups = {groups})
+         output y",
+        rest = c - cut
+    )
+}
+
 /// Two ShuffleNet units in a row: the second copies the first half of the first one's
 /// shuffle into its concat, read from the shuffle's input through the permutation, and its
 /// 3x3 conv reads the other half through the permutation too: no shuffle kernel. Odd group
@@ -95,23 +114,7 @@ fn check_gathers(body: &str, gathers: usize, shuffles: usize) -> String {
 #[test]
 fn shuffle_slices_copied_through_the_permutation() {
     for (n, c, groups, cut) in [(1, 116, 2, 58), (2, 15, 3, 7)] {
-        check_gathers(
-            &format!(
-                "input x: f32[{n}, {c}, 9, 7]
-                 c0 = conv2d(x, out = {c}, kernel = 1)
-                 shuffled = channel_shuffle(c0, groups = {groups})
-                 a = slice_channels(shuffled, start = 0, end = {cut})
-                 b = slice_channels(shuffled, start = {cut}, end = {c})
-                 c1 = conv2d(b, out = {rest}, kernel = 3, pad = 1)
-                 r1 = relu(c1)
-                 cat = concat(a, r1)
-                 y = channel_shuffle(cat, groups = {groups})
-                 output y",
-                rest = c - cut
-            ),
-            1,
-            0,
-        );
+        check_gathers(&unit_pair(n, c, groups, cut, "kernel = 3, pad = 1"), 1, 0);
     }
     let narrowed = "input x: f32[1, 116, 9, 7]
          shuffled = channel_shuffle(x, groups = 2)
@@ -136,23 +139,8 @@ fn shuffle_slices_copied_through_the_permutation() {
 #[test]
 fn convs_read_shuffles_through_the_permutation() {
     for (n, c, groups, cut, conv_groups) in [(1, 116, 2, 58, 1), (2, 15, 3, 7, 2)] {
-        let plan = check_gathers(
-            &format!(
-                "input x: f32[{n}, {c}, 9, 7]
-                 c0 = conv2d(x, out = {c}, kernel = 1)
-                 shuffled = channel_shuffle(c0, groups = {groups})
-                 a = slice_channels(shuffled, start = 0, end = {cut})
-                 b = slice_channels(shuffled, start = {cut}, end = {c})
-                 c1 = conv2d(b, out = {out}, kernel = 1, groups = {conv_groups})
-                 r1 = relu(c1)
-                 cat = concat(a, r1)
-                 y = channel_shuffle(cat, groups = {groups})
-                 output y",
-                out = c - cut
-            ),
-            1,
-            0,
-        );
+        let conv = format!("kernel = 1, groups = {conv_groups}");
+        let plan = check_gathers(&unit_pair(n, c, groups, cut, &conv), 1, 0);
         assert!(plan.contains(" through-shuffle"), "{plan}");
     }
     let plan = check_gathers(
@@ -184,49 +172,57 @@ fn convs_read_shuffles_through_the_permutation() {
 /// the copies reading its output.
 #[test]
 fn shuffle_read_only_by_copies_is_not_computed() {
-    check_gathers(
-        "input x: f32[2, 12, 5, 6]
-         c0 = conv2d(x, out = 12, kernel = 1)
-         shuffled = channel_shuffle(c0, groups = 4)
-         a = slice_channels(shuffled, start = 2, end = 9)
-         b = slice_channels(shuffled, start = 5, end = 12)
-         cat = concat(a, x)
-         output cat, b",
-        2,
-        0,
-    );
-    check_gathers(
-        "input x: f32[1, 12, 5, 6]
-         c0 = conv2d(x, out = 12, kernel = 1)
-         shuffled = channel_shuffle(c0, groups = 4)
-         a = slice_channels(shuffled, start = 2, end = 9)
-         cat = concat(a, x)
-         output cat, shuffled",
-        1,
-        1,
-    );
-    check_gathers(
-        "input x: f32[1, 12, 5, 6]
-         c0 = conv2d(x, out = 12, kernel = 1)
-         shuffled = channel_shuffle(c0, groups = 4)
-         r = relu(shuffled)
-         a = slice_channels(r, start = 2, end = 9)
-         cat = concat(a, x)
-         output cat",
-        0,
-        1,
-    );
+    // `shuffled` is a 4-group shuffle of a 1x1 conv of `x` (12 channels, 5x6); each case
+    // reads it on, with the gathers and shuffle kernels its plan must have.
+    let model = |n: usize, rest: &str| {
+        format!(
+            "input x: f32[{n}, 12, 5, 6]
+             c0 = conv2d(x, out = 12, kernel = 1)
+             shuffled = channel_shuffle(c0, groups = 4)
+             {rest}"
+        )
+    };
+    for (n, rest, gathers, shuffles) in [
+        (
+            2,
+            "a = slice_channels(shuffled, start = 2, end = 9)
+             b = slice_channels(shuffled, start = 5, end = 12)
+             cat = concat(a, x)
+             output cat, b",
+            2,
+            0,
+        ),
+        (
+            1,
+            "a = slice_channels(shuffled, start = 2, end = 9)
+             cat = concat(a, x)
+             output cat, shuffled",
+            1,
+            1,
+        ),
+        (
+            1,
+            "r = relu(shuffled)
+             a = slice_channels(r, start = 2, end = 9)
+             cat = concat(a, x)
+             output cat",
+            0,
+            1,
+        ),
+    ] {
+        check_gathers(&model(n, rest), gathers, shuffles);
+    }
     // Two kernels (a pool and an elementwise one) read two ranges: the shuffle computes the
     // span of both.
-    let two = "input x: f32[1, 12, 5, 6]
-         c0 = conv2d(x, out = 12, kernel = 1)
-         shuffled = channel_shuffle(c0, groups = 4)
-         a = slice_channels(shuffled, start = 7, end = 10)
+    let two = model(
+        1,
+        "a = slice_channels(shuffled, start = 7, end = 10)
          b = slice_channels(shuffled, start = 2, end = 5)
          p = maxpool(a, kernel = 2)
          q = relu(b)
-         output p, q";
-    let plan = check_gathers(two, 0, 1);
+         output p, q",
+    );
+    let plan = check_gathers(&two, 0, 1);
     let at = plan.find("from channel 2\n").expect("a narrowed shuffle");
     let views = plan[at..].lines().nth(1).unwrap();
     assert!(
