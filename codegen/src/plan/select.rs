@@ -7,7 +7,7 @@ use bnc_ir::{Graph, Op, ValueId, shuffle_source};
 use super::fuse::{Group, Pre};
 use super::upsample_conv::{upsample_conv, upsample_conv_weight};
 use super::{
-    ALIGN, Blob, CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR,
+    ALIGN, Blob, Blocking, CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR,
     PlanOptions, View, align, avgpool_recips, balanced_tiles, depthwise_qw, fuse_prefix,
     gemm_blocking, pack_weights_balanced, pack_weights_chanvec, pack_weights_padded, pool_q,
     unsupported,
@@ -577,8 +577,21 @@ impl<'a> Lowering<'a> {
         let mtiles = cout_g.div_ceil(mr);
         let p = geom.pixels();
         let b = gemm_blocking(k, p, mr, nr, caches);
+        // With threads, units come from pixel blocks first: every unit that splits the
+        // m-tiles of one block packs that block again (on shufflenet's 58->58 1x1 convs at
+        // 28x28, 8 m-chunks made the kernel 2x slower on 2 threads than on 1). Blocks are
+        // at least two panels wide on average, so that none is a sliver.
+        let outer = x.n * geom.groups;
+        let nb = if threads > 1 && outer * p.div_ceil(b.nb) < 4 * threads {
+            let blocks = (4 * threads).div_ceil(outer).min(p / (2 * nr)).max(1);
+            p.div_ceil(blocks).div_ceil(nr) * nr
+        } else {
+            b.nb
+        }
+        .min(b.nb);
+        let b = Blocking { nb, ..b };
         let pblocks = p.div_ceil(b.nb);
-        let base = x.n * geom.groups * pblocks;
+        let base = outer * pblocks;
         let mchunks = if threads > 1 && base < 4 * threads {
             mtiles.min((4 * threads).div_ceil(base))
         } else {
