@@ -44,24 +44,13 @@ fn slice_channels_are_views() {
     );
 }
 
-/// Default options with `threads`, convs as packed GEMMs (on targets that read convs in
-/// place, pointwise convs read their input themselves and never through a shuffle).
-fn packed(threads: usize) -> bnc_codegen::Options {
-    bnc_codegen::Options {
-        direct_conv: false,
-        ..common::options(threads)
-    }
-}
-
-/// `check_body`; compiled with [`packed`] at 1 and 2 threads against the interpreter; and
-/// that plan has `gathers` copies read through a shuffle's permutation and `shuffles`
-/// kernels of the shuffle named `shuffled`. Returns the 1-thread plan.
-fn check_gathers(body: &str, gathers: usize, shuffles: usize) -> String {
+/// `check_body`, and compiled with [`packed`] at 1 and 2 threads against the interpreter.
+/// Returns the model.
+fn check_packed_too(body: &str) -> bnc_ir::Graph {
     check_body(body);
     let g = common::model(body);
     let ins = common::inputs(&g, 2);
     let want = bnc_ir::interp::run(&g, &ins).unwrap();
-    let mut plans = Vec::new();
     for threads in [1, 2] {
         let got = common::run_compiled(&bnc_codegen::compile(&g, &packed(threads)).unwrap(), &ins);
         for (w, o) in want.iter().zip(&got) {
@@ -71,6 +60,25 @@ fn check_gathers(body: &str, gathers: usize, shuffles: usize) -> String {
                 "packed, {threads} threads: relative error {err}"
             );
         }
+    }
+    g
+}
+
+/// Default options with `threads`, convs as packed GEMMs (on targets that read convs in
+/// place, pointwise convs read their input themselves and never through a shuffle).
+fn packed(threads: usize) -> bnc_codegen::Options {
+    bnc_codegen::Options {
+        direct_conv: false,
+        ..common::options(threads)
+    }
+}
+
+/// `check_packed_too`, and the packed plan has `gathers` copies read through a shuffle's permutation and `shuffles`
+/// kernels of the shuffle named `shuffled`. Returns the 1-thread plan.
+fn check_gathers(body: &str, gathers: usize, shuffles: usize) -> String {
+    let g = check_packed_too(body);
+    let mut plans = Vec::new();
+    for threads in [1, 2] {
         let plan = bnc_codegen::plan_text(&g, &packed(threads)).unwrap();
         let count = |prefix: &str| {
             plan.lines()
@@ -229,4 +237,48 @@ fn shuffle_read_only_by_copies_is_not_computed() {
         views.contains(" 1x12x30 out ") && views.contains(" 1x8x30"),
         "{plan}"
     );
+}
+
+/// Review cases where a dropped or narrowed shuffle would go wrong if any reader were
+/// missed: a shuffle read through a conv, as an add's operand, flattened as an output and
+/// copied; a shuffle of a shuffle with gathers, a grouped conv and outputs that view
+/// both; a shuffle read by a fused upsample -> conv and by copies into two concats.
+#[test]
+fn shuffles_with_every_kind_of_reader() {
+    for body in [
+        "input x: f32[2, 12, 5, 6]
+         c0 = conv2d(x, out = 12, kernel = 1)
+         s = channel_shuffle(c0, groups = 3)
+         a = slice_channels(s, start = 0, end = 6)
+         b = slice_channels(s, start = 6, end = 12)
+         c1 = conv2d(b, out = 12, kernel = 3, pad = 1)
+         y = add(c1, s)
+         f = flatten(s)
+         cat = concat(a, c1)
+         output y, f, cat",
+        "input x: f32[2, 12, 5, 6]
+         s1 = channel_shuffle(x, groups = 3)
+         s2 = channel_shuffle(s1, groups = 2)
+         a = slice_channels(s2, start = 0, end = 5)
+         b = slice_channels(s2, start = 5, end = 12)
+         c = conv2d(b, out = 7, kernel = 1)
+         d = conv2d(s1, out = 4, kernel = 3, pad = 1, groups = 2)
+         cat = concat(a, c, d)
+         o2 = identity(b)
+         o3 = slice_channels(s1, start = 0, end = 4)
+         output cat, o2, o3",
+        "input x: f32[1, 8, 6, 6]
+         c0 = conv2d(x, out = 8, kernel = 1)
+         s = channel_shuffle(c0, groups = 4)
+         u = resize(s, scale = 2)
+         cu = conv2d(u, out = 8, kernel = 3, pad = 1)
+         a = slice_channels(s, start = 0, end = 4)
+         b = slice_channels(s, start = 4, end = 8)
+         cat = concat(b, a)
+         cc = conv2d(cat, out = 4, kernel = 1)
+         cat2 = concat(s, a)
+         output cu, cc, cat2",
+    ] {
+        check_packed_too(body);
+    }
 }

@@ -442,6 +442,12 @@ pub(crate) struct PlanOptions {
     pub direct: bool,
 }
 
+/// The family that reads convs in place, when the target has one and `opts` allows it
+/// (the one place that decides it: fusion and kernel selection both ask).
+fn in_place_family(caps: &TargetCaps, opts: &PlanOptions) -> Option<Vector> {
+    caps.in_place().filter(|_| opts.direct)
+}
+
 fn unsupported(msg: impl Into<String>) -> CodegenError {
     CodegenError::Unsupported(msg.into())
 }
@@ -495,7 +501,7 @@ pub(crate) fn plan(
     let shape = |v: bnc_ir::ValueId| graph.shape(v);
     // Unless the target reads convs in place, every conv runs as a packed GEMM or a
     // depthwise kernel, both of which can read a shuffle through its permutation.
-    let chan_tables = caps.in_place().filter(|_| opts.direct).is_none();
+    let chan_tables = in_place_family(caps, opts).is_none();
     let groups = fuse::fuse(graph, opts.fuse_affine, chan_tables)?;
     let (steps, layout) = memory::place(graph, groups)?;
 

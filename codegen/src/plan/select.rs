@@ -9,8 +9,8 @@ use super::upsample_conv::{upsample_conv, upsample_conv_weight};
 use super::{
     ALIGN, Blob, Blocking, CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR,
     PlanOptions, View, align, avgpool_recips, balanced_tiles, depthwise_qw, fuse_prefix,
-    gemm_blocking, pack_weights_balanced, pack_weights_chanvec, pack_weights_padded, pool_q,
-    unsupported,
+    gemm_blocking, in_place_family, pack_weights_balanced, pack_weights_chanvec,
+    pack_weights_padded, pool_q, unsupported,
 };
 use crate::cache::CacheSizes;
 use crate::error::CodegenError;
@@ -174,7 +174,7 @@ impl<'a> Lowering<'a> {
             graph,
             threads: opts.threads,
             caps,
-            in_place: caps.in_place().filter(|_| opts.direct),
+            in_place: in_place_family(caps, opts),
             blob: Blob(Vec::new()),
             buffers,
             shared: Shared {
