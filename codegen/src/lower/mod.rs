@@ -385,24 +385,29 @@ impl<'a, 'b> Em<'a, 'b> {
     }
     /// `exp(x) = 2^k·p(r)` with `k = round(x·log2 e)`, `r = x − k·ln 2` (ln 2 split in two
     /// for exactness) and `p` the Taylor polynomial `coef` (highest degree first); `x` is
-    /// clamped to [-87, 88] so that `2^k` is a normal f32.
+    /// clamped to [-87, 88] so that `2^k` is a normal f32 (NaN passes through).
     fn vexp_with(&mut self, x: Value, coef: &[f32]) -> Value {
+        // Compare-and-select clamps: a few instructions where `fmax`/`fmin` (IEEE
+        // maximum/minimum) take about eight each; a NaN compares false and stays.
         let lo = self.vc(-87.0);
         let hi = self.vc(88.0);
-        let x = self.b.ins().fmax(x, lo);
-        let x = self.b.ins().fmin(x, hi);
+        let x = self.vsel(FloatCC::LessThan, x, lo, lo, x);
+        let x = self.vsel(FloatCC::GreaterThan, x, hi, hi, x);
         let log2e = self.vc(std::f32::consts::LOG2_E);
         let t = self.b.ins().fmul(x, log2e);
-        let k = self.b.ins().nearest(t);
+        // `t + 1.5·2^23 + 127` has an ulp of 1: the addition rounds `t` to nearest-even
+        // (as `nearest`, |t| < 128 here) and leaves `k + 127` in the low mantissa bits,
+        // which shifted up are the exponent field of `2^k`. One add, one subtract and one
+        // shift instead of a rounding and a saturating conversion.
+        let shifter = self.vc(12_582_912.0 + 127.0);
+        let j = self.b.ins().fadd(t, shifter);
+        let k = self.b.ins().fsub(j, shifter);
         let ln2_hi = self.vc(-0.693_359_4);
         let ln2_lo = self.vc(2.121_944_4e-4);
         let r = self.fmadd(k, ln2_hi, x);
         let r = self.fmadd(k, ln2_lo, r);
         let p = self.horner(coef, r);
-        let ki = self.b.ins().fcvt_to_sint_sat(I32X4, k);
-        let bias = self.b.ins().iconst(I32, 127);
-        let biasv = self.b.ins().splat(I32X4, bias);
-        let e = self.b.ins().iadd(ki, biasv);
+        let e = self.b.ins().bitcast(I32X4, MemFlagsData::new(), j);
         let sh = self.b.ins().iconst(I32, 23);
         let e = self.b.ins().ishl(e, sh);
         let scale = self.b.ins().bitcast(F32X4, MemFlagsData::new(), e);
