@@ -74,7 +74,7 @@ pub enum EpOp {
     Act(ActOp),
 }
 
-/// Activations the AVX-512 epilogue computes (see [`EpOp::Act`]).
+/// Activations the assembled epilogues compute (see [`EpOp::Act`], [`Vector::act`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ActOp {
     Sigmoid,
@@ -288,9 +288,12 @@ pub struct Vector {
     pub mr: usize,
     /// Vectors per tile row (the tile has `nv * vl` pixel columns).
     pub nv: usize,
-    /// Lane masks on loads, stores and FMAs, and activations in the epilogue
-    /// ([`EpOp::Act`]): what the kernels that read convs and pools in place need.
+    /// Lane masks on loads, stores and FMAs: what the kernels that read convs and pools in
+    /// place need.
     pub masks: bool,
+    /// The assembled epilogue computes the activations of [`ActOp`] (exp-based and hard
+    /// ones); else they run after it, in the Cranelift epilogue.
+    pub act: bool,
 }
 
 impl Vector {

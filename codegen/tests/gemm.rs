@@ -121,9 +121,14 @@ fn gemm_epilogues_against_interpreter() {
         "b = batchnorm(c)\n a = add(b, r)\n y = relu6(a)",
         "y = clip(c, min = -0.5, max = 1.25)",
         "y = clip(c, max = 0.3)",
-        // not fusable: applied by Cranelift code after the kernel
+        // exp-based and hard activations: in the assembled epilogue (AVX2, AVX-512), by
+        // Cranelift code after the kernel on the portable path
         "y = silu(c)",
         "a = add(c, r)\n s = sigmoid(a)\n y = mul(s, r)",
+        "b = batchnorm(c)\n y = tanh(b)",
+        "y = hardswish(c)",
+        "a = add(c, r)\n y = hardsigmoid(a)",
+        // not fusable: applied by Cranelift code after the kernel
         "b = batchnorm(c)\n l = leaky_relu(b, alpha = 0.1)\n y = add(l, r)",
     ];
     let shapes = [(13, 33, 17), (5, 7, 1), (64, 49, 700), (30, 130, 40)];

@@ -61,7 +61,7 @@ pub(crate) fn fuse_prefix(
                     ops.push(EpOp::Min((*max as f32).to_bits()));
                 }
             }
-            Epi::Act(a) if vector.masks => match a {
+            Epi::Act(a) if vector.act => match a {
                 Activation::Sigmoid => ops.push(EpOp::Act(ActOp::Sigmoid)),
                 Activation::Silu => ops.push(EpOp::Act(ActOp::Silu)),
                 Activation::Tanh => ops.push(EpOp::Act(ActOp::Tanh)),

@@ -651,6 +651,7 @@ mod tests {
             mr: 8,
             nv: 3,
             masks: false,
+            act: false,
         };
         let caps = TargetCaps {
             wide: Some(neon),

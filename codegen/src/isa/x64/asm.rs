@@ -264,6 +264,80 @@ fn activation(v: &mut V, f: ActOp, x: usize, c: &[CodeLabel]) -> Result<(), Iced
     }
 }
 
+/// `x = f(x)` on ymm register `x` (AVX2), with `temps` as temporaries; `c` labels the
+/// constants of [`ACT_CONSTS`], each stored as a whole vector (there is no embedded
+/// broadcast). The sequence is [`activation`]'s with the polynomial kept in the register
+/// of the clamped input, and a NaN input gives NaN (`vmaxps` would turn it into the
+/// clamp bound).
+fn activation_avx2(
+    v: &mut V,
+    f: ActOp,
+    x: usize,
+    temps: [usize; 3],
+    c: &[CodeLabel],
+) -> Result<(), IcedError> {
+    let [t0, t1, t3] = temps.map(|r| YMM[r]);
+    let k = |i: usize| ymmword_ptr(c[i]);
+    // t3 = sigmoid(src) = 1 / (1 + exp(-src)); src may be t3.
+    let sigmoid = |v: &mut V, src: AsmRegisterYmm| -> Result<(), IcedError> {
+        v.a.vxorps(t3, src, k(0))?;
+        v.a.vmaxps(t3, t3, k(1))?;
+        v.a.vminps(t3, t3, k(2))?;
+        v.a.vmulps(t0, t3, k(3))?;
+        v.a.vroundps(t0, t0, 0)?;
+        v.a.vmovaps(t1, t3)?;
+        v.a.vfmadd231ps(t1, t0, k(4))?;
+        v.a.vfmadd231ps(t1, t0, k(5))?;
+        v.a.vmovups(t3, k(6))?;
+        for i in 7..=12 {
+            v.a.vfmadd213ps(t3, t1, k(i))?;
+        }
+        v.a.vcvtps2dq(t0, t0)?;
+        v.a.vpaddd(t0, t0, k(13))?;
+        v.a.vpslld(t0, t0, 23)?;
+        v.a.vmulps(t3, t3, t0)?;
+        v.a.vaddps(t3, t3, k(11))?;
+        v.a.vmovups(t1, k(11))?;
+        v.a.vdivps(t3, t1, t3)
+    };
+    // Where `x` is NaN, `t3 = x` (t1 is free again).
+    let keep_nan = |v: &mut V, xr: AsmRegisterYmm| -> Result<(), IcedError> {
+        v.a.vcmpunordps(t1, xr, xr)?;
+        v.a.vblendvps(t3, t3, xr, t1)
+    };
+    let xr = YMM[x];
+    match f {
+        ActOp::Sigmoid => {
+            sigmoid(v, xr)?;
+            keep_nan(v, xr)?;
+            v.a.vmovaps(xr, t3)
+        }
+        // x · sigmoid(x): a NaN `x` makes the product NaN.
+        ActOp::Silu => {
+            sigmoid(v, xr)?;
+            v.a.vmulps(xr, xr, t3)
+        }
+        ActOp::Tanh => {
+            v.a.vmulps(t3, xr, k(14))?;
+            sigmoid(v, t3)?;
+            v.a.vmulps(t3, t3, k(14))?;
+            v.a.vsubps(t3, t3, k(11))?;
+            keep_nan(v, xr)?;
+            v.a.vmovaps(xr, t3)
+        }
+        ActOp::HardSigmoid | ActOp::HardSwish => {
+            v.a.vaddps(t0, xr, k(15))?;
+            v.a.vxorps(t1, t1, t1)?;
+            v.a.vmaxps(t0, t0, t1)?;
+            v.a.vminps(t0, t0, k(16))?;
+            if f == ActOp::HardSwish {
+                v.a.vmulps(t0, xr, t0)?;
+            }
+            v.a.vmulps(xr, t0, k(17))
+        }
+    }
+}
+
 /// `int cpu_level(void)`: 4 when this CPU and OS run the AVX-512 microkernels (AVX-512F
 /// with the opmask and zmm state enabled in XCR0), 3 for the AVX2 ones (AVX2 + FMA with the
 /// ymm state enabled), else 2. System V, saves the `rbx` that `cpuid` clobbers.
@@ -583,9 +657,17 @@ fn assemble_inner(spec: &Spec) -> Result<Vec<u8>, IcedError> {
                     }
                 }
                 EpOp::Act(f) => {
-                    assert!(isa == Isa::Avx512 && nacc <= 24);
                     for j in 0..nv {
-                        activation(&mut v, f, acc(r, j), &consts)?;
+                        match isa {
+                            Isa::Avx512 => {
+                                assert!(nacc <= 24);
+                                activation(&mut v, f, acc(r, j), &consts)?;
+                            }
+                            // The first x register is free after the loop; `mask` is not.
+                            Isa::Avx2 => {
+                                activation_avx2(&mut v, f, acc(r, j), [xr0, t1, t2], &consts)?
+                            }
+                        }
                     }
                 }
                 EpOp::Max(bits) | EpOp::Min(bits) => {
@@ -734,9 +816,16 @@ fn finish(
     v.a.ret()?;
     v.a.set_label(&mut table)?;
     v.a.db(&LANE_TABLE)?;
+    // AVX-512 broadcasts each constant from one dword; AVX2 reads whole 8-lane vectors.
+    let copies = match v.isa {
+        Isa::Avx2 => 8,
+        Isa::Avx512 => 1,
+    };
     for (i, c) in ACT_CONSTS.iter().enumerate() {
         v.a.set_label(&mut consts[i])?;
-        v.a.db(&c.to_le_bytes())?;
+        for _ in 0..copies {
+            v.a.db(&c.to_le_bytes())?;
+        }
     }
     v.a.assemble(0)
 }

@@ -122,6 +122,7 @@ impl Isa {
             mr: self.mr(),
             nv: self.nv(),
             masks: self == Isa::Avx512,
+            act: true,
         }
     }
     /// The family a [`Vector`] of the x64 layer stands for.
