@@ -2,7 +2,7 @@
 //! node that starts a chain) and the chain of elementwise nodes after it that nothing else
 //! reads, applied as its epilogue before the result is stored.
 
-use bnc_ir::{Activation, Graph, Op, ValueId};
+use bnc_ir::{Activation, ConvTranspose2d, Graph, Op, ValueId};
 
 use super::numel;
 use super::upsample_conv::upsample_conv;
@@ -34,23 +34,31 @@ pub(super) struct Group {
 }
 
 /// What a conv computes inside its own kernels before it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) enum Pre {
-    /// A nearest upsample (`upsample_conv.rs`), run as one transposed conv with it: the
-    /// upsampled tensor is never stored.
-    Upsample(usize),
-    /// Channels `first..` of channel shuffle node `node`'s output (the conv's input, or the
-    /// channel slice of it the conv reads), read by the GEMM's packing or the depthwise
-    /// kernel from the shuffle's input through the permutation (`ConvGeom::chan`). The
-    /// shuffle itself computes only what other readers need (`gather.rs`).
-    Shuffle { node: usize, first: usize },
+    /// Nearest upsample node `node` (`upsample_conv.rs`), run with the conv as the one
+    /// transposed conv `conv_t`: the upsampled tensor is never stored.
+    Upsample {
+        node: usize,
+        conv_t: ConvTranspose2d,
+    },
+    /// Channels `first..` of channel shuffle node `node` (of `groups`)'s output (the conv's
+    /// input, or the channel slice of it the conv reads), read by the GEMM's packing or the
+    /// depthwise kernel from the shuffle's input through the permutation
+    /// (`ConvGeom::chan`). The shuffle itself computes only what other readers need
+    /// (`gather.rs`).
+    Shuffle {
+        node: usize,
+        groups: usize,
+        first: usize,
+    },
 }
 
 impl Group {
     /// The values the anchor's kernels read (besides epilogue operands).
     pub fn inputs<'g>(&self, graph: &'g Graph) -> &'g [ValueId] {
         let node = match self.pre {
-            Some(Pre::Upsample(n) | Pre::Shuffle { node: n, .. }) => n,
+            Some(Pre::Upsample { node, .. } | Pre::Shuffle { node, .. }) => node,
             None => self.anchor,
         };
         &graph.nodes[node].inputs
@@ -77,8 +85,16 @@ fn shuffle_read(graph: &Graph, producer: &[Option<usize>], v: ValueId) -> Option
         node = producer[graph.nodes[node].inputs[0].0]?;
     }
     let shuffle = &graph.nodes[node];
-    (matches!(shuffle.op, Op::ChannelShuffle { .. }) && graph.shape(shuffle.output).len() == 4)
-        .then_some(Pre::Shuffle { node, first })
+    match shuffle.op {
+        Op::ChannelShuffle { groups } if graph.shape(shuffle.output).len() == 4 => {
+            Some(Pre::Shuffle {
+                node,
+                groups,
+                first,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// One step of the schedule before views are resolved.
@@ -223,9 +239,9 @@ pub(super) fn fuse(
             && readers[n.output.0] == 1
             && !is_output[n.output.0]
             && let Some(j) = reader_node[n.output.0]
-            && upsample_conv(graph, i, j).is_some()
+            && let Some(conv_t) = upsample_conv(graph, i, j)
         {
-            pre[j] = Some(Pre::Upsample(i));
+            pre[j] = Some(Pre::Upsample { node: i, conv_t });
             taken[i] = true;
         }
     }
@@ -284,7 +300,7 @@ pub(super) fn fuse(
             epi.push(desc);
         }
         let upsample = match pre[i] {
-            Some(Pre::Upsample(r)) => Some(r),
+            Some(Pre::Upsample { node, .. }) => Some(node),
             _ => None,
         };
         let mut nodes: Vec<usize> = upsample.into_iter().chain([i]).collect();
@@ -327,7 +343,7 @@ pub(super) fn fuse(
         }
         groups.push(Group {
             anchor: i,
-            pre: pre[i],
+            pre: pre[i].take(),
             nodes,
             channels: None,
             load,

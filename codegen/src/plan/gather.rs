@@ -47,30 +47,27 @@ pub(super) fn gather_shuffle_copies(
         return;
     }
     let plane = |v: ValueId| ncs(graph.shape(v)).2;
-    // The channels `[lo, hi)` of a shuffle's output that `v` views, if `v` is a whole-plane
-    // channel range of one (not a flatten of it).
-    let channels_of = |v: ValueId| -> Option<(ValueId, usize, usize)> {
+    // The shuffle's output `v` is a view of, and the channels `[lo, hi)` of it `v` holds;
+    // `whole_planes` says whether `v` is exactly those channels (not a flatten, whose
+    // reader counts as reading every channel).
+    let channels_of = |v: ValueId| -> Option<(ValueId, usize, usize, bool)> {
         let (root, off) = resolve(alias, v);
         if !shuffles.contains_key(&root) {
             return None;
         }
         let s = plane(root);
-        let same_planes = v.0 < graph.values.len() && graph.shape(v).len() == 4 && plane(v) == s;
-        let (lo, count) = if same_planes {
-            (off / s, ncs(graph.shape(v)).1)
+        let whole_planes = v.0 < graph.values.len() && graph.shape(v).len() == 4 && plane(v) == s;
+        Some(if whole_planes {
+            (root, off / s, off / s + ncs(graph.shape(v)).1, true)
         } else {
-            (0, ncs(graph.shape(root)).1)
-        };
-        Some((root, lo, lo + count))
+            (root, 0, ncs(graph.shape(root)).1, false)
+        })
     };
     for step in steps.iter_mut() {
         let Step::Copy { src, dst, dst_off } = *step else {
             continue;
         };
-        if let Some((root, lo, hi)) = channels_of(src)
-            && src.0 < graph.values.len()
-            && graph.shape(src).len() == 4
-        {
+        if let Some((root, lo, hi, true)) = channels_of(src) {
             let (x, groups) = shuffles[&root];
             *step = Step::Gather {
                 src,
@@ -87,7 +84,7 @@ pub(super) fn gather_shuffle_copies(
     // output reads.
     let mut needed: HashMap<ValueId, (usize, usize)> = HashMap::new();
     let mut need = |v: ValueId| {
-        if let Some((root, lo, hi)) = channels_of(v) {
+        if let Some((root, lo, hi, _)) = channels_of(v) {
             let r = needed.entry(root).or_insert((lo, hi));
             *r = (r.0.min(lo), r.1.max(hi));
         }
@@ -96,12 +93,14 @@ pub(super) fn gather_shuffle_copies(
         match step {
             Step::Group(g) => g.reads(graph).into_iter().for_each(&mut need),
             Step::Copy { src, .. } => need(*src),
+            // Its source is the input of a shuffle whose group (kept or dropped below) is
+            // counted here, so a shuffle of a shuffle computes the inner one.
             Step::Gather { .. } => {}
         }
     }
     // An output no copy writes lives in its root: a shuffle's, computed whole.
     for &o in out_values.iter().filter(|o| o.0 < graph.values.len()) {
-        if let Some((root, _, _)) = channels_of(o) {
+        if let Some((root, _, _, _)) = channels_of(o) {
             needed.insert(root, (0, ncs(graph.shape(root)).1));
         }
     }

@@ -54,6 +54,17 @@ fn value_shape(graph: &Graph, extra_values: &[(ValueId, Shape)], v: ValueId) -> 
 }
 
 impl Layout<'_> {
+    /// The `c` channels of `dst` from element offset `off` (a copy's destination: a concat
+    /// slice or an output).
+    pub fn region(&self, dst: ValueId, off: usize, c: usize) -> View {
+        let v = self.view(dst);
+        View {
+            offset: v.offset + off,
+            c,
+            ..v
+        }
+    }
+
     /// How a kernel addresses `v`.
     pub fn view(&self, v: ValueId) -> View {
         let (r, off) = resolve(&self.alias, v);

@@ -211,10 +211,9 @@ pub(crate) enum KernelKind {
     Softmax {
         x: View,
     },
-    /// Channel shuffle: output plane `(n, o)` is input plane `(n, src(o))`,
-    /// `src(o) = (o mod groups)·(C/groups) + o div groups`; one unit per output plane.
-    /// Output channel `o` is channel `first + o` of the shuffle of `x` (all of `x`'s
-    /// channels; the output view may hold a range of them).
+    /// Channels `first..first + out.c` of the channel shuffle of `x` (all of its `C`
+    /// channels): output plane `(n, o)` is input plane `(n, src(first + o))`,
+    /// `src(j) = (j mod groups)·(C/groups) + j div groups`; one unit per output plane.
     ChannelShuffle {
         x: View,
         groups: usize,
@@ -515,9 +514,7 @@ pub(crate) fn plan(
         match step {
             Step::Copy { src, dst, dst_off } => {
                 let x = layout.view(*src);
-                let mut out = layout.view(*dst);
-                out.offset += dst_off;
-                out.c = x.c;
+                let out = layout.region(*dst, *dst_off, x.c);
                 kernels.push(Kernel {
                     name: format!("copy_{}", kernels.len()),
                     sources: vec![layout.value_name(*src)],
@@ -538,9 +535,7 @@ pub(crate) fn plan(
                 dst_off,
             } => {
                 let x = layout.view(*x);
-                let mut out = layout.view(*dst);
-                out.offset += dst_off;
-                out.c = *count;
+                let out = layout.region(*dst, *dst_off, *count);
                 kernels.push(Kernel {
                     name: format!("gather_{}", kernels.len()),
                     sources: vec![layout.value_name(*src)],

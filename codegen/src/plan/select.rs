@@ -5,7 +5,7 @@
 use bnc_ir::{Graph, Op, ValueId, shuffle_source};
 
 use super::fuse::{Group, Pre};
-use super::upsample_conv::{upsample_conv, upsample_conv_weight};
+use super::upsample_conv::upsample_conv_weight;
 use super::{
     ALIGN, Blob, Blocking, CV_CHANNELS, CV_TILE_FLOATS, ConvGeom, Epi, Kernel, KernelKind, MR, NR,
     PlanOptions, View, align, avgpool_recips, balanced_tiles, depthwise_qw, fuse_prefix,
@@ -256,15 +256,10 @@ impl<'a> Lowering<'a> {
                         },
                     );
                 }
-                if let Some(Pre::Upsample(up)) = g.pre {
-                    let ct = upsample_conv(graph, up, g.anchor).ok_or_else(|| {
-                        CodegenError::Invalid(format!(
-                            "`{node_name}`: fused with an upsample it cannot be fused with"
-                        ))
-                    })?;
-                    let weight = upsample_conv_weight(c, param("weight")?, &ct);
+                if let Some(Pre::Upsample { conv_t, .. }) = &g.pre {
+                    let weight = upsample_conv_weight(c, param("weight")?, conv_t);
                     let hw = [[xs[2], xs[3]], [os[2], os[3]]];
-                    return Ok(self.lower_conv_transpose(&ct, &weight, x, hw, out, epi, name));
+                    return Ok(self.lower_conv_transpose(conv_t, &weight, x, hw, out, epi, name));
                 }
                 let fill = if c.pad_fill && c.pad != [0; 4] {
                     Some(self.blob.push(param("pad_fill")?))
@@ -274,10 +269,7 @@ impl<'a> Lowering<'a> {
                 // Its own input's shape: `x` may be the shuffle it reads through.
                 let xs = graph.shape(node.inputs[0]);
                 let chan = match g.pre {
-                    Some(Pre::Shuffle { node: sh, first }) => {
-                        let Op::ChannelShuffle { groups } = graph.nodes[sh].op else {
-                            unreachable!("`Pre::Shuffle` names a channel shuffle")
-                        };
+                    Some(Pre::Shuffle { groups, first, .. }) => {
                         let table: Vec<f32> = (first..first + xs[1])
                             .map(|j| f32::from_bits(shuffle_source(x.c, groups, j) as u32))
                             .collect();
