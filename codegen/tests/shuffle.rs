@@ -282,3 +282,33 @@ fn shuffles_with_every_kind_of_reader() {
         check_packed_too(body);
     }
 }
+
+/// A shuffle of a shuffle: the copy and the conv after the outer one read the inner one's
+/// output through the outer permutation, so the inner one is computed and the outer one
+/// is not.
+#[test]
+fn shuffle_of_a_shuffle() {
+    for (reader, gathers) in [
+        (
+            "a = slice_channels(outer, start = 0, end = 5)\n cat = concat(a, x)\n output cat",
+            1,
+        ),
+        ("c1 = conv2d(outer, out = 4, kernel = 1)\n output c1", 0),
+    ] {
+        let plan = check_gathers(
+            &format!(
+                "input x: f32[1, 12, 5, 6]
+                 c0 = conv2d(x, out = 12, kernel = 1)
+                 shuffled = channel_shuffle(c0, groups = 3)
+                 outer = channel_shuffle(shuffled, groups = 2)
+                 {reader}"
+            ),
+            gathers,
+            1,
+        );
+        assert!(
+            !plan.contains("k_outer") && !plan.contains("_outer <-"),
+            "{plan}"
+        );
+    }
+}
