@@ -277,9 +277,10 @@ impl FoldGraph {
         }
     }
 
-    /// Adds the equalities; returns how many merged two classes, per rule.
-    /// Adds the equalities while the e-graph has fewer than `budget` e-nodes; returns how
-    /// many merged two classes.
+    /// Adds the equalities while the e-graph has fewer than `budget` e-nodes, counting the
+    /// firings per rule; returns how many merged two classes. (Only a new e-node can grow
+    /// the e-graph, and its class then merges, so a pass stopped by the budget always
+    /// merged something: `saturate` sees the limit, not a fixpoint.)
     pub fn apply(
         &mut self,
         equalities: &[Equality],
