@@ -572,25 +572,54 @@ impl Builder {
         if dilation != 1 {
             let _ = write!(attrs, ", dilation = {dilation}");
         }
-        if groups != 1 {
-            let _ = write!(attrs, ", groups = {groups}");
-        }
-        if !bias {
-            attrs += ", bias = false";
-        }
         let key = ConvKey {
             out,
             c_per_group: c / groups,
             kernel,
             bias,
         };
-        if let Some(p) = shared_params(&mut self.rng, &self.convs, &key, 0.3) {
+        let layer = Layer {
+            op: "conv2d",
+            stem: "conv",
+            attrs,
+            groups,
+            bias,
+        };
+        self.bind_layer(|b| &mut b.convs, key, 0.3, layer, src, out, (oh, ow))
+    }
+
+    /// Binds `layer` on `src`, giving it the parameters of an earlier layer of the same
+    /// `key` in `registry` with probability `chance` (`shared_params`), else registering it
+    /// there.
+    #[allow(clippy::too_many_arguments)]
+    fn bind_layer<K: PartialEq>(
+        &mut self,
+        registry: fn(&mut Builder) -> &mut Vec<(K, String)>,
+        key: K,
+        chance: f64,
+        layer: Layer,
+        src: usize,
+        out: usize,
+        hw: (usize, usize),
+    ) -> usize {
+        let mut attrs = layer.attrs;
+        if layer.groups != 1 {
+            let _ = write!(attrs, ", groups = {}", layer.groups);
+        }
+        if !layer.bias {
+            attrs += ", bias = false";
+        }
+        let layers = std::mem::take(registry(self));
+        let shared = shared_params(&mut self.rng, &layers, &key, chance);
+        *registry(self) = layers;
+        if let Some(p) = &shared {
             let _ = write!(attrs, ", params = \"{p}\"");
         }
-        let expr = format!("conv2d({}, {attrs})", self.name(src));
-        let v = self.bind("conv", expr, &[src], out, Some((oh, ow)));
-        if !attrs.contains("params =") {
-            self.convs.push((key, self.values[v].name.clone()));
+        let expr = format!("{}({}, {attrs})", layer.op, self.name(src));
+        let v = self.bind(layer.stem, expr, &[src], out, Some(hw));
+        if shared.is_none() {
+            let name = self.values[v].name.clone();
+            registry(self).push((key, name));
         }
         v
     }
@@ -1094,22 +1123,15 @@ impl Builder {
         if t.dilation != [1, 1] {
             let _ = write!(attrs, ", dilation = {}", list_attr(&t.dilation));
         }
-        if groups != 1 {
-            let _ = write!(attrs, ", groups = {groups}");
-        }
-        if !t.bias {
-            attrs += ", bias = false";
-        }
         let key = (c, out, out / groups, (t.kernel[0], t.kernel[1]), t.bias);
-        if let Some(p) = shared_params(&mut self.rng, &self.convts, &key, 0.4) {
-            let _ = write!(attrs, ", params = \"{p}\"");
-        }
-        let expr = format!("conv_transpose2d({}, {attrs})", self.name(src));
-        let v = self.bind("convt", expr, &[src], out, Some((oh, ow)));
-        if !attrs.contains("params =") {
-            self.convts.push((key, self.values[v].name.clone()));
-        }
-        v
+        let layer = Layer {
+            op: "conv_transpose2d",
+            stem: "convt",
+            attrs,
+            groups,
+            bias: t.bias,
+        };
+        self.bind_layer(|b| &mut b.convts, key, 0.4, layer, src, out, (oh, ow))
     }
 
     /// (conv ->) (activation ->) BN -> conv_transpose2d -> BN (-> BN) -> reader, sometimes
@@ -1371,6 +1393,15 @@ fn list_attr(values: &[usize]) -> String {
         let items: Vec<String> = values.iter().map(usize::to_string).collect();
         format!("[{}]", items.join(", "))
     }
+}
+
+/// A conv-like layer to bind: `op(src, attrs)` with `groups` and `bias` still to append.
+struct Layer {
+    op: &'static str,
+    stem: &'static str,
+    attrs: String,
+    groups: usize,
+    bias: bool,
 }
 
 /// With probability `chance`, when layers of the same `key` exist, the params of one of them
