@@ -484,32 +484,31 @@ impl Builder {
         )
     }
 
+    /// Groups and output channels of a layer on `c` channels, from one draw of ten: two
+    /// depthwise (channel multiplier 1, or 2 for up to 4 channels), `grouped` grouped (a
+    /// proper divisor of `c`, when there is one), the rest ungrouped; at most 8 outputs
+    /// otherwise.
+    fn groups_and_out(&mut self, c: usize, grouped: usize) -> (usize, usize) {
+        let draw = self.rng.below(10);
+        if draw < 2 {
+            let multiplier = if c <= 4 && self.rng.chance(0.5) { 2 } else { 1 };
+            return (c, multiplier * c);
+        }
+        if draw < 2 + grouped {
+            let divisors: Vec<usize> = (2..c).filter(|&g| c.is_multiple_of(g)).collect();
+            if !divisors.is_empty() {
+                let g = divisors[self.rng.below(divisors.len())];
+                return (g, g * (1 + self.rng.below((8 / g).max(1))));
+            }
+        }
+        (1, 1 + self.rng.below(8))
+    }
+
     /// A conv of `src` with random kernel, padding (`padded = Some(true)` forces some),
     /// stride, dilation and groups.
     fn random_conv(&mut self, src: usize, padded: Option<bool>) -> usize {
         let c = self.values[src].c;
-        let (groups, out) = match self.rng.below(10) {
-            // Depthwise (channel multiplier 1 or 2).
-            0 | 1 => (
-                c,
-                if c <= 4 && self.rng.chance(0.5) {
-                    2 * c
-                } else {
-                    c
-                },
-            ),
-            // Grouped, when the channel count has a proper divisor.
-            2 | 3 => {
-                let divisors: Vec<usize> = (2..c).filter(|&g| c.is_multiple_of(g)).collect();
-                if divisors.is_empty() {
-                    (1, 1 + self.rng.below(8))
-                } else {
-                    let g = divisors[self.rng.below(divisors.len())];
-                    (g, g * (1 + self.rng.below((8 / g).max(1))))
-                }
-            }
-            _ => (1, 1 + self.rng.below(8)),
-        };
+        let (groups, out) = self.groups_and_out(c, 2);
         let kernel = match self.rng.below(10) {
             0..=2 => (1, 1),
             3 => (2, 2),
@@ -1007,26 +1006,7 @@ impl Builder {
     /// dilation, or stride 1 without the full crop), where the shift must not fold.
     fn conv_transpose(&mut self, src: usize, uniform: bool) -> usize {
         let (c, (h, w)) = (self.values[src].c, self.values[src].hw.expect("a map"));
-        let (groups, out) = match self.rng.below(10) {
-            0 | 1 => (
-                c,
-                if c <= 4 && self.rng.chance(0.5) {
-                    2 * c
-                } else {
-                    c
-                },
-            ),
-            2 => {
-                let divisors: Vec<usize> = (2..c).filter(|&g| c.is_multiple_of(g)).collect();
-                if divisors.is_empty() {
-                    (1, 1 + self.rng.below(8))
-                } else {
-                    let g = divisors[self.rng.below(divisors.len())];
-                    (g, g * (1 + self.rng.below((8 / g).max(1))))
-                }
-            }
-            _ => (1, 1 + self.rng.below(8)),
-        };
+        let (groups, out) = self.groups_and_out(c, 1);
         let square = self.rng.chance(0.75);
         let mut t = ConvTranspose2d {
             out_channels: out,
